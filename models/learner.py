@@ -1,0 +1,107 @@
+"""The contract every learning strategy fulfils.
+
+A learner sees samples as flat float32 vectors ``x`` of shape ``[B, input_dim]`` and labels as
+class indices ``y`` of shape ``[B]`` in ``[0, num_classes)``. The service owns the mapping from
+client labels (strings or integers) to indices and the task registry; a learner only needs to know
+the task name of a batch when its strategy uses it (task-aware strategies).
+
+State is tensors only: ``state_dict()`` returns ``dict[str, Tensor]`` (scalars as 0-d tensors), so
+a checkpoint is a safetensors file plus the JSON of the constructor arguments. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+
+Setting = Literal["class", "task", "domain"]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Samples drawn from the episodic replay buffer, handed to ``sleep``."""
+
+    x: torch.Tensor  # [N, input_dim] float32
+    y: torch.Tensor  # [N] int64
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class Stats:
+    """What one call did, reported to the job record. Plain JSON values only."""
+
+    samples: int = 0
+    loss: float | None = None
+    extra: dict[str, float | int | str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"samples": self.samples, "loss": self.loss, **self.extra}
+
+
+class Learner:
+    """Base class of every strategy.
+
+    Subclasses set ``name`` and ``settings`` and take their hyperparameters as keyword-only,
+    type-annotated constructor arguments with defaults (besides ``input_dim``, ``num_classes`` and
+    ``seed``, which the service passes). Those arguments are exactly the strategy's ``params``.
+    """
+
+    name: ClassVar[str]
+    settings: ClassVar[tuple[Setting, ...]] = ("class", "task", "domain")
+
+    def __init__(self, *, input_dim: int, num_classes: int, seed: int = 0) -> None:
+        self.input_dim = input_dim
+        self.num_classes = num_classes
+        self.seed = seed
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Reject combinations of hyperparameters that are each valid alone (raise ValueError).
+
+        Single-parameter types and ranges are declared on the constructor's annotations; this hook
+        is for constraints between parameters (e.g. ``k < hidden``). The default accepts all.
+        """
+
+    # -- learning ---------------------------------------------------------------------------------
+    def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
+        """Wake: learn from one batch, at once. Must not mutate ``x`` or ``y``."""
+        raise NotImplementedError
+
+    def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
+        """Consolidate: ``budget`` bounds the optimisation work (e.g. replayed samples)."""
+        return Stats()
+
+    # -- inference --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Class probabilities ``[B, num_classes]``; classes where ``mask`` is False get 0.
+
+        Pure: it never changes the learner's state.
+        """
+        return _masked_softmax(self.logits(x), mask)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> "Learner":
+        """Move tensors to ``device``; strategies with tensors override and call super()."""
+        self.device = torch.device(device)
+        return self
+
+
+def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is not None:
+        scores = scores.masked_fill(~mask.to(scores.device), float("-inf"))
+    return torch.softmax(scores, dim=-1)

@@ -1,0 +1,77 @@
+"""Brains, their tasks and their versions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import select
+
+from service import brains, schemas
+from service.api.deps import CacheDep, RuntimeDep, SessionDep
+from service.errors import NotFound
+from service.tables import Brain, Task, Version
+
+router = APIRouter(prefix="/v1/brains", tags=["brains"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.BrainOut)
+def create_brain(body: schemas.BrainCreate, rt: RuntimeDep) -> schemas.BrainOut:
+    brain = brains.create_brain(rt, body=body)
+    with rt.db.session() as s:
+        return brains.brain_out(s, s.get(Brain, brain.id))
+
+
+@router.get("", response_model=schemas.BrainList)
+def list_brains(s: SessionDep) -> schemas.BrainList:
+    rows = s.scalars(select(Brain).order_by(Brain.name)).all()
+    return schemas.BrainList(brains=[brains.brain_out(s, b) for b in rows])
+
+
+@router.get("/{name}", response_model=schemas.BrainOut)
+def get_brain(name: str, s: SessionDep) -> schemas.BrainOut:
+    return brains.brain_out(s, brains.get_brain(s, name))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_brain(name: str, rt: RuntimeDep, cache: CacheDep) -> Response:
+    with rt.db.session() as s:
+        brain_id = brains.get_brain(s, name).id
+    brains.delete_brain(rt, name=name)
+    cache.forget(brain_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{name}/tasks", response_model=schemas.TaskList)
+def list_tasks(name: str, s: SessionDep) -> schemas.TaskList:
+    brain = brains.get_brain(s, name)
+    tasks = s.scalars(select(Task).where(Task.brain_id == brain.id).order_by(Task.ordinal)).all()
+    return schemas.TaskList(tasks=[brains.task_out(brain, t) for t in tasks])
+
+
+def _version_out(brain: Brain, v: Version) -> schemas.VersionOut:
+    return schemas.VersionOut(
+        number=v.number, kind=v.kind, current=v.number == brain.current_version, promoted=v.promoted,
+        log_position=v.log_position, samples_learned=v.samples_learned, tasks_seen=v.tasks_seen,
+        stats=v.stats, created_at=v.created_at,
+    )
+
+
+@router.get("/{name}/versions", response_model=schemas.VersionList)
+def list_versions(name: str, s: SessionDep) -> schemas.VersionList:
+    brain = brains.get_brain(s, name)
+    rows = s.scalars(select(Version).where(Version.brain_id == brain.id).order_by(Version.number)).all()
+    return schemas.VersionList(current=brain.current_version, versions=[_version_out(brain, v) for v in rows])
+
+
+@router.post("/{name}/versions/{number}/promote", response_model=schemas.VersionOut)
+def promote(name: str, number: int, rt: RuntimeDep) -> schemas.VersionOut:
+    """Make version ``number`` current (roll back or forward). Samples already learned by later
+    versions are not learned again; samples not yet learned are learned on top of it."""
+    with rt.db.session() as s:
+        brain = brains.get_brain(s, name)
+        brain_id = brain.id
+    with rt.locks.hold(brain_id), rt.db.session() as s:
+        brain = s.get(Brain, brain_id)
+        version = rt.versions.promote(s, brain, number)
+        if version is None:
+            raise NotFound(f"brain {name!r} has no version {number}")
+        return _version_out(brain, version)

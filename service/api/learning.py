@@ -1,0 +1,115 @@
+"""Learning and inference: samples, predict, evaluate, sleep."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select
+
+from service import brains, schemas
+from service.api.deps import CacheDep, RuntimeDep
+from service.errors import NotFound
+from service.inference import predict as run_predict
+from service.inputs import decode
+from service.runtime import Runtime
+from service.tables import Brain, Job, Task
+
+router = APIRouter(prefix="/v1/brains", tags=["learning"])
+
+
+def wait_for(rt: Runtime, job_id: str, timeout: float) -> Job:
+    """Poll the job row until it has finished or ``timeout`` passed; returns the last state."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        with rt.db.session() as s:
+            job = s.get(Job, job_id)
+        if job.state in ("succeeded", "failed") or time.monotonic() >= deadline:
+            return job
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+@router.post("/{name}/samples", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SamplesAccepted)
+def post_samples(
+    name: str,
+    body: schemas.SamplesIn,
+    rt: RuntimeDep,
+    wait: bool = Query(False, description="Answer when the samples have been learned."),
+) -> schemas.SamplesAccepted:
+    brain_id, accepted, duplicates = brains.ingest(rt, name=name, body=body)
+    if not accepted:
+        return schemas.SamplesAccepted(accepted=0, duplicates=duplicates, job=None)
+    job_id = rt.jobs.submit("wake", brain_id, {"samples": accepted})
+    out = schemas.SamplesAccepted(accepted=accepted, duplicates=duplicates, job=job_id, state="queued")
+    if wait:
+        job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds)
+        out.state = job.state
+        if job.state == "succeeded":
+            with rt.db.session() as s:  # this job may have found its samples learned by an earlier one
+                out.version = s.get(Brain, brain_id).current_version
+    return out
+
+
+def _loaded(rt: Runtime, cache: CacheDep, name: str):  # noqa: ANN202
+    with rt.db.session() as s:
+        brain = brains.get_brain(s, name)
+    version, learner = cache.get(brain)
+    return brain, version, learner
+
+
+def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
+    if task is None:
+        return list(range(len(brain.labels)))
+    with rt.db.session() as s:
+        row = s.scalar(select(Task).where(Task.brain_id == brain.id, Task.name == task))
+    if row is None:
+        raise NotFound(f"brain {brain.name!r} has no task {task!r}")
+    return list(row.labels)
+
+
+@router.post("/{name}/predict", response_model=schemas.PredictOut)
+def predict(name: str, body: schemas.PredictIn, rt: RuntimeDep, cache: CacheDep) -> schemas.PredictOut:
+    brain, version, learner = _loaded(rt, cache, name)
+    x = decode(body.inputs, brain.input_kind, brain.input_shape, field="inputs")
+    idx, conf = run_predict(learner, x, _allowed(rt, brain, body.task))
+    return schemas.PredictOut(
+        version=version,
+        predictions=[schemas.Prediction(label=brain.labels[i], confidence=c) for i, c in zip(idx, conf)],
+    )
+
+
+@router.post("/{name}/evaluate", response_model=schemas.EvaluateOut)
+def evaluate(name: str, body: schemas.EvaluateIn, rt: RuntimeDep, cache: CacheDep) -> schemas.EvaluateOut:
+    """Accuracy of the current version on held-out samples (never learned from), recorded for the
+    accuracy matrix of ``GET .../metrics``."""
+    brain, version, learner = _loaded(rt, cache, name)
+    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples")
+    truth = brains.label_indices(brain, [smp.label for smp in body.samples], grow=False, limit=brain.num_classes)
+    allowed = _allowed(rt, brain, body.task if body.mode == "task" else None)
+    if allowed:
+        idx, _ = run_predict(learner, x, allowed)
+    else:
+        idx = [None] * len(truth)  # nothing learned yet: every answer is wrong
+    accuracy = sum(int(t is not None and t == p) for t, p in zip(truth, idx)) / len(truth)
+    brain.current_version = version  # record against the version that answered
+    brains.record_evaluation(rt, brain=brain, task=body.task, mode=body.mode, accuracy=accuracy, samples=len(truth))
+    return schemas.EvaluateOut(version=version, task=body.task, mode=body.mode, accuracy=accuracy, samples=len(truth))
+
+
+@router.post("/{name}/sleep", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)
+def sleep(
+    name: str,
+    rt: RuntimeDep,
+    wait: bool = Query(False, description="Answer when the sleep has finished."),
+) -> schemas.SleepAccepted:
+    """Consolidate now: replay and distill, then publish a new version. Poll ``GET /v1/jobs/{job}``."""
+    with rt.db.session() as s:
+        brain_id = brains.get_brain(s, name).id
+    job_id = rt.jobs.submit("sleep", brain_id, {"reason": "request"})
+    job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds) if wait else None
+    return schemas.SleepAccepted(
+        job=job_id, state=job.state if job else "queued",
+        result=job.result if job else None, error=job.error if job else None,
+    )

@@ -1,0 +1,126 @@
+"""The FastAPI application factory: ``create_app(settings)`` builds everything; nothing at import."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy.exc import OperationalError
+
+from service.api import brains, health, jobs, learning, metrics
+from service.errors import BrainError
+from service.inference import InferenceCache
+from service.learning import check_sleep_due, recover
+from service.locks import BrainLockTimeout
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _SleepScheduler:
+    """The embedded stand-in for Celery beat: checks sleep policies every few seconds."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="sleep-scheduler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.rt.settings.sleep_check_seconds):
+            try:
+                check_sleep_due(self.rt)
+            except Exception:  # noqa: BLE001 - keep scheduling; the next round may succeed
+                log.exception("sleep check failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = build_runtime(settings)
+        app.state.runtime = rt
+        app.state.inference = InferenceCache(rt.versions)
+        recover(rt, orphaned_jobs=not settings.uses_celery)
+        scheduler = None
+        if not settings.uses_celery:
+            scheduler = _SleepScheduler(rt)
+            scheduler.thread.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop.set()
+            rt.close()
+
+    app = FastAPI(
+        title="plastic-brain",
+        version="0.1.0",
+        description="A continual-learning service: stream labelled samples, predict at any time, "
+        "and let the brain sleep to consolidate without forgetting.",
+        lifespan=lifespan,
+    )
+    for module in (brains, learning, jobs, metrics, health):
+        app.include_router(module.router)
+    _errors(app)
+    _limits_and_metrics(app, settings)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(BrainError)
+    async def _brain_error(_: Request, exc: BrainError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(BrainLockTimeout)
+    async def _busy(_: Request, exc: BrainLockTimeout) -> JSONResponse:
+        return JSONResponse({"detail": f"{exc}; retry later"}, status_code=503)
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse({"detail": "the database is unavailable; retry later"}, status_code=503)
+
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return
+
+    @app.exception_handler(RedisConnectionError)
+    async def _redis_down(_: Request, exc: RedisConnectionError) -> JSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return JSONResponse({"detail": "Redis is unavailable; retry later"}, status_code=503)
+
+
+def _limits_and_metrics(app: FastAPI, settings: Settings) -> None:
+    registry = CollectorRegistry()
+    app.state.prometheus = registry
+    requests = Counter(
+        "brain_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "brain_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
+    )
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):  # noqa: ANN001, ANN202
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse(
+                {"detail": f"request body of {length} bytes exceeds the limit of {settings.max_body_bytes}"},
+                status_code=413,
+            )
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        requests.labels(request.method, path, str(response.status_code)).inc()
+        latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,231 @@
+"""What the API does with brains: the registry, ingest into the sample log, labels and tasks,
+evaluations and the metrics built from them. Keyword-only data functions over a Runtime; routes stay
+thin and HTTP-agnostic errors (``service.errors``) carry the status."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from models.metrics import cl_metrics
+from models.registry import DEFAULT_STRATEGY, STRATEGIES, ParamsError, validate_params
+from service import schemas
+from service.errors import Conflict, Invalid, NotFound
+from service.inputs import check_kind, decode
+from service.runtime import Runtime
+from service.tables import Brain, Evaluation, Job, Sample, Task, Version
+from service.versions import input_dim, new_learner
+
+ENCODERS = {"vector": ("flatten",)}
+
+
+# -- registry -------------------------------------------------------------------------------------
+def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
+    check_kind(body.input.kind)
+    dim = input_dim(body.input.shape)
+    if dim > rt.settings.max_input_dim:
+        raise Invalid(f"input shape {body.input.shape} has {dim} values; the limit is {rt.settings.max_input_dim}")
+    strategy = body.strategy or DEFAULT_STRATEGY
+    if strategy not in STRATEGIES:
+        raise Invalid(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")
+    encoders = ENCODERS[body.input.kind]
+    encoder = body.encoder or encoders[0]
+    if encoder not in encoders:
+        raise Invalid(f"encoder {encoder!r} does not take {body.input.kind} input; use one of {list(encoders)}")
+    try:
+        params = validate_params(strategy, body.params)
+    except ParamsError as exc:
+        raise Invalid(f"params: {exc}") from None
+    with rt.db.session() as s:
+        if s.scalar(select(Brain.id).where(Brain.name == body.name)) is not None:
+            raise Conflict(f"brain {body.name!r} already exists")
+        brain = Brain(
+            name=body.name, input_kind=body.input.kind, input_shape=list(body.input.shape),
+            strategy=strategy, encoder=encoder, params=params,
+            sleep_policy=body.sleep_policy.model_dump(exclude_none=True),
+            replay=body.replay.model_dump(), seed=body.seed, num_classes=rt.settings.max_labels,
+            labels=[], learned_position=0, samples_learned=0, samples_since_sleep=0,
+        )
+        s.add(brain)
+        s.flush()
+        rt.versions.publish(
+            s, brain, new_learner(brain), kind="init", log_position=0, samples_learned=0,
+            tasks_seen=0, stats={}, replay=None,
+        )
+    return brain
+
+
+def get_brain(s: Session, name: str) -> Brain:
+    brain = s.scalar(select(Brain).where(Brain.name == name))
+    if brain is None:
+        raise NotFound(f"brain {name!r} not found")
+    return brain
+
+
+def brain_out(s: Session, brain: Brain) -> schemas.BrainOut:
+    pending = s.scalar(
+        select(func.count()).select_from(Sample).where(
+            Sample.brain_id == brain.id, Sample.id > brain.learned_position
+        )
+    )
+    return schemas.BrainOut(
+        name=brain.name,
+        input=schemas.InputSpec(kind=brain.input_kind, shape=brain.input_shape),
+        strategy=brain.strategy, encoder=brain.encoder, params=brain.params,
+        sleep_policy=schemas.SleepPolicy(**brain.sleep_policy), replay=schemas.ReplaySpec(**brain.replay),
+        seed=brain.seed, labels=brain.labels, current_version=brain.current_version,
+        samples_learned=brain.samples_learned, samples_pending=int(pending or 0), created_at=brain.created_at,
+    )
+
+
+def delete_brain(rt: Runtime, *, name: str) -> None:
+    with rt.db.session() as s:
+        brain = get_brain(s, name)
+        brain_id = brain.id
+        for table in (Sample, Evaluation, Job, Version, Task):
+            s.execute(delete(table).where(table.brain_id == brain_id))
+        s.delete(brain)
+    rt.versions.remove_brain(brain_id)
+    rt.drop_replay(brain_id)
+
+
+# -- labels ---------------------------------------------------------------------------------------
+def _label_key(label: str | int) -> str:
+    return json.dumps(label)  # "3" and 3 stay distinct
+
+
+def label_indices(brain: Brain, labels: list[str | int], *, grow: bool, limit: int) -> list[int | None]:
+    """Map client labels to class indices; with ``grow``, unseen labels get new indices."""
+    index = {_label_key(v): i for i, v in enumerate(brain.labels)}
+    known = list(brain.labels)
+    out: list[int | None] = []
+    for label in labels:
+        key = _label_key(label)
+        if key not in index and grow:
+            if len(known) >= limit:
+                raise Invalid(f"label {label!r} would be label number {len(known) + 1}; this brain holds at most {limit}")
+            index[key] = len(known)
+            known.append(label)
+        out.append(index.get(key))
+    if grow and len(known) != len(brain.labels):
+        brain.labels = known
+    return out
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int, int]:
+    """Append a batch to the durable sample log. Returns (brain id, accepted, duplicates)."""
+    if len(body.samples) > rt.settings.max_batch:
+        raise Invalid(f"{len(body.samples)} samples in one batch; the limit is {rt.settings.max_batch}")
+    with rt.db.session() as s:
+        brain = s.scalar(select(Brain).where(Brain.name == name).with_for_update())
+        if brain is None:
+            raise NotFound(f"brain {name!r} not found")
+        x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples")
+        keep = _new_samples(s, brain, body.samples)
+        duplicates = len(body.samples) - len(keep)
+        if not keep:
+            return brain.id, 0, duplicates
+        labels = label_indices(brain, [body.samples[i].label for i in keep], grow=True, limit=brain.num_classes)
+        task = _task(s, brain, body.task)
+        task.labels = sorted(set(task.labels) | {int(v) for v in labels})
+        task.samples += len(keep)
+        s.add_all(
+            Sample(brain_id=brain.id, task_id=task.id, sample_key=body.samples[i].id, label=int(label),
+                   x=x[i].astype("<f4").tobytes())
+            for i, label in zip(keep, labels)
+        )
+        return brain.id, len(keep), duplicates
+
+
+def _new_samples(s: Session, brain: Brain, samples: list[schemas.SampleIn]) -> list[int]:
+    """Indices of the samples to keep: those without an id, or whose id is new to the brain."""
+    ids = [smp.id for smp in samples if smp.id is not None]
+    seen = set()
+    if ids:
+        seen = set(s.scalars(select(Sample.sample_key).where(
+            Sample.brain_id == brain.id, Sample.sample_key.in_(ids)
+        )))
+    keep = []
+    for i, smp in enumerate(samples):
+        if smp.id is not None:
+            if smp.id in seen:
+                continue
+            seen.add(smp.id)
+        keep.append(i)
+    return keep
+
+
+def _task(s: Session, brain: Brain, name: str) -> Task:
+    task = s.scalar(select(Task).where(Task.brain_id == brain.id, Task.name == name))
+    if task is None:
+        ordinal = s.scalar(select(func.count()).select_from(Task).where(Task.brain_id == brain.id)) or 0
+        task = Task(brain_id=brain.id, name=name, ordinal=int(ordinal), labels=[], samples=0)
+        s.add(task)
+        s.flush()
+    return task
+
+
+def task_out(brain: Brain, task: Task) -> schemas.TaskOut:
+    return schemas.TaskOut(
+        name=task.name, ordinal=task.ordinal, labels=[brain.labels[i] for i in task.labels],
+        samples=task.samples, created_at=task.created_at,
+    )
+
+
+# -- evaluations and metrics ----------------------------------------------------------------------
+def record_evaluation(
+    rt: Runtime, *, brain: Brain, task: str, mode: str, accuracy: float, samples: int
+) -> None:
+    with rt.db.session() as s:
+        tasks_seen = s.scalar(select(Version.tasks_seen).where(
+            Version.brain_id == brain.id, Version.number == brain.current_version
+        ))
+        s.add(Evaluation(
+            brain_id=brain.id, version=brain.current_version, task=task, mode=mode,
+            accuracy=accuracy, samples=samples, tasks_seen=int(tasks_seen or 0),
+        ))
+
+
+def metrics(s: Session, brain: Brain, *, mode: str) -> schemas.MetricsOut:
+    evals = s.scalars(
+        select(Evaluation).where(Evaluation.brain_id == brain.id, Evaluation.mode == mode)
+        .order_by(Evaluation.version, Evaluation.id)
+    ).all()
+    tasks = s.scalars(select(Task).where(Task.brain_id == brain.id).order_by(Task.ordinal)).all()
+    names = [t.name for t in tasks]
+    names += sorted({e.task for e in evals} - set(names))  # evaluated before any sample arrived
+    ordinal = {t.name: t.ordinal for t in tasks}
+    versions = sorted({e.version for e in evals})
+    row_of = {v: i for i, v in enumerate(versions)}
+    col_of = {n: j for j, n in enumerate(names)}
+    matrix: list[list[float | None]] = [[None] * len(names) for _ in versions]
+    seen_at = [0] * len(versions)
+    for e in evals:  # later evaluations of the same cell win
+        matrix[row_of[e.version]][col_of[e.task]] = e.accuracy
+        seen_at[row_of[e.version]] = e.tasks_seen
+    learned_at: list[int | None] = []
+    for n in names:
+        rows = [i for i, k in enumerate(seen_at) if n in ordinal and k == ordinal[n] + 1]
+        learned_at.append(rows[-1] if rows else None)
+    chance = [
+        (1.0 / len(t.labels) if mode == "task" and t.labels else 0.0) for t in tasks
+    ] + [0.0] * (len(names) - len(tasks))
+    summary = cl_metrics(matrix, learned_at, chance) if versions else {}
+    history = [
+        schemas.HistoryRow(
+            version=v, tasks_seen=seen_at[i],
+            accuracy={names[j]: a for j, a in enumerate(matrix[i]) if a is not None},
+        )
+        for i, v in enumerate(versions)
+    ]
+    return schemas.MetricsOut(
+        mode=mode, tasks=names, versions=versions, accuracy_matrix=matrix,
+        average_accuracy=summary.get("average_accuracy"),
+        backward_transfer=summary.get("backward_transfer"),
+        forward_transfer=summary.get("forward_transfer"),
+        forgetting=summary.get("forgetting"),
+        history=history,
+    )

@@ -1,0 +1,94 @@
+"""The ``brain`` command: serve the API, run a Celery worker or beat, apply migrations."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from service.settings import Settings
+
+app = typer.Typer(help="plastic-brain: a continual-learning service.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    if data_dir is not None:
+        os.environ["BRAIN_DATA_DIR"] = str(data_dir)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="State folder (BRAIN_DATA_DIR).")]
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply the database migrations (alembic upgrade head)."""
+    from service.db import upgrade
+
+    settings = _settings(data_dir)
+    upgrade(settings.database_url)
+    console.print(f"[green]database at head[/green] ({_redact(settings.database_url)})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: DataDir = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Apply migrations, then serve the HTTP API (docs at /docs)."""
+    import uvicorn
+
+    from service.db import upgrade
+
+    settings = _settings(data_dir)
+    upgrade(settings.database_url)
+    mode = "full stack (Postgres/Redis/Celery)" if settings.uses_celery else "embedded (in-process jobs)"
+    console.print(f"[bold]plastic-brain[/bold] on http://{host}:{port} — {mode}, data in {settings.data_dir}")
+    if workers > 1 and not settings.uses_celery:
+        raise typer.BadParameter("several API workers need the full stack (in-process jobs live in one process)")
+    uvicorn.run(
+        "service.app:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = "wake,sleep,schedule",
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] = 1,
+    data_dir: DataDir = None,
+) -> None:
+    """Run a Celery worker for wake and sleep jobs (needs BRAIN_REDIS_URL)."""
+    from workers.celery_app import create_celery
+
+    celery = create_celery(_settings(data_dir))
+    celery.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO", "-n", "brain@%h"])
+
+
+@app.command()
+def beat(data_dir: DataDir = None) -> None:
+    """Run Celery beat: checks every brain's sleep policy on a schedule (one per deployment)."""
+    from workers.celery_app import create_celery
+
+    celery = create_celery(_settings(data_dir))
+    # the in-memory scheduler: the schedule is one interval, nothing worth a (pickled) shelve file
+    celery.start(["beat", "--loglevel", "INFO", "--scheduler", "celery.beat:Scheduler"])
+
+
+def _redact(url: str | None) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if url else ""
+
+
+if __name__ == "__main__":
+    app()

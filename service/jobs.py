@@ -1,0 +1,108 @@
+"""Background jobs: a row in ``jobs`` plus a dispatch to whichever executor runs.
+
+Routes and orchestration call :meth:`Jobs.submit`; they never know which backend runs the job:
+- :class:`InProcessJobs`: a thread pool in the API process (the embedded default);
+- :class:`CeleryJobs`: a Celery message to the ``wake`` or ``sleep`` queue, run by ``brain worker``.
+A job message carries only the job id; the job reads everything else from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from service.db import Database
+from service.tables import Job, utcnow
+
+log = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "plastic_brain.run_job"
+CHECK_SLEEP_TASK = "plastic_brain.check_sleep"
+QUEUES = ("wake", "sleep")
+
+
+class Executor(Protocol):
+    def dispatch(self, job_id: str, kind: str) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class InProcessJobs:
+    def __init__(self, run: Callable[[str], None], workers: int = 2) -> None:
+        self.run = run
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-job")
+
+    def dispatch(self, job_id: str, kind: str) -> None:
+        self.pool.submit(self._run, job_id)
+
+    def _run(self, job_id: str) -> None:
+        try:
+            self.run(job_id)
+        except Exception:  # noqa: BLE001 - the job row already says why
+            log.exception("job %s failed", job_id)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=False)
+
+
+class CeleryJobs:
+    def __init__(self, broker_url: str) -> None:
+        from celery import Celery
+
+        self.app = Celery("plastic_brain_client", broker=broker_url)
+
+    def dispatch(self, job_id: str, kind: str) -> None:
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=kind if kind in QUEUES else "wake")
+
+    def shutdown(self) -> None:
+        self.app.close()
+
+
+class Jobs:
+    def __init__(self, db: Database, executor: Executor | None = None) -> None:
+        self.db = db
+        self.executor = executor
+
+    def submit(self, kind: str, brain_id: int, payload: dict | None = None) -> str:
+        job_id = str(uuid.uuid4())
+        with self.db.session() as s:
+            s.add(Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload or {}))
+        if self.executor is None:
+            raise RuntimeError("this process has no job executor")
+        self.executor.dispatch(job_id, kind)
+        return job_id
+
+    def progress(self, job_id: str, fraction: float, phase: str | None = None) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                job.progress = max(0.0, min(1.0, fraction))
+                job.phase = phase
+
+    def start(self, job_id: str) -> Job | None:
+        """Mark a job running; None when it is unknown or already finished (redelivered)."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.state in ("succeeded", "failed"):
+                return None
+            job.state = "running"
+            job.started_at = utcnow()
+            job.attempts += 1
+            return job
+
+    def finish(self, job_id: str, *, result: dict | None = None, error: str | None = None) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return
+            job.state = "failed" if error else "succeeded"
+            job.result = result
+            job.error = error
+            job.progress = 1.0 if error is None else job.progress
+            job.finished_at = utcnow()
+
+    def shutdown(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown()

@@ -1,0 +1,294 @@
+"""Orchestration of learning: wake and sleep jobs, scheduled sleep, recovery after a restart.
+
+Plain functions over a :class:`~service.runtime.Runtime`; the in-process executor and the Celery
+tasks (``workers.tasks``) both call :func:`run_job`. Every job is idempotent:
+
+- wake learns the sample log after the brain's ``learned_position`` and publishes a version that
+  records the new position in the same transaction, so a job that dies is simply re-run and nothing
+  is learned twice or lost; several queued wake jobs coalesce (the later ones find nothing to do);
+- sleep consolidates the current version over the replay buffer and publishes a new version with a
+  snapshot of the buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import torch
+from sqlalchemy import func, select
+
+from models.learner import Learner
+from service.replay import ReplayBuffer
+from service.runtime import Runtime
+from service.tables import Brain, Job, Sample, Task, Version, utcnow
+
+log = logging.getLogger(__name__)
+
+WAKE_CHUNK = 4096  # log rows read per query
+WAKE_BATCH = 128  # samples per observe() call
+DEFAULT_SLEEP_BUDGET = 10_000
+
+
+class _TrainingCache:
+    """The learner a process last trained, per brain, keyed by the version it equals.
+
+    Saves a checkpoint read per job. A learner is only reused when the brain's current version is
+    the one it was published as; a job that fails drops it (it may be half-updated).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[int, Learner]] = {}
+        self._lock = threading.Lock()
+
+    def checkout(self, rt: Runtime, brain: Brain) -> Learner:
+        with self._lock:
+            entry = self._entries.pop(brain.id, None)
+        if entry is not None and entry[0] == brain.current_version:
+            return entry[1]
+        return rt.versions.load(brain, brain.current_version, device=rt.device)
+
+    def checkin(self, brain_id: int, version: int, learner: Learner) -> None:
+        with self._lock:
+            self._entries[brain_id] = (version, learner)
+
+
+_cache = _TrainingCache()
+
+
+@dataclass
+class _BrainView:
+    """What a job reads of its brain at the start, detached from the session."""
+
+    brain: Brain
+    tasks: dict[int, Task]
+
+
+def run_job(rt: Runtime, job_id: str) -> dict | None:
+    job = rt.jobs.start(job_id)
+    if job is None:
+        return None
+    handler = {"wake": wake, "sleep": sleep}.get(job.kind)
+    try:
+        if handler is None:
+            raise ValueError(f"unknown job kind {job.kind!r}")
+        result = handler(rt, job)
+    except Exception as exc:
+        log.exception("job %s (%s) failed", job_id, job.kind)
+        rt.jobs.finish(job_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+    rt.jobs.finish(job_id, result=result)
+    return result
+
+
+def _view(rt: Runtime, brain_id: int) -> _BrainView | None:
+    with rt.db.session() as s:
+        brain = s.get(Brain, brain_id)
+        if brain is None:
+            return None
+        tasks = {t.id: t for t in s.scalars(select(Task).where(Task.brain_id == brain_id))}
+        s.expunge_all()
+        return _BrainView(brain, tasks)
+
+
+def _ensure_replay(rt: Runtime, brain: Brain, buffer: ReplayBuffer) -> None:
+    """A lost store (Redis flushed, or a restarted embedded process) is restored from the newest
+    version holding a snapshot."""
+    if brain.samples_learned == 0 or len(buffer) > 0:
+        return
+    with rt.db.session() as s:
+        snap = rt.versions.latest_replay_snapshot(s, brain)
+    if snap is not None and len(snap["y"]) > 0:
+        buffer.restore(snap)
+        log.info("restored replay buffer of brain %s (%d samples)", brain.name, len(snap["y"]))
+
+
+def wake(rt: Runtime, job: Job) -> dict:
+    with rt.locks.hold(job.brain_id):
+        view = _view(rt, job.brain_id)
+        if view is None:
+            return {"skipped": "brain deleted"}
+        brain = view.brain
+        learner = _cache.checkout(rt, brain)
+        buffer = rt.replay(brain)
+        _ensure_replay(rt, brain, buffer)
+        cursor, learned, tasks_seen = brain.learned_position, 0, 0
+        pending = _pending(rt, brain.id, cursor)
+        losses: list[float] = []
+        try:
+            while True:
+                with rt.db.session() as s:
+                    rows = s.execute(
+                        select(Sample.id, Sample.task_id, Sample.label, Sample.x)
+                        .where(Sample.brain_id == brain.id, Sample.id > cursor)
+                        .order_by(Sample.id)
+                        .limit(WAKE_CHUNK)
+                    ).all()
+                if not rows:
+                    break
+                for task_id, x, y in _batches(rows, brain):
+                    stats = learner.observe(x.to(rt.device), y.to(rt.device), view.tasks[task_id].name)
+                    if stats.loss is not None:
+                        losses.append(stats.loss)
+                    buffer.add(x.numpy(), y.tolist())
+                    tasks_seen = max(tasks_seen, view.tasks[task_id].ordinal + 1)
+                cursor = rows[-1].id
+                learned += len(rows)
+                rt.jobs.progress(job.id, learned / max(pending, learned), f"learning {learned}/{pending}")
+        except BaseException:
+            _cache.checkout(rt, brain)  # drop a possibly half-updated learner
+            raise
+        if learned == 0:
+            _cache.checkin(brain.id, brain.current_version, learner)
+            return {"learned": 0, "version": brain.current_version}
+        with rt.db.session() as s:
+            row = s.get(Brain, brain.id)
+            previous = s.scalar(
+                select(Version.tasks_seen).where(
+                    Version.brain_id == brain.id, Version.number == row.current_version
+                )
+            )
+            row.learned_position = cursor
+            row.samples_learned += learned
+            row.samples_since_sleep += learned
+            version = rt.versions.publish(
+                s, row, learner, kind="wake", log_position=cursor,
+                samples_learned=row.samples_learned, tasks_seen=max(previous or 0, tasks_seen),
+                stats={"learned": learned, "loss": float(np.mean(losses)) if losses else None},
+                replay=buffer.snapshot() if rt.embedded_replay else None,
+            )
+            number = version.number
+        _cache.checkin(brain.id, number, learner)
+    maybe_sleep(rt, brain.id, reason="every_samples")
+    return {"learned": learned, "version": number}
+
+
+def _pending(rt: Runtime, brain_id: int, cursor: int) -> int:
+    with rt.db.session() as s:
+        return int(s.scalar(
+            select(func.count()).select_from(Sample).where(Sample.brain_id == brain_id, Sample.id > cursor)
+        ) or 0)
+
+
+def _batches(rows, brain: Brain):  # noqa: ANN001, ANN202 - rows from the sample log
+    """Split log rows into observe() batches of at most WAKE_BATCH samples of one task each."""
+    dim = int(np.prod(brain.input_shape))
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and end - start < WAKE_BATCH and rows[end].task_id == rows[start].task_id:
+            end += 1
+        chunk = rows[start:end]
+        x = np.stack([np.frombuffer(r.x, dtype="<f4", count=dim) for r in chunk]).astype(np.float32)
+        y = torch.tensor([r.label for r in chunk], dtype=torch.long)
+        yield chunk[0].task_id, torch.from_numpy(x), y
+        start = end
+
+
+def sleep(rt: Runtime, job: Job) -> dict:
+    with rt.locks.hold(job.brain_id):
+        view = _view(rt, job.brain_id)
+        if view is None:
+            return {"skipped": "brain deleted"}
+        brain = view.brain
+        if brain.samples_learned == 0:
+            return {"skipped": "nothing learned yet", "version": brain.current_version}
+        rt.jobs.progress(job.id, 0.05, "loading")
+        learner = _cache.checkout(rt, brain)
+        buffer = rt.replay(brain)
+        _ensure_replay(rt, brain, buffer)
+        budget = int(brain.sleep_policy.get("budget") or DEFAULT_SLEEP_BUDGET)
+        replay = buffer.sample(None, seed=brain.current_version or 0)
+        rt.jobs.progress(job.id, 0.2, f"consolidating over {len(replay)} replayed samples")
+        started = time.perf_counter()
+        try:
+            stats = learner.sleep(_on(replay, rt.device), budget=budget)
+        except BaseException:
+            _cache.checkout(rt, brain)
+            raise
+        seconds = time.perf_counter() - started
+        rt.jobs.progress(job.id, 0.9, "publishing")
+        with rt.db.session() as s:
+            row = s.get(Brain, brain.id)
+            previous = s.scalar(
+                select(Version).where(Version.brain_id == brain.id, Version.number == row.current_version)
+            )
+            row.samples_since_sleep = 0
+            row.last_sleep_at = utcnow()
+            version = rt.versions.publish(
+                s, row, learner, kind="sleep", log_position=previous.log_position,
+                samples_learned=previous.samples_learned, tasks_seen=previous.tasks_seen,
+                stats={**stats.as_dict(), "seconds": seconds, "replayed": len(replay),
+                       "reason": job.payload.get("reason", "request")},
+                replay=buffer.snapshot(),
+            )
+            number = version.number
+        _cache.checkin(brain.id, number, learner)
+        return {"version": number, "seconds": round(seconds, 4), "replayed": len(replay), **stats.as_dict()}
+
+
+def _on(replay, device: str):  # noqa: ANN001, ANN202
+    from models.learner import Replay
+
+    return Replay(replay.x.to(device), replay.y.to(device))
+
+
+def maybe_sleep(rt: Runtime, brain_id: int, *, reason: str) -> str | None:
+    """Submit a sleep job if the brain's policy says it is due and none is queued or running."""
+    with rt.db.session() as s:
+        brain = s.get(Brain, brain_id)
+        if brain is None or not _due(brain):
+            return None
+        busy = s.scalar(
+            select(func.count()).select_from(Job).where(
+                Job.brain_id == brain_id, Job.kind == "sleep", Job.state.in_(("queued", "running"))
+            )
+        )
+        if busy:
+            return None
+    return rt.jobs.submit("sleep", brain_id, {"reason": reason})
+
+
+def _due(brain: Brain) -> bool:
+    policy = brain.sleep_policy or {}
+    if brain.samples_since_sleep <= 0:
+        return False
+    every = policy.get("every_samples")
+    if every and brain.samples_since_sleep >= every:
+        return True
+    seconds = policy.get("every_seconds")
+    if seconds:
+        since = brain.last_sleep_at or brain.created_at
+        if since.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
+            since = since.replace(tzinfo=utcnow().tzinfo)
+        return utcnow() - since >= timedelta(seconds=seconds)
+    return False
+
+
+def check_sleep_due(rt: Runtime) -> list[str]:
+    """Called by Celery beat (full stack) or the embedded scheduler thread."""
+    with rt.db.session() as s:
+        ids = list(s.scalars(select(Brain.id).where(Brain.samples_since_sleep > 0)))
+    submitted = [maybe_sleep(rt, brain_id, reason="schedule") for brain_id in ids]
+    return [job for job in submitted if job]
+
+
+def recover(rt: Runtime, *, orphaned_jobs: bool) -> list[str]:
+    """After a restart: re-submit wake for every brain with acknowledged but unlearned samples.
+
+    ``orphaned_jobs``: the jobs still marked queued or running belonged to this process's executor
+    (embedded) and died with it, so they are marked failed.
+    """
+    with rt.db.session() as s:
+        if orphaned_jobs:
+            for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running")))):
+                job.state, job.error, job.finished_at = "failed", "interrupted by a restart", utcnow()
+        pending = s.execute(
+            select(Brain.id).join(Sample, Sample.brain_id == Brain.id)
+            .where(Sample.id > Brain.learned_position).group_by(Brain.id)
+        ).scalars().all()
+    return [rt.jobs.submit("wake", brain_id, {"reason": "recovery"}) for brain_id in pending]

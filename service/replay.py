@@ -1,0 +1,172 @@
+"""The episodic replay buffer of a brain: a selection policy (models.replay) over a storage backend.
+
+Storage backends hold fixed-capacity slots of ``(x, label)`` plus the count of samples offered:
+- :class:`MemoryStore`: in-process (the embedded default); a snapshot travels with every version.
+- :class:`RedisStore`: Redis hashes (full stack); a snapshot is taken at every sleep, so a lost Redis
+  is restored from the last one.
+
+Vectors are stored as little-endian float32 bytes; nothing is pickled. Writers hold the brain's lock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from models.learner import Replay
+from models.replay import POLICIES
+
+
+class ReplayStore(Protocol):
+    def seen(self) -> int: ...
+    def labels(self) -> list[int]: ...
+    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int) -> None: ...
+    def read(self, slots: list[int]) -> tuple[np.ndarray, list[int]]: ...
+    def clear(self) -> None: ...
+
+
+class MemoryStore:
+    """Slots in a Python dict; one per brain, shared by every thread of the process."""
+
+    def __init__(self) -> None:
+        self._x: dict[int, np.ndarray] = {}
+        self._y: dict[int, int] = {}
+        self._seen = 0
+
+    def seen(self) -> int:
+        return self._seen
+
+    def labels(self) -> list[int]:
+        return [self._y[i] for i in range(len(self._y))]
+
+    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int) -> None:
+        for slot, row, label in zip(slots, x, labels):
+            self._x[slot] = np.array(row, dtype=np.float32)
+            self._y[slot] = int(label)
+        self._seen = seen
+
+    def read(self, slots: list[int]) -> tuple[np.ndarray, list[int]]:
+        return np.stack([self._x[s] for s in slots]), [self._y[s] for s in slots]
+
+    def clear(self) -> None:
+        self._x.clear()
+        self._y.clear()
+        self._seen = 0
+
+
+class RedisStore:
+    """Slots in two Redis hashes (``x``: slot -> float32 bytes, ``y``: slot -> label) and a counter."""
+
+    def __init__(self, client, brain_id: int, dim: int) -> None:  # noqa: ANN001 - redis.Redis
+        self.r = client
+        self.dim = dim
+        prefix = f"pb:replay:{brain_id}"
+        self.kx, self.ky, self.kseen = f"{prefix}:x", f"{prefix}:y", f"{prefix}:seen"
+
+    def seen(self) -> int:
+        return int(self.r.get(self.kseen) or 0)
+
+    def labels(self) -> list[int]:
+        raw = self.r.hgetall(self.ky)
+        return [int(raw[str(i).encode()]) for i in range(len(raw))]
+
+    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        if slots:
+            x = np.asarray(x, dtype="<f4")
+            pipe.hset(self.kx, mapping={str(s): x[i].tobytes() for i, s in enumerate(slots)})
+            pipe.hset(self.ky, mapping={str(s): int(label) for s, label in zip(slots, labels)})
+        pipe.set(self.kseen, seen)
+        pipe.execute()
+
+    def read(self, slots: list[int]) -> tuple[np.ndarray, list[int]]:
+        keys = [str(s) for s in slots]
+        xs = self.r.hmget(self.kx, keys)
+        ys = self.r.hmget(self.ky, keys)
+        x = np.stack([np.frombuffer(b, dtype="<f4", count=self.dim) for b in xs]).astype(np.float32)
+        return x, [int(y) for y in ys]
+
+    def clear(self) -> None:
+        self.r.delete(self.kx, self.ky, self.kseen)
+
+
+class ReplayBuffer:
+    """``add`` / ``sample`` / ``len`` / ``snapshot`` / ``restore`` over any store."""
+
+    def __init__(self, store: ReplayStore, *, capacity: int, policy: str, seed: int) -> None:
+        self.store = store
+        self.capacity = capacity
+        self.policy = POLICIES[policy]()
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.store.labels())
+
+    def add(self, x: np.ndarray, y: list[int]) -> None:
+        seen = self.store.seen()
+        slot_labels = self.store.labels()
+        rng = random.Random(f"{self.seed}:{seen}")  # deterministic, nothing to persist
+        writes: dict[int, int] = {}  # slot -> row of x (a later sample may take the same slot)
+        for i, label in enumerate(y):
+            slot = self.policy.slot_for(
+                label=int(label), seen=seen, capacity=self.capacity, slot_labels=slot_labels, rng=rng
+            )
+            seen += 1
+            if slot is None:
+                continue
+            if slot == len(slot_labels):
+                slot_labels.append(int(label))
+            else:
+                slot_labels[slot] = int(label)
+            writes[slot] = i
+        slots = sorted(writes)
+        rows = [writes[s] for s in slots]
+        self.store.write(slots, x[rows] if rows else x[:0], [int(y[r]) for r in rows], seen)
+
+    def sample(self, n: int | None = None, *, seed: int = 0) -> Replay:
+        """Up to ``n`` distinct samples (all when ``n`` is None), in a seeded random order."""
+        size = len(self)
+        if size == 0:
+            return Replay(torch.zeros(0, 0), torch.zeros(0, dtype=torch.long))
+        order = list(range(size))
+        random.Random(f"{self.seed}:{seed}:sample").shuffle(order)
+        slots = order if n is None else order[: max(0, n)]
+        x, y = self.store.read(slots)
+        return Replay(torch.from_numpy(x), torch.tensor(y, dtype=torch.long))
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        size = len(self)
+        if size:
+            x, y = self.store.read(list(range(size)))
+        else:
+            x, y = np.zeros((0, 0), dtype=np.float32), []
+        return {
+            "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            "y": torch.tensor(y, dtype=torch.long),
+            "seen": torch.tensor(self.store.seen(), dtype=torch.long),
+        }
+
+    def restore(self, snap: dict[str, torch.Tensor]) -> None:
+        self.store.clear()
+        y = [int(v) for v in snap["y"].tolist()]
+        self.store.write(list(range(len(y))), snap["x"].numpy(), y, int(snap["seen"]))
+
+
+class MemoryStores:
+    """The in-process stores of every brain, keyed by brain id."""
+
+    def __init__(self) -> None:
+        self._stores: dict[int, MemoryStore] = {}
+        self._lock = threading.Lock()
+
+    def get(self, brain_id: int) -> MemoryStore:
+        with self._lock:
+            return self._stores.setdefault(brain_id, MemoryStore())
+
+    def drop(self, brain_id: int) -> None:
+        with self._lock:
+            self._stores.pop(brain_id, None)

@@ -1,0 +1,91 @@
+"""The backends a process works with, chosen by settings and built in one place.
+
+The API (``service.app``), the Celery worker (``workers.celery_app``) and the CLI all build a
+:class:`Runtime`; the embedded default gets SQLite, in-process replay stores, thread locks and an
+in-process executor, the full stack gets Postgres, Redis stores and locks, and Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from service.db import Database
+from service.jobs import CeleryJobs, InProcessJobs, Jobs
+from service.locks import Locks, RedisLocks, ThreadLocks
+from service.replay import MemoryStores, RedisStore, ReplayBuffer
+from service.settings import Settings
+from service.tables import Brain
+from service.versions import VersionStore, input_dim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    versions: VersionStore
+    locks: Locks
+    jobs: Jobs
+    redis: object | None = None  # redis.Redis on the full stack
+    memory: MemoryStores = field(default_factory=MemoryStores)
+
+    @property
+    def device(self) -> str:
+        if self.settings.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.settings.device
+
+    @property
+    def embedded_replay(self) -> bool:
+        """In-process replay stores travel with every version; Redis ones with every sleep."""
+        return self.redis is None
+
+    def replay(self, brain: Brain) -> ReplayBuffer:
+        if self.redis is None:
+            store = self.memory.get(brain.id)
+        else:
+            store = RedisStore(self.redis, brain.id, input_dim(brain.input_shape))
+        return ReplayBuffer(
+            store, capacity=int(brain.replay["size"]), policy=brain.replay["policy"], seed=brain.seed
+        )
+
+    def drop_replay(self, brain_id: int) -> None:
+        if self.redis is None:
+            self.memory.drop(brain_id)
+        else:
+            RedisStore(self.redis, brain_id, dim=0).clear()
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.db.dispose()
+
+
+def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
+    """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools)."""
+    db = Database(settings)
+    versions = VersionStore(settings.checkpoint_dir, keep=settings.keep_versions)
+    redis_client = None
+    if settings.redis_url:
+        import redis
+
+        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    locks: Locks = (
+        RedisLocks(redis_client, settings.lock_timeout_seconds)
+        if redis_client is not None
+        else ThreadLocks(settings.lock_timeout_seconds)
+    )
+    jobs = Jobs(db)
+    rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client)
+    if executor:
+        if settings.uses_celery:
+            assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
+            jobs.executor = CeleryJobs(settings.broker_url)
+        else:
+            from service.learning import run_job
+
+            jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id))
+    return rt

@@ -1,0 +1,232 @@
+"""Request and response bodies of the HTTP API (v1)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+TaskName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256)] | int
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- brains ---------------------------------------------------------------------------------------
+class InputSpec(_In):
+    kind: Literal["vector", "image", "text"]
+    shape: list[Annotated[int, Field(ge=1)]] = Field(..., min_length=1, max_length=4)
+
+
+class SleepPolicy(_In):
+    every_samples: int | None = Field(None, ge=1, description="Sleep after this many new samples.")
+    every_seconds: float | None = Field(None, ge=1, description="Sleep at most this often when new samples came.")
+    budget: int | None = Field(None, ge=1, le=10_000_000, description="Work bound of one sleep.")
+
+
+class ReplaySpec(_In):
+    size: int = Field(500, ge=0, le=1_000_000, description="Samples kept in the episodic replay buffer.")
+    policy: Literal["reservoir", "class_balanced"] = "reservoir"
+
+
+class BrainCreate(_In):
+    name: Name
+    input: InputSpec
+    strategy: str | None = Field(None, description="A registered strategy; default: the best measured.")
+    encoder: str | None = Field(None, description="Input encoder; vector brains use 'flatten'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The strategy's hyperparameters.")
+    sleep_policy: SleepPolicy = Field(default_factory=SleepPolicy)
+    replay: ReplaySpec = Field(default_factory=ReplaySpec)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class BrainOut(BaseModel):
+    name: str
+    input: InputSpec
+    strategy: str
+    encoder: str
+    params: dict[str, Any]
+    sleep_policy: SleepPolicy
+    replay: ReplaySpec
+    seed: int
+    labels: list[str | int]
+    current_version: int | None
+    samples_learned: int
+    samples_pending: int
+    created_at: datetime
+
+
+class BrainList(BaseModel):
+    brains: list[BrainOut]
+
+
+# -- samples and predictions ----------------------------------------------------------------------
+class SampleIn(_In):
+    x: list[Any] | None = Field(None, description="Numbers, flat or nested to the brain's shape.")
+    image: str | None = Field(None, description="Base64 PNG/JPEG (image brains).")
+    text: str | None = Field(None, description="Text (text brains).")
+    label: Label
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        None, description="Idempotency key: a sample id seen before is not learned twice."
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "SampleIn":
+        _exactly_one_input(self)
+        return self
+
+
+class InputIn(_In):
+    x: list[Any] | None = None
+    image: str | None = None
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "InputIn":
+        _exactly_one_input(self)
+        return self
+
+
+def _exactly_one_input(obj: BaseModel) -> None:
+    given = [k for k in ("x", "image", "text") if getattr(obj, k) is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of 'x', 'image' or 'text'")
+
+
+class SamplesIn(_In):
+    task: TaskName
+    samples: list[SampleIn] = Field(..., description="Labelled samples; at least one.")
+
+    @field_validator("samples")
+    @classmethod
+    def _not_empty(cls, v: list[SampleIn]) -> list[SampleIn]:
+        if not v:
+            raise ValueError("the batch is empty: send at least one sample")
+        return v
+
+
+class SamplesAccepted(BaseModel):
+    accepted: int
+    duplicates: int
+    job: str | None = Field(None, description="The wake job that learns them (None when all were duplicates).")
+    version: int | None = Field(None, description="With wait=true: the version that includes them.")
+    state: JobState | None = None
+
+
+class PredictIn(_In):
+    inputs: list[InputIn]
+    task: TaskName | None = Field(None, description="Restrict the answer to this task's labels.")
+
+    @field_validator("inputs")
+    @classmethod
+    def _not_empty(cls, v: list[InputIn]) -> list[InputIn]:
+        if not v:
+            raise ValueError("no inputs: send at least one")
+        return v
+
+
+class Prediction(BaseModel):
+    label: str | int
+    confidence: float
+
+
+class PredictOut(BaseModel):
+    version: int
+    predictions: list[Prediction]
+
+
+class EvaluateIn(_In):
+    task: TaskName
+    samples: list[SampleIn]
+    mode: Literal["class", "task"] = Field(
+        "class", description="class: all labels compete; task: restricted to the task's labels."
+    )
+
+    @field_validator("samples")
+    @classmethod
+    def _not_empty(cls, v: list[SampleIn]) -> list[SampleIn]:
+        if not v:
+            raise ValueError("no samples to evaluate on")
+        return v
+
+
+class EvaluateOut(BaseModel):
+    version: int
+    task: str
+    mode: str
+    accuracy: float
+    samples: int
+
+
+# -- jobs, tasks, versions, metrics ---------------------------------------------------------------
+class SleepAccepted(BaseModel):
+    job: str
+    state: JobState
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    brain: str | None
+    kind: str
+    state: JobState
+    progress: float
+    phase: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TaskOut(BaseModel):
+    name: str
+    ordinal: int
+    labels: list[str | int]
+    samples: int
+    created_at: datetime
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskOut]
+
+
+class VersionOut(BaseModel):
+    number: int
+    kind: str
+    current: bool
+    promoted: bool
+    log_position: int
+    samples_learned: int
+    tasks_seen: int
+    stats: dict[str, Any]
+    created_at: datetime
+
+
+class VersionList(BaseModel):
+    current: int | None
+    versions: list[VersionOut]
+
+
+class HistoryRow(BaseModel):
+    version: int
+    tasks_seen: int
+    accuracy: dict[str, float]
+
+
+class MetricsOut(BaseModel):
+    mode: str
+    tasks: list[str]
+    versions: list[int]
+    accuracy_matrix: list[list[float | None]]
+    average_accuracy: float | None
+    backward_transfer: float | None
+    forward_transfer: float | None
+    forgetting: float | None
+    history: list[HistoryRow]

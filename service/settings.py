@@ -1,0 +1,62 @@
+"""Runtime settings, read from ``BRAIN_*`` environment variables (pydantic-settings).
+
+Nothing here is a module-level global: ``Settings()`` is built by the app factory, the CLI and the
+worker, and handed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BRAIN_", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Checkpoints, the SQLite file and logs live here.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; unset means a SQLite file in the data dir (embedded)."
+    )
+    redis_url: str | None = Field(
+        None, description="Set: Redis replay buffer and Celery jobs (full stack). Unset: embedded."
+    )
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+    jobs: Literal["auto", "inprocess", "celery"] = Field(
+        "auto", description="Job backend; auto picks celery when redis_url is set."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where workers train.")
+    log_level: str = "INFO"
+
+    # limits on what a client may send
+    max_batch: int = Field(2048, ge=1, description="Samples per POST.")
+    max_input_dim: int = Field(200_000, ge=1, description="Product of a brain's input shape.")
+    max_labels: int = Field(100, ge=2, description="Distinct labels a brain can learn.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Request body size.")
+
+    # versions and schedules
+    keep_versions: int = Field(20, ge=2, description="Unpromoted versions kept per brain.")
+    sleep_check_seconds: float = Field(5.0, gt=0, description="How often sleep policies are checked.")
+    wait_timeout_seconds: float = Field(120.0, gt=0, description="Longest ?wait=true wait.")
+    lock_timeout_seconds: float = Field(600.0, gt=0, description="Expiry of a brain's writer lock.")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'brain.db'}"
+        if self.broker_url is None:
+            self.broker_url = self.redis_url
+        return self
+
+    @property
+    def uses_celery(self) -> bool:
+        if self.jobs == "auto":
+            return self.redis_url is not None
+        return self.jobs == "celery"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "brains"

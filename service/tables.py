@@ -1,0 +1,140 @@
+"""The relational schema (SQLAlchemy 2.0 declarative). Alembic migrations are the only way it changes.
+
+- ``brains``: the registry of brains, their label table and learning cursor.
+- ``tasks``: tasks as they arrive, with their labels.
+- ``samples``: the durable sample log. A POST is acknowledged only after its samples are here; a
+  version records how far into the log it has learned (``log_position``), so a lost job is re-done
+  from the log and nothing acknowledged is lost or learned twice.
+- ``versions``: immutable numbered checkpoints (files under the data dir) of a brain.
+- ``jobs``: wake and sleep jobs, their state and progress.
+- ``evaluations``: accuracy per task per version, the source of the accuracy matrix.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; Postgres gets a BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Brain(Base):
+    __tablename__ = "brains"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    input_kind: Mapped[str] = mapped_column(String(16))
+    input_shape: Mapped[list[Any]]
+    strategy: Mapped[str] = mapped_column(String(32))
+    encoder: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]]
+    sleep_policy: Mapped[dict[str, Any]]
+    replay: Mapped[dict[str, Any]]  # {"size": int, "policy": "reservoir" | "class_balanced"}
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    num_classes: Mapped[int] = mapped_column(Integer)  # label capacity of the learner
+    # label table: index -> label as the client gave it (string or integer)
+    labels: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    current_version: Mapped[int | None] = mapped_column(Integer)
+    # highest sample-log id learned by any version (monotonic; promote does not move it)
+    learned_position: Mapped[int] = mapped_column(BigInteger, default=0)
+    samples_learned: Mapped[int] = mapped_column(BigInteger, default=0)
+    samples_since_sleep: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sleep_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("brain_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[list[Any]] = mapped_column(JSON, default=list)  # label indices
+    samples: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("brain_id", "sample_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    sample_key: Mapped[str | None] = mapped_column(String(128))
+    label: Mapped[int] = mapped_column(Integer)
+    x: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32, never pickled
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("brain_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # init | wake | sleep
+    log_position: Mapped[int] = mapped_column(BigInteger)
+    samples_learned: Mapped[int] = mapped_column(BigInteger)
+    tasks_seen: Mapped[int] = mapped_column(Integer)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    promoted: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # wake | sleep
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    phase: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(8))  # class | task
+    accuracy: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+    tasks_seen: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

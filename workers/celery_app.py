@@ -1,0 +1,41 @@
+"""The Celery application of the full stack: queues, routing, reliability settings, beat schedule.
+
+Built by :func:`create_celery` from settings (no import-time globals); ``brain worker`` and
+``brain beat`` start it. Jobs are long and must survive a worker's death, so messages are acked
+after the job (``acks_late``), re-queued when the worker is lost, and prefetched one at a time.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from service.jobs import CHECK_SLEEP_TASK, QUEUES, RUN_JOB_TASK
+from service.settings import Settings
+from workers import tasks
+
+
+def create_celery(settings: Settings) -> Celery:
+    if not settings.broker_url:
+        raise SystemExit("the worker needs BRAIN_REDIS_URL (or BRAIN_BROKER_URL) to reach its broker")
+    app = Celery("plastic_brain", broker=settings.broker_url)
+    app.conf.update(
+        task_queues=[Queue(name) for name in (*QUEUES, "schedule")],
+        task_default_queue="wake",
+        task_routes={CHECK_SLEEP_TASK: {"queue": "schedule"}},
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": int(settings.lock_timeout_seconds) + 60},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "check-sleep-policies": {"task": CHECK_SLEEP_TASK, "schedule": settings.sleep_check_seconds},
+        },
+        timezone="UTC",
+    )
+    tasks.register(app, settings)
+    return app

@@ -1,0 +1,53 @@
+"""Thin Celery tasks: they take ids, not objects, and call the orchestration in service.learning."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK
+from service.learning import check_sleep_due, recover, run_job
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _ProcessRuntime:
+    """One Runtime per worker process, built on first use (after the pool forks)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._rt: Runtime | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Runtime:
+        with self._lock:
+            if self._rt is None or self._pid != os.getpid():
+                self._rt = build_runtime(self.settings)
+                self._pid = os.getpid()
+            return self._rt
+
+
+def register(app: Celery, settings: Settings) -> None:
+    runtime = _ProcessRuntime(settings)
+
+    @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+    def run_job_task(job_id: str) -> None:
+        run_job(runtime.get(), job_id)
+
+    @app.task(name=CHECK_SLEEP_TASK, ignore_result=True)
+    def check_sleep_task() -> list[str]:
+        return check_sleep_due(runtime.get())
+
+    @worker_ready.connect(weak=False)
+    def _recover(**_: object) -> None:
+        """Samples acknowledged while no worker ran (or whose job died) are learned now."""
+        submitted = recover(runtime.get(), orphaned_jobs=False)
+        if submitted:
+            log.info("recovery: submitted %d wake jobs", len(submitted))
