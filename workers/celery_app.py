@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from service.jobs import CHECK_SLEEP_TASK, QUEUES, RUN_JOB_TASK
+from service.jobs import CHECK_SLEEP_TASK, QUEUES
 from service.settings import Settings
 from workers import tasks
 

@@ -1,0 +1,79 @@
+"""Orchestration: idempotent wake from the sample log, sleep policies, recovery."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from service.learning import recover, wake
+from service.tables import Job
+from tests.service.test_api import clusters, make_brain, post
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def versions(client: TestClient, name: str = "b") -> list[dict]:
+    return client.get(f"/v1/brains/{name}/versions").json()["versions"]
+
+
+def test_a_rerun_wake_job_learns_nothing_twice(client: TestClient) -> None:
+    make_brain(client)
+    xs, ys = clusters(30, ["a", "b"], seed=1)
+    job_id = post(client, "b", "t", xs, ys).json()["job"]
+    rt = client.app.state.runtime
+    with rt.db.session() as s:
+        job = s.get(Job, job_id)
+    assert wake(rt, job) == {"learned": 0, "version": 2}  # redelivered: nothing left to learn
+    assert client.get("/v1/brains/b").json()["samples_learned"] == 30
+    assert len(versions(client)) == 2
+
+
+def test_every_samples_policy_triggers_sleep(client: TestClient) -> None:
+    make_brain(client, sleep_policy={"every_samples": 50})
+    xs, ys = clusters(30, ["a", "b"], seed=1)
+    post(client, "b", "t", xs, ys)
+    time.sleep(0.5)
+    assert [v["kind"] for v in versions(client)] == ["init", "wake"]
+    post(client, "b", "t", *clusters(30, ["a", "b"], seed=2))
+    wait_until(lambda: versions(client)[-1]["kind"] == "sleep")
+    assert versions(client)[-1]["stats"]["reason"] == "every_samples"
+    assert client.get("/v1/brains/b").json()["samples_learned"] == 60
+
+
+def test_every_seconds_policy_triggers_sleep(client: TestClient) -> None:
+    make_brain(client, sleep_policy={"every_seconds": 1})
+    post(client, "b", "t", *clusters(20, ["a", "b"], seed=1))
+    wait_until(lambda: versions(client)[-1]["kind"] == "sleep", timeout=15)
+    assert versions(client)[-1]["stats"]["reason"] == "schedule"
+    n = len(versions(client))
+    time.sleep(1.5)  # nothing new learned: no further sleep
+    assert len(versions(client)) == n
+
+
+def test_recovery_learns_acknowledged_samples(client: TestClient) -> None:
+    """Samples in the log that no job learned (the process died first) are learned on restart."""
+    make_brain(client)
+    rt = client.app.state.runtime
+    from service import brains, schemas
+
+    xs, ys = clusters(12, ["a", "b"], seed=1)
+    body = schemas.SamplesIn(task="t", samples=[schemas.SampleIn(x=x.tolist(), label=y) for x, y in zip(xs, ys)])
+    brains.ingest(rt, name="b", body=body)  # acknowledged, but no job submitted
+    assert client.get("/v1/brains/b").json()["samples_pending"] == 12
+    jobs = recover(rt, orphaned_jobs=False)
+    assert len(jobs) == 1
+    wait_until(lambda: client.get("/v1/brains/b").json()["samples_pending"] == 0)
+    assert client.get("/v1/brains/b").json()["samples_learned"] == 12
+
+
+def test_sleep_on_empty_brain_is_skipped(client: TestClient) -> None:
+    make_brain(client)
+    r = client.post("/v1/brains/b/sleep", params={"wait": True}).json()
+    assert r["state"] == "succeeded" and r["result"]["skipped"] == "nothing learned yet"
+    assert len(versions(client)) == 1
