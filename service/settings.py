@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Request body size.")
 
     # versions and schedules
-    keep_versions: int = Field(20, ge=2, description="Unpromoted versions kept per brain.")
+    keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
     sleep_check_seconds: float = Field(5.0, gt=0, description="How often sleep policies are checked.")
     wait_timeout_seconds: float = Field(120.0, gt=0, description="Longest ?wait=true wait.")
     lock_timeout_seconds: float = Field(600.0, gt=0, description="Expiry of a brain's writer lock.")
