@@ -177,14 +177,15 @@ def task_out(brain: Brain, task: Task) -> schemas.TaskOut:
 
 # -- evaluations and metrics ----------------------------------------------------------------------
 def record_evaluation(
-    rt: Runtime, *, brain: Brain, task: str, mode: str, accuracy: float, samples: int
+    rt: Runtime, *, brain_id: int, version: int, task: str, mode: str, accuracy: float, samples: int
 ) -> None:
+    """Record the accuracy of ``version`` (the one that answered) on held-out samples of ``task``."""
     with rt.db.session() as s:
         tasks_seen = s.scalar(select(Version.tasks_seen).where(
-            Version.brain_id == brain.id, Version.number == brain.current_version
+            Version.brain_id == brain_id, Version.number == version
         ))
         s.add(Evaluation(
-            brain_id=brain.id, version=brain.current_version, task=task, mode=mode,
+            brain_id=brain_id, version=version, task=task, mode=mode,
             accuracy=accuracy, samples=samples, tasks_seen=int(tasks_seen or 0),
         ))
 

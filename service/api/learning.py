@@ -93,8 +93,9 @@ def evaluate(name: str, body: schemas.EvaluateIn, rt: RuntimeDep, cache: CacheDe
     else:
         idx = [None] * len(truth)  # nothing learned yet: every answer is wrong
     accuracy = sum(int(t is not None and t == p) for t, p in zip(truth, idx)) / len(truth)
-    brain.current_version = version  # record against the version that answered
-    brains.record_evaluation(rt, brain=brain, task=body.task, mode=body.mode, accuracy=accuracy, samples=len(truth))
+    brains.record_evaluation(
+        rt, brain_id=brain.id, version=version, task=body.task, mode=body.mode, accuracy=accuracy, samples=len(truth)
+    )
     return schemas.EvaluateOut(version=version, task=body.task, mode=body.mode, accuracy=accuracy, samples=len(truth))
 
 
