@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -38,7 +37,8 @@ class _TrainingCache:
     """The learner a process last trained, per brain, keyed by the version it equals.
 
     Saves a checkpoint read per job. A learner is only reused when the brain's current version is
-    the one it was published as; a job that fails drops it (it may be half-updated).
+    the one it was published as. ``checkout`` removes it from the cache and only a job that
+    published checks it in again, so a learner left half-updated by a failed job is never reused.
     """
 
     def __init__(self) -> None:
@@ -60,14 +60,6 @@ class _TrainingCache:
 _cache = _TrainingCache()
 
 
-@dataclass
-class _BrainView:
-    """What a job reads of its brain at the start, detached from the session."""
-
-    brain: Brain
-    tasks: dict[int, Task]
-
-
 def run_job(rt: Runtime, job_id: str) -> dict | None:
     job = rt.jobs.start(job_id)
     if job is None:
@@ -85,14 +77,21 @@ def run_job(rt: Runtime, job_id: str) -> dict | None:
     return result
 
 
-def _view(rt: Runtime, brain_id: int) -> _BrainView | None:
+def _brain(rt: Runtime, brain_id: int) -> Brain | None:
+    """The brain's row as the job starts, detached from the session."""
     with rt.db.session() as s:
         brain = s.get(Brain, brain_id)
-        if brain is None:
-            return None
-        tasks = {t.id: t for t in s.scalars(select(Task).where(Task.brain_id == brain_id))}
+        if brain is not None:
+            s.expunge(brain)
+        return brain
+
+
+def _tasks(rt: Runtime, brain_id: int, into: dict[int, Task]) -> dict[int, Task]:
+    with rt.db.session() as s:
+        rows = s.scalars(select(Task).where(Task.brain_id == brain_id)).all()
         s.expunge_all()
-        return _BrainView(brain, tasks)
+    into.update({t.id: t for t in rows})
+    return into
 
 
 def _ensure_replay(rt: Runtime, brain: Brain, buffer: ReplayBuffer) -> None:
@@ -109,39 +108,36 @@ def _ensure_replay(rt: Runtime, brain: Brain, buffer: ReplayBuffer) -> None:
 
 def wake(rt: Runtime, job: Job) -> dict:
     with rt.locks.hold(job.brain_id):
-        view = _view(rt, job.brain_id)
-        if view is None:
+        brain = _brain(rt, job.brain_id)
+        if brain is None:
             return {"skipped": "brain deleted"}
-        brain = view.brain
+        tasks = _tasks(rt, brain.id, {})
         learner = _cache.checkout(rt, brain)
         buffer = rt.replay(brain)
         _ensure_replay(rt, brain, buffer)
         cursor, learned, tasks_seen = brain.learned_position, 0, 0
         pending = _pending(rt, brain.id, cursor)
         losses: list[float] = []
-        try:
-            while True:
-                with rt.db.session() as s:
-                    rows = s.execute(
-                        select(Sample.id, Sample.task_id, Sample.label, Sample.x)
-                        .where(Sample.brain_id == brain.id, Sample.id > cursor)
-                        .order_by(Sample.id)
-                        .limit(WAKE_CHUNK)
-                    ).all()
-                if not rows:
-                    break
-                for task_id, x, y in _batches(rows, brain):
-                    stats = learner.observe(x.to(rt.device), y.to(rt.device), view.tasks[task_id].name)
-                    if stats.loss is not None:
-                        losses.append(stats.loss)
-                    buffer.add(x.numpy(), y.tolist())
-                    tasks_seen = max(tasks_seen, view.tasks[task_id].ordinal + 1)
-                cursor = rows[-1].id
-                learned += len(rows)
-                rt.jobs.progress(job.id, learned / max(pending, learned), f"learning {learned}/{pending}")
-        except BaseException:
-            _cache.checkout(rt, brain)  # drop a possibly half-updated learner
-            raise
+        while True:
+            with rt.db.session() as s:
+                rows = s.execute(
+                    select(Sample.id, Sample.task_id, Sample.label, Sample.x)
+                    .where(Sample.brain_id == brain.id, Sample.id > cursor)
+                    .order_by(Sample.id)
+                    .limit(WAKE_CHUNK)
+                ).all()
+            if not rows:
+                break
+            for task_id, x, y in _batches(rows, brain):
+                task = tasks.get(task_id) or _tasks(rt, brain.id, tasks)[task_id]  # may be new
+                stats = learner.observe(x.to(rt.device), y.to(rt.device), task.name)
+                if stats.loss is not None:
+                    losses.append(stats.loss)
+                buffer.add(x.numpy(), y.tolist())
+                tasks_seen = max(tasks_seen, task.ordinal + 1)
+            cursor = rows[-1].id
+            learned += len(rows)
+            rt.jobs.progress(job.id, learned / max(pending, learned), f"learning {learned}/{pending}")
         if learned == 0:
             _cache.checkin(brain.id, brain.current_version, learner)
             return {"learned": 0, "version": brain.current_version}
@@ -191,10 +187,9 @@ def _batches(rows, brain: Brain):  # noqa: ANN001, ANN202 - rows from the sample
 
 def sleep(rt: Runtime, job: Job) -> dict:
     with rt.locks.hold(job.brain_id):
-        view = _view(rt, job.brain_id)
-        if view is None:
+        brain = _brain(rt, job.brain_id)
+        if brain is None:
             return {"skipped": "brain deleted"}
-        brain = view.brain
         if brain.samples_learned == 0:
             return {"skipped": "nothing learned yet", "version": brain.current_version}
         rt.jobs.progress(job.id, 0.05, "loading")
@@ -205,11 +200,7 @@ def sleep(rt: Runtime, job: Job) -> dict:
         replay = buffer.sample(None, seed=brain.current_version or 0)
         rt.jobs.progress(job.id, 0.2, f"consolidating over {len(replay)} replayed samples")
         started = time.perf_counter()
-        try:
-            stats = learner.sleep(_on(replay, rt.device), budget=budget)
-        except BaseException:
-            _cache.checkout(rt, brain)
-            raise
+        stats = learner.sleep(_on(replay, rt.device), budget=budget)
         seconds = time.perf_counter() - started
         rt.jobs.progress(job.id, 0.9, "publishing")
         with rt.db.session() as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 TaskName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -98,16 +98,20 @@ def _exactly_one_input(obj: BaseModel) -> None:
         raise ValueError("give exactly one of 'x', 'image' or 'text'")
 
 
+def _non_empty(message: str) -> AfterValidator:
+    def check(v: list) -> list:
+        if not v:
+            raise ValueError(message)
+        return v
+
+    return AfterValidator(check)
+
+
 class SamplesIn(_In):
     task: TaskName
-    samples: list[SampleIn] = Field(..., description="Labelled samples; at least one.")
-
-    @field_validator("samples")
-    @classmethod
-    def _not_empty(cls, v: list[SampleIn]) -> list[SampleIn]:
-        if not v:
-            raise ValueError("the batch is empty: send at least one sample")
-        return v
+    samples: Annotated[list[SampleIn], _non_empty("the batch is empty: send at least one sample")] = Field(
+        ..., description="Labelled samples; at least one."
+    )
 
 
 class SamplesAccepted(BaseModel):
@@ -119,15 +123,8 @@ class SamplesAccepted(BaseModel):
 
 
 class PredictIn(_In):
-    inputs: list[InputIn]
+    inputs: Annotated[list[InputIn], _non_empty("no inputs: send at least one")]
     task: TaskName | None = Field(None, description="Restrict the answer to this task's labels.")
-
-    @field_validator("inputs")
-    @classmethod
-    def _not_empty(cls, v: list[InputIn]) -> list[InputIn]:
-        if not v:
-            raise ValueError("no inputs: send at least one")
-        return v
 
 
 class Prediction(BaseModel):
@@ -142,17 +139,10 @@ class PredictOut(BaseModel):
 
 class EvaluateIn(_In):
     task: TaskName
-    samples: list[SampleIn]
+    samples: Annotated[list[SampleIn], _non_empty("no samples to evaluate on")]
     mode: Literal["class", "task"] = Field(
         "class", description="class: all labels compete; task: restricted to the task's labels."
     )
-
-    @field_validator("samples")
-    @classmethod
-    def _not_empty(cls, v: list[SampleIn]) -> list[SampleIn]:
-        if not v:
-            raise ValueError("no samples to evaluate on")
-        return v
 
 
 class EvaluateOut(BaseModel):
