@@ -1,0 +1,485 @@
+"""The full stack for real: Postgres, Redis, and real ``brain worker`` / ``brain beat`` processes.
+
+The API runs in-process (``TestClient(create_app(settings))``; with ``redis_url`` set it submits
+Celery jobs), the workers and beat are subprocesses started with the same settings as ``BRAIN_*``
+environment variables, sharing the data dir. Proves:
+
+- a brain learns two tasks through Celery jobs (``wait=true`` answers with the new version), predicts
+  well above chance, keeps its replay buffer in Redis, sleeps into a "sleep" version;
+- a worker killed with SIGKILL is replaced and the new one continues from the published versions
+  (old tasks still known after it learns a new one); every API instance, old or freshly started,
+  serves identical predictions for the same version, and follows promotions;
+- a worker killed in the middle of a job publishes nothing, and its replacement learns every
+  acknowledged sample exactly once;
+- samples acknowledged while no worker runs are learned once one starts, both when their message
+  waits in the broker and when it was never sent (recovery from the sample log at worker start);
+- a lost Redis replay buffer is restored from the last sleep's snapshot;
+- sleep runs on schedule: every K samples (the worker) and every T seconds (Celery beat).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from service.app import create_app
+from service.brains import ingest
+from service.db import upgrade
+from service.locks import RedisLocks
+from service.schemas import SamplesIn
+from service.settings import Settings
+from service.tables import Brain, Job
+from tests.conftest import make_settings
+from tests.integration.synthetic import SMALL_PARAMS, Clusters, accuracy
+
+pytestmark = pytest.mark.integration
+
+BRAIN_CLI = Path(sys.executable).parent / "brain"  # the console script next to this interpreter
+# the same typer app, where the script is not installed next to the interpreter
+BRAIN = [str(BRAIN_CLI)] if BRAIN_CLI.exists() else [sys.executable, "-m", "service.cli"]
+READY_TIMEOUT = 60.0
+TIMEOUT = 60.0
+
+
+# -- the stack --------------------------------------------------------------------------------------
+class Stack:
+    """Settings shared by the in-process API and the worker/beat subprocesses, and those processes."""
+
+    def __init__(self, root: Path, data_dir: Path, pg_url: str, redis_url: str) -> None:
+        self.root = root  # this test's logs
+        self._base = (data_dir, pg_url, redis_url)
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        self._celery = None
+        self.configure()
+        import redis
+
+        self.redis = redis.Redis.from_url(redis_url)
+
+    def configure(self, **more: object) -> None:
+        """(Re)build the settings and the processes' environment; before anything has started."""
+        assert not self.procs, "configure the stack before starting processes"
+        data_dir, pg_url, redis_url = self._base
+        overrides = {
+            "database_url": pg_url, "redis_url": redis_url, "device": "cpu",
+            "sleep_check_seconds": 0.5,  # beat's period
+            "lock_timeout_seconds": 60.0,  # a killed worker's lock frees up within the test's patience
+            "wait_timeout_seconds": 90.0,
+            **more,
+        }
+        self.settings: Settings = make_settings(data_dir, **overrides)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BRAIN_")}
+        self.env.update({f"BRAIN_{k.upper()}": str(v) for k, v in overrides.items()})
+        self.env.update(BRAIN_DATA_DIR=str(self.settings.data_dir), BRAIN_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+
+    # processes
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = self.root / f"{name}-{len(self.procs)}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [*BRAIN, *args], env=self.env, cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killing it kills its pool children too
+            )
+        self.procs.append((name, proc, log))
+        return proc
+
+    def start_worker(self) -> subprocess.Popen:
+        proc = self._spawn("worker", "worker", "--concurrency", "1")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._pong():
+            if self._exited(proc):
+                pytest.fail("the worker exited before it was ready")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the worker did not answer a ping within {READY_TIMEOUT:.0f}s")
+        return proc
+
+    def start_beat(self) -> subprocess.Popen:
+        return self._spawn("beat", "beat")
+
+    def _pong(self) -> bool:
+        if self._celery is None:
+            from celery import Celery
+
+            self._celery = Celery("pb-test-control", broker=self.settings.broker_url)
+        replies = self._celery.control.ping(timeout=0.5)
+        return any(name.startswith("brain@") for reply in replies for name in reply)
+
+    @staticmethod
+    def _exited(proc: subprocess.Popen, timeout: float = 0.0) -> bool:
+        """Whether the process has exited, without reaping it: while unreaped, its pid (the id of
+        its process group) cannot be reused, so signalling the group reaches only what we started."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.returncode is not None:
+                return True
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+        if proc.returncode is None:  # not reaped yet (see _exited)
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        """SIGKILL the process and its pool children at once: a crash, nothing cleaned up."""
+        self._signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for _, proc, _ in self.procs:
+            if not self._exited(proc):
+                os.kill(proc.pid, signal.SIGTERM)  # the main process: Celery's warm shutdown
+        for _, proc, _ in self.procs:
+            self._exited(proc, timeout=30)
+            self._signal_group(proc, signal.SIGKILL)  # whatever is left of its process group
+            proc.wait(timeout=30)
+
+    def logs(self) -> list[tuple[str, str]]:
+        out = []
+        for name, proc, log in self.procs:
+            text = log.read_text(errors="replace") if log.exists() else "(no log)"
+            out.append((f"{name} pid {proc.pid} (exit {proc.returncode})", text[-20_000:]))
+        return out
+
+    # the API
+    @contextmanager
+    def api(self) -> Iterator[TestClient]:
+        """One API process: a fresh app (new runtime, caches, Celery client) over the same settings."""
+        with TestClient(create_app(self.settings)) as c:
+            yield c
+
+    def close(self) -> None:
+        self.stop_all()
+        if self._celery is not None:
+            self._celery.close()
+        self.redis.close()
+
+
+@pytest.fixture(scope="module")
+def shared(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """One data dir for the module, as the database is one: a worker recovering any brain of the
+    database must find its files."""
+    upgrade(pg_url)
+    return tmp_path_factory.mktemp("full-stack-data"), pg_url, redis_url
+
+
+@pytest.fixture
+def stack(shared: tuple[Path, str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    s = Stack(tmp_path, *shared)
+    request.node.service_logs = s.logs  # attached to the report if the test fails
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _ok(response, status: int = 200) -> dict:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def _create(c: TestClient, name: str, **extra: object) -> dict:
+    body = {"name": name, "input": {"kind": "vector", "shape": [20]}, "params": SMALL_PARAMS, **extra}
+    return _ok(c.post("/v1/brains", json=body), 201)
+
+
+def _learn(c: TestClient, name: str, task: str, samples: list[dict]) -> dict:
+    body = _ok(c.post(f"/v1/brains/{name}/samples", params={"wait": "true"},
+                      json={"task": task, "samples": samples}), 202)
+    assert body["accepted"] == len(samples) and body["state"] == "succeeded", body
+    return body
+
+
+def _sleep(c: TestClient, name: str) -> dict:
+    body = _ok(c.post(f"/v1/brains/{name}/sleep", params={"wait": "true"}), 202)
+    assert body["state"] == "succeeded", body
+    return body["result"]
+
+
+def _predict(c: TestClient, name: str, inputs: list[dict]) -> tuple[int, list[dict]]:
+    body = _ok(c.post(f"/v1/brains/{name}/predict", json={"inputs": inputs}))
+    return body["version"], body["predictions"]
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return [p["label"] for p in a] == [p["label"] for p in b] and all(
+        p["confidence"] == pytest.approx(q["confidence"], abs=1e-6) for p, q in zip(a, b)
+    )
+
+
+def _versions(c: TestClient, name: str) -> list[dict]:
+    return _ok(c.get(f"/v1/brains/{name}/versions"))["versions"]
+
+
+def _brain_id(c: TestClient, name: str) -> int:
+    with c.app.state.runtime.db.session() as s:
+        return s.scalar(select(Brain.id).where(Brain.name == name))
+
+
+def _poll(check: Callable[[], object], what: str, timeout: float = TIMEOUT, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _running_jobs(c: TestClient, brain_id: int) -> list[str]:
+    with c.app.state.runtime.db.session() as s:
+        return list(s.scalars(select(Job.id).where(Job.brain_id == brain_id, Job.state == "running")))
+
+
+def _replay_keys(stack: Stack, brain_id: int) -> set[str]:
+    return {k.decode() for k in stack.redis.keys(f"pb:replay:{brain_id}:*")}
+
+
+# -- tests ------------------------------------------------------------------------------------------
+RUN = uuid.uuid4().hex[:8]  # brain names unique in the session's database, which other tests share
+TASK1 = ["cat", "dog", "owl"]  # string labels
+TASK2 = [0, 1, 2]  # integer labels
+TASK3 = ["elk", 7]
+
+
+def test_learn_sleep_and_survive_worker_and_api_restarts(stack: Stack) -> None:
+    name = f"full-stack-{RUN}"
+    data = Clusters([*TASK1, *TASK2, *TASK3], seed=3)
+    probe, _ = data.inputs([*TASK1, *TASK2, *TASK3], 4, seed=99)
+    worker = stack.start_worker()
+
+    with stack.api() as api1:
+        assert _create(api1, name)["current_version"] == 1
+        first = _learn(api1, name, "t1", data.samples(TASK1, 50, seed=1))
+        assert first["version"] == 2
+        second = _learn(api1, name, "t2", data.samples(TASK2, 50, seed=2))
+        assert second["version"] == 3
+
+        held_out, truth = data.inputs([*TASK1, *TASK2], 20, seed=7)
+        version, predictions = _predict(api1, name, held_out)
+        assert version == 3
+        assert accuracy(predictions, truth) > 0.9  # chance: 1/6
+        brain = _ok(api1.get(f"/v1/brains/{name}"))
+        assert brain["labels"] == [*TASK1, *TASK2]
+        assert brain["samples_learned"] == 300 and brain["samples_pending"] == 0
+
+        # the replay buffer lives in Redis: 300 samples offered to a buffer of 500
+        brain_id = _brain_id(api1, name)
+        assert _replay_keys(stack, brain_id) == {f"pb:replay:{brain_id}:{k}" for k in ("x", "y", "seen")}
+        assert stack.redis.hlen(f"pb:replay:{brain_id}:y") == 300
+        assert int(stack.redis.get(f"pb:replay:{brain_id}:seen")) == 300
+
+        job = _ok(api1.get(f"/v1/jobs/{second['job']}"))
+        assert (job["kind"], job["state"], job["brain"], job["error"]) == ("wake", "succeeded", name, None)
+        assert job["result"] == {"learned": 150, "version": 3}
+        assert job["progress"] == 1.0 and job["finished_at"] is not None
+
+        slept = _sleep(api1, name)
+        assert slept["version"] == 4 and slept["replayed"] == 300
+        versions = _versions(api1, name)
+        assert [(v["number"], v["kind"]) for v in versions] == [(1, "init"), (2, "wake"), (3, "wake"), (4, "sleep")]
+        assert versions[-1]["current"] and versions[-1]["stats"]["replay_snapshot"] is True
+        # the worker wrote the version's files into the shared data dir
+        v4_dir = stack.settings.checkpoint_dir / str(brain_id) / "v000004"
+        assert (v4_dir / "model.safetensors").is_file() and (v4_dir / "replay.safetensors").is_file()
+        before = _predict(api1, name, probe)
+        assert before[0] == 4
+
+        # the worker dies hard; a new one takes over
+        stack.kill(worker)
+        assert worker.returncode == -signal.SIGKILL
+        stack.start_worker()
+        assert _predict(api1, name, probe) == before  # nothing moved
+
+        with stack.api() as api2:  # an API restart: loads version 4 from disk
+            version, predictions = _predict(api2, name, probe)
+            assert version == 4 and _same(predictions, before[1])
+
+            third = _learn(api2, name, "t3", data.samples(TASK3, 50, seed=3))
+            assert third["version"] == 5
+            everything, truth = data.inputs([*TASK1, *TASK2, *TASK3], 20, seed=8)
+            version, predictions = _predict(api2, name, everything)
+            assert version == 5
+            # the new worker continued from version 4: old tasks kept, the new one learned
+            assert accuracy(predictions, truth) > 0.9
+            brain = _ok(api2.get(f"/v1/brains/{name}"))
+            assert brain["samples_learned"] == 400 and brain["current_version"] == 5
+            after = _predict(api2, name, probe)
+            assert after[0] == 5
+
+        # the API that stayed up swaps in version 5 and answers as the other did
+        version, predictions = _predict(api1, name, probe)
+        assert version == 5 and _same(predictions, after[1])
+
+        # a rollback is seen by every API instance, and serves version 4's answers again
+        with stack.api() as api3:
+            version, predictions = _predict(api3, name, probe)
+            assert version == 5 and _same(predictions, after[1])
+            assert _ok(api3.post(f"/v1/brains/{name}/versions/4/promote"))["current"] is True
+            version, predictions = _predict(api3, name, probe)
+            assert version == 4 and _same(predictions, before[1])
+        version, predictions = _predict(api1, name, probe)
+        assert version == 4 and _same(predictions, before[1])
+
+
+def test_samples_acknowledged_without_a_worker_are_learned_when_one_starts(stack: Stack) -> None:
+    queued_name, lost_name = f"no-worker-queued-{RUN}", f"no-worker-lost-{RUN}"
+    data = Clusters(TASK1, seed=5)
+    with stack.api() as api:
+        _create(api, queued_name)
+        _create(api, lost_name)
+        samples = data.samples(TASK1, 20, seed=1)
+
+        # no worker runs: the samples are acknowledged and their job waits in the broker
+        accepted = _ok(api.post(f"/v1/brains/{queued_name}/samples", json={"task": "t1", "samples": samples}), 202)
+        assert accepted["accepted"] == len(samples) and accepted["state"] == "queued"
+        assert _ok(api.get(f"/v1/jobs/{accepted['job']}"))["state"] == "queued"
+        assert _ok(api.get(f"/v1/brains/{queued_name}"))["samples_pending"] == len(samples)
+
+        # acknowledged into the log, but the job message was never sent (the API died in between)
+        _, n, _ = ingest(api.app.state.runtime, name=lost_name, body=SamplesIn(task="t1", samples=samples))
+        assert n == len(samples)
+        assert _ok(api.get(f"/v1/brains/{lost_name}"))["samples_pending"] == len(samples)
+        assert _ok(api.get(f"/v1/brains/{lost_name}/versions"))["current"] == 1
+
+        stack.start_worker()
+        job = _poll(lambda: (j := _ok(api.get(f"/v1/jobs/{accepted['job']}")))["state"] in ("succeeded", "failed")
+                    and j, "the queued job to run")
+        assert job["state"] == "succeeded", job
+        for name in (queued_name, lost_name):
+            brain = _poll(lambda name=name: (b := _ok(api.get(f"/v1/brains/{name}")))["samples_pending"] == 0
+                          and b, f"brain {name}'s samples to be learned")
+            assert brain["samples_learned"] == len(samples)
+            assert brain["current_version"] == 2
+            inputs, truth = data.inputs(TASK1, 20, seed=9)
+            version, predictions = _predict(api, name, inputs)
+            assert version == 2 and accuracy(predictions, truth) > 0.9
+
+
+def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
+    """SIGKILL while a wake job runs: nothing was published, and a new worker learns every
+    acknowledged sample exactly once (from the sample log, after the last published version)."""
+    name = f"killed-mid-job-{RUN}"
+    data = Clusters(TASK1, seed=17)
+    with stack.api() as api:
+        _create(api, name)
+        brain_id = _brain_id(api, name)
+        jobs = []
+        for seed in (1, 2, 3):  # three batches, acknowledged while no worker runs
+            body = _ok(api.post(f"/v1/brains/{name}/samples",
+                                json={"task": "t1", "samples": data.samples(TASK1, 100, seed=seed)}), 202)
+            jobs.append(body["job"])
+        total = 3 * 3 * 100
+
+        # The test holds the brain's writer lock, so the worker's job is caught running (taken off
+        # the queue, not acknowledged, learning blocked) however fast the machine learns.
+        with RedisLocks(stack.redis, timeout=120).hold(brain_id):
+            worker = stack.start_worker()
+            # whichever runs first: a posted batch's job, or the one the worker's start-up recovery
+            # submitted for the pending samples
+            running = _poll(lambda: _running_jobs(api, brain_id), "a job of the brain to start")
+            assert len(running) == 1  # one at a time
+            stack.kill(worker)
+        brain = _ok(api.get(f"/v1/brains/{name}"))
+        assert (brain["current_version"], brain["samples_learned"]) == (1, 0)
+        assert brain["samples_pending"] == total
+
+        stack.start_worker()
+        brain = _poll(lambda: (b := _ok(api.get(f"/v1/brains/{name}")))["samples_pending"] == 0 and b,
+                      "the samples to be learned by the new worker")
+        assert brain["samples_learned"] == total  # every one, and none twice
+        # the messages that waited in the broker meanwhile run too (finding little or nothing left)
+        for job_id in set(jobs) - set(running):
+            job = _poll(lambda job_id=job_id: (j := _ok(api.get(f"/v1/jobs/{job_id}")))["state"]
+                        in ("succeeded", "failed") and j, f"job {job_id} to run")
+            assert job["state"] == "succeeded", job
+        inputs, truth = data.inputs(TASK1, 20, seed=9)
+        version, predictions = _predict(api, name, inputs)
+        assert version == brain["current_version"] > 1
+        assert accuracy(predictions, truth) > 0.9
+        learned = sum(v["stats"].get("learned", 0) for v in _versions(api, name) if v["kind"] == "wake")
+        assert learned == total
+
+
+def test_lost_redis_replay_buffer_is_restored_from_the_sleep_snapshot(stack: Stack) -> None:
+    name = f"redis-loss-{RUN}"
+    data = Clusters([*TASK1, *TASK2], seed=9)
+    stack.start_worker()
+    with stack.api() as api:
+        _create(api, name, replay={"size": 100})
+        brain_id = _brain_id(api, name)
+        _learn(api, name, "t1", data.samples(TASK1, 50, seed=1))  # 150 offered, 100 kept
+        assert _sleep(api, name)["replayed"] == 100  # and a snapshot of the buffer
+
+        assert stack.redis.delete(*_replay_keys(stack, brain_id)) == 3  # Redis lost the buffer
+        assert _replay_keys(stack, brain_id) == set()
+
+        _learn(api, name, "t2", data.samples(TASK2, 10, seed=2))  # 30 more
+        # restored from the snapshot, then the new samples offered: not a buffer of 30
+        assert stack.redis.hlen(f"pb:replay:{brain_id}:y") == 100
+        assert int(stack.redis.get(f"pb:replay:{brain_id}:seen")) == 180
+        labels = {int(v) for v in stack.redis.hvals(f"pb:replay:{brain_id}:y")}
+        assert {0, 1, 2} <= labels  # task 1's label indices are back
+        slept = _sleep(api, name)
+        assert slept["replayed"] == 100
+
+        # lost again right before a sleep: the sleep restores it itself
+        stack.redis.delete(*_replay_keys(stack, brain_id))
+        assert _sleep(api, name)["replayed"] == 100
+        assert stack.redis.hlen(f"pb:replay:{brain_id}:y") == 100
+
+
+def test_scheduled_sleep_every_samples_and_every_seconds(stack: Stack) -> None:
+    by_samples, by_time = f"sleep-every-samples-{RUN}", f"sleep-every-seconds-{RUN}"
+    period = 3.0  # by_time's every_seconds: its first wake comes well before, so only beat sleeps it
+    data = Clusters(TASK1, seed=13)
+
+    def sleeps(api: TestClient, name: str) -> list[dict]:
+        return [v for v in _versions(api, name) if v["kind"] == "sleep"]
+
+    stack.start_worker()
+    with stack.api() as api:
+        created = _create(api, by_time, sleep_policy={"every_seconds": period})
+        due = time.monotonic() + period
+        _learn(api, by_time, "t1", data.samples(TASK1, 10, seed=1))
+
+        # every K samples: the worker's wake job asks for the sleep itself, no beat needed
+        _create(api, by_samples, sleep_policy={"every_samples": 40})
+        _learn(api, by_samples, "t1", data.samples(TASK1, 10, seed=2))  # 30 < 40: not yet
+        _learn(api, by_samples, "t1", data.samples(TASK1, 5, seed=3))  # 45 >= 40
+        slept = _poll(lambda: sleeps(api, by_samples), f"a sleep version of {by_samples}")
+        assert [v["stats"]["reason"] for v in slept] == ["every_samples"]
+        assert slept[0]["samples_learned"] == 45
+
+        # every T seconds needs beat: once due, still nothing happens without it
+        time.sleep(max(0.0, due - time.monotonic()) + 2 * stack.settings.sleep_check_seconds)
+        assert sleeps(api, by_time) == []
+        stack.start_beat()
+        slept = _poll(lambda: sleeps(api, by_time), f"a sleep version of {by_time} (beat)")
+        assert slept[0]["stats"]["reason"] == "schedule"
+        assert slept[0]["samples_learned"] == 30
+        elapsed = datetime.fromisoformat(slept[0]["created_at"]) - datetime.fromisoformat(created["created_at"])
+        assert elapsed.total_seconds() >= period
+        assert _ok(api.get(f"/v1/brains/{by_time}"))["current_version"] == slept[0]["number"]
+        # nothing learned since: beat keeps checking (every 0.5 s) but does not make it sleep again
+        time.sleep(4 * stack.settings.sleep_check_seconds)
+        assert len(sleeps(api, by_time)) == 1
