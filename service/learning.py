@@ -254,8 +254,6 @@ def _due(brain: Brain) -> bool:
     seconds = policy.get("every_seconds")
     if seconds:
         since = brain.last_sleep_at or brain.created_at
-        if since.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
-            since = since.replace(tzinfo=utcnow().tzinfo)
         return utcnow() - since >= timedelta(seconds=seconds)
     return False
 

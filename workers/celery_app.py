@@ -8,7 +8,7 @@ after the job (``acks_late``), re-queued when the worker is lost, and prefetched
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from service.jobs import CHECK_SLEEP_TASK, QUEUES
 from service.settings import Settings
@@ -20,7 +20,7 @@ def create_celery(settings: Settings) -> Celery:
         raise SystemExit("the worker needs BRAIN_REDIS_URL (or BRAIN_BROKER_URL) to reach its broker")
     app = Celery("plastic_brain", broker=settings.broker_url)
     app.conf.update(
-        task_queues=[Queue(name) for name in (*QUEUES, "schedule")],
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in (*QUEUES, "schedule")],
         task_default_queue="wake",
         task_routes={CHECK_SLEEP_TASK: {"queue": "schedule"}},
         task_serializer="json",
