@@ -5,8 +5,8 @@ It is the lower bound every continual-learning result is compared with: each obs
 new ones arrive. ``sleep`` does nothing. The network is ``input -> hidden -> hidden -> num_classes``
 with ReLU.
 
-The optimiser state travels with the weights (``optim.<param>.<key>`` tensors), so a reloaded
-learner continues training exactly as the original would have.
+The optimiser state travels with the weights (``models.torch_state``), so a reloaded learner
+continues training exactly as the original would have.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 
 from models.learner import Learner, Replay, Stats
 from models.registry import register
+from models.torch_state import load_network_state, move_optimizer, network_state
 
 
 @register
@@ -73,38 +74,16 @@ class Finetune(Learner):
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"net.{k}": v.detach().clone() for k, v in self.net.state_dict().items()}
-        names = {id(param): name for name, param in self.net.named_parameters()}
-        for param, slots in self.optimizer.state.items():
-            for key, value in slots.items():
-                state[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value).detach().clone()
-        return state
+        return network_state(self.net, self.optimizer)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-        self.net.load_state_dict(net_state)
-        self.net.to(self.device)
-        params = dict(self.net.named_parameters())
-        self.optimizer.state.clear()
-        for key, value in state.items():
-            if not key.startswith("optim."):
-                if not key.startswith("net."):
-                    raise ValueError(f"unexpected state entry {key!r}")
-                continue
-            name, slot = key.removeprefix("optim.").rsplit(".", 1)
-            if name not in params:
-                raise ValueError(f"optimizer state for unknown parameter {name!r}")
-            # Adam keeps ``step`` on the CPU unless it runs fused/capturable; follow its layout.
-            target = value.detach().clone()
-            if slot != "step":
-                target = target.to(self.device)
-            self.optimizer.state[params[name]][slot] = target
+        unexpected = [k for k in state if not k.startswith(("net.", "optim.net."))]
+        if unexpected:
+            raise ValueError(f"unexpected state entries {unexpected[:3]}")
+        load_network_state(self.net, self.optimizer, state, self.device)
 
     def to(self, device: torch.device | str) -> "Finetune":
         super().to(device)
         self.net.to(self.device)
-        for slots in self.optimizer.state.values():
-            for key, value in slots.items():
-                if key != "step":
-                    slots[key] = value.to(self.device)
+        move_optimizer(self.optimizer, self.device)
         return self

@@ -14,15 +14,15 @@ def test_the_optimizer_state_is_in_the_state_dict():
     state = learner.state_dict()
     names = [n for n, _ in learner.net.named_parameters()]
     for name in names:
-        slots = {f"optim.{name}.{slot}" for slot in ("step", "exp_avg", "exp_avg_sq")}
+        slots = {f"optim.net.{name}.{slot}" for slot in ("step", "exp_avg", "exp_avg_sq")}
         assert slots <= state.keys()
-    assert float(state[f"optim.{names[0]}.step"]) == 1.0
+    assert float(state[f"optim.net.{names[0]}.step"]) == 1.0
 
 
 def test_each_batch_gets_epochs_per_batch_steps():
     learner = Finetune(input_dim=8, num_classes=3, hidden=16, epochs_per_batch=3)
     learner.observe(torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1]))
-    assert float(learner.state_dict()["optim.0.weight.step"]) == 3.0
+    assert float(learner.state_dict()["optim.net.0.weight.step"]) == 3.0
 
 
 def test_sleep_changes_nothing():
