@@ -18,12 +18,12 @@ from service.runtime import Runtime
 from service.tables import Brain, Evaluation, Job, Sample, Task, Version
 from service.versions import input_dim, new_learner
 
-ENCODERS = {"vector": ("flatten",)}
+ENCODERS = {"vector": ("flatten",), "image": ("pixels",)}
 
 
 # -- registry -------------------------------------------------------------------------------------
 def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
-    check_kind(body.input.kind)
+    check_kind(body.input.kind, body.input.shape)
     dim = input_dim(body.input.shape)
     if dim > rt.settings.max_input_dim:
         raise Invalid(f"input shape {body.input.shape} has {dim} values; the limit is {rt.settings.max_input_dim}")

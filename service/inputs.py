@@ -1,31 +1,53 @@
-"""Turning request inputs into float32 matrices, with a clear reason for whatever is wrong."""
+"""Turning request inputs into float32 matrices, with a clear reason for whatever is wrong.
+
+- ``vector`` brains take ``x``: numbers, flat or nested to the brain's shape.
+- ``image`` brains (shape ``[H, W]`` grey or ``[C, H, W]`` with C = 1 or 3) take ``image``: a
+  base64 PNG or JPEG, converted to the brain's channels, resized to H x W (torchvision) and scaled
+  to [0, 1]; or ``x``: raw pixels of exactly the brain's shape, already in [0, 1].
+  An image's header is read first, so an oversized image is refused before it is decoded. Bytes
+  are decoded by Pillow, which raises on corrupt data: torchvision.io's decoder (libpng) was seen to
+  crash the whole process with a segmentation fault on a corrupt PNG, which a client must never
+  be able to do.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from collections.abc import Sequence
 
 import numpy as np
 
 from service.errors import Invalid
 
-SUPPORTED_KINDS = ("vector",)
+SUPPORTED_KINDS = ("vector", "image")
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
-def check_kind(kind: str) -> None:
+def check_kind(kind: str, shape: Sequence[int] | None = None) -> None:
     if kind not in SUPPORTED_KINDS:
         raise Invalid(f"input kind {kind!r} is not supported yet; supported: {', '.join(SUPPORTED_KINDS)}")
+    if kind == "image" and shape is not None:
+        if not (len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))):
+            raise Invalid(f"an image brain's shape is [H, W] or [C, H, W] with C 1 or 3, got {list(shape)}")
 
 
 def decode(items: Sequence, kind: str, shape: Sequence[int], *, field: str) -> np.ndarray:
     """``items`` have ``x`` / ``image`` / ``text``; returns ``[len(items), prod(shape)]`` float32."""
-    check_kind(kind)
+    check_kind(kind, shape)
     dim = int(np.prod(shape))
     out = np.empty((len(items), dim), dtype=np.float32)
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
-        if item.x is None:
-            raise Invalid(f"{where}: a {kind} brain takes 'x' (a list of numbers)")
-        out[i] = _vector(item.x, shape, dim, where)
+        if item.x is not None:
+            out[i] = _vector(item.x, shape, dim, where)
+        elif kind == "image" and item.image is not None:
+            out[i] = _image(item.image, shape, where)
+        else:
+            takes = "'x' (a list of numbers)" if kind == "vector" else "'image' (base64 PNG/JPEG) or 'x' (pixels)"
+            raise Invalid(f"{where}: a {kind} brain takes {takes}")
     return out
 
 
@@ -41,3 +63,35 @@ def _vector(x: list, shape: Sequence[int], dim: int, where: str) -> np.ndarray:
     if np.abs(arr).max(initial=0.0) > 3.0e38:
         raise Invalid(f"{where}.x: values must fit in float32")
     return arr.reshape(dim).astype(np.float32)
+
+
+def _image(data: str, shape: Sequence[int], where: str) -> np.ndarray:
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import resize
+
+    if len(data) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise Invalid(f"{where}.image: larger than {MAX_IMAGE_BYTES} bytes")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid(f"{where}.image: not valid base64") from None
+    channels = 1 if len(shape) == 2 else shape[0]
+    try:
+        with Image.open(io.BytesIO(raw)) as img:  # reads the header only
+            if img.format not in ("PNG", "JPEG"):
+                raise Invalid(f"{where}.image: {img.format} images are not accepted; send PNG or JPEG")
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise Invalid(f"{where}.image: {w}x{h} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
+            pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    except UnidentifiedImageError:
+        raise Invalid(f"{where}.image: not a PNG or JPEG image") from None
+    except (OSError, SyntaxError, ValueError):
+        raise Invalid(f"{where}.image: the image data is corrupt") from None
+    tensor = torch.from_numpy(pixels.copy())
+    tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    size = list(shape[-2:])
+    if list(tensor.shape[-2:]) != size:
+        tensor = resize(tensor, size, antialias=True)
+    return (tensor.to(torch.float32) / 255.0).reshape(-1).numpy()

@@ -63,7 +63,7 @@ def test_create_get_list_delete(client: TestClient) -> None:
         ({"input": {"kind": "vector", "shape": [4]}}, 422, "name"),
         ({"name": "bad name!", "input": {"kind": "vector", "shape": [4]}}, 422, "pattern"),
         ({"name": "x", "input": {"kind": "audio", "shape": [4]}}, 422, "kind"),
-        ({"name": "x", "input": {"kind": "image", "shape": [28, 28]}}, 422, "not supported yet"),
+        ({"name": "x", "input": {"kind": "image", "shape": [2, 28, 28]}}, 422, "C 1 or 3"),
         ({"name": "x", "input": {"kind": "text", "shape": [1]}}, 422, "not supported yet"),
         ({"name": "x", "input": {"kind": "vector", "shape": [0]}}, 422, "greater than or equal"),
         ({"name": "x", "input": {"kind": "vector", "shape": [100000, 100000]}}, 422, "limit"),
