@@ -3,7 +3,18 @@
 Importing the package registers every strategy in ``models.registry.STRATEGIES``.
 """
 
-from models import finetune, plastic  # noqa: F401  (registration on import)
+from models import (  # noqa: F401  (registration on import)
+    agem,
+    ewc,
+    experience_replay,
+    finetune,
+    gem,
+    joint,
+    lwf,
+    packnet,
+    plastic,
+    pnn,
+)
 from models.learner import Learner, Replay, Stats
 from models.registry import (
     DEFAULT_STRATEGY,

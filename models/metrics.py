@@ -45,29 +45,25 @@ def cl_metrics(
         if row is not None and not 0 <= row <= final:
             raise ValueError(f"learned_at[{j}] = {row} is not a row of the matrix")
 
-    def at(row: int, task: int) -> float | None:
-        return matrix[row][task] if 0 <= row <= final and task < len(matrix[row]) else None
+    def column(task: int) -> list[float | None]:
+        return [row[task] if task < len(row) else None for row in matrix]
 
     accuracy: list[float | None] = []
     backward: list[float | None] = []
     forward: list[float | None] = []
     forgetting: list[float | None] = []
     for j in range(tasks):
-        latest = (at(r, j) for r in range(final, -1, -1))
-        accuracy.append(next((a for a in latest if a is not None), None))
-        learned, last = learned_at[j], at(final, j)
-        earlier = [] if learned is None else [at(r, j) for r in range(learned, final)]
-        earlier = [a for a in earlier if a is not None]
-        is_old = j < tasks - 1
+        acc = column(j)
+        evaluated = [a for a in acc if a is not None]
+        accuracy.append(evaluated[-1] if evaluated else None)
+        learned, last, old = learned_at[j], (acc[-1] if acc else None), j < tasks - 1
+        at_learned = acc[learned] if learned is not None else None
+        since = [a for a in acc[learned:final] if a is not None] if learned is not None else []
+        before = acc[learned - 1] if learned else None  # no row before row 0
         backward.append(
-            last - at(learned, j)
-            if is_old and learned is not None and last is not None and at(learned, j) is not None
-            else None
+            last - at_learned if old and last is not None and at_learned is not None else None
         )
-        forgetting.append(
-            max(0.0, max(earlier) - last) if is_old and earlier and last is not None else None
-        )
-        before = None if learned is None else at(learned - 1, j)
+        forgetting.append(max(0.0, max(since) - last) if old and since and last is not None else None)
         forward.append(before - chance[j] if j > 0 and before is not None else None)
     return {
         "average_accuracy": _mean(accuracy),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import torch
 
@@ -35,6 +36,22 @@ def accuracy(learner: Learner, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((learner.predict(x).argmax(dim=1) == y).float().mean())
 
 
+def task_batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: int,
+    classes_per_task: int,
+    batch: int,
+    gen: torch.Generator,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The samples of task ``task`` (its ``classes_per_task`` classes), shuffled, in batches."""
+    in_task = (y // classes_per_task) == task
+    order = torch.randperm(int(in_task.sum()), generator=gen)
+    x, y = x[in_task][order], y[in_task][order]
+    for start in range(0, len(y), batch):
+        yield x[start : start + batch], y[start : start + batch]
+
+
 def class_incremental(
     learner: Learner,
     *,
@@ -55,11 +72,7 @@ def class_incremental(
     gen = torch.Generator().manual_seed(seed)
     matrix = []
     for task in range(tasks):
-        in_task = (y_train // classes_per_task) == task
-        order = torch.randperm(int(in_task.sum()), generator=gen)
-        x, y = x_train[in_task][order], y_train[in_task][order]
-        for start in range(0, len(y), batch):
-            xb, yb = x[start : start + batch], y[start : start + batch]
+        for xb, yb in task_batches(x_train, y_train, task, classes_per_task, batch, gen):
             learner.observe(xb, yb, task=f"t{task}")
             for xi, yi in zip(xb, yb.tolist()):
                 slot = policy.slot_for(
@@ -79,3 +92,32 @@ def class_incremental(
         ])
     chance = [1.0 / classes_per_task] * tasks
     return cl_metrics(matrix, list(range(tasks)), chance)
+
+
+def task_incremental(
+    learner: Learner,
+    *,
+    tasks: int = 5,
+    classes_per_task: int = 2,
+    batch: int = 32,
+    spread: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """Learn the classes task by task, one pass, sleeping after each; test each task with the mask
+    of its own classes (task-incremental: the task is known at test time); return ``cl_metrics``."""
+    num_classes = tasks * classes_per_task
+    x_train, y_train, x_test, y_test = clusters(num_classes=num_classes, spread=spread, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    masks = [torch.arange(num_classes) // classes_per_task == t for t in range(tasks)]
+    matrix = []
+    for task in range(tasks):
+        for xb, yb in task_batches(x_train, y_train, task, classes_per_task, batch, gen):
+            learner.observe(xb, yb, task=f"t{task}")
+        learner.sleep(Replay(x_train[:0], y_train[:0]), budget=len(y_train))
+        row = []
+        for t, mask in enumerate(masks):
+            in_test = (y_test // classes_per_task) == t
+            guess = learner.predict(x_test[in_test], mask=mask).argmax(dim=1)
+            row.append(float((guess == y_test[in_test]).float().mean()))
+        matrix.append(row)
+    return cl_metrics(matrix, list(range(tasks)), [1.0 / classes_per_task] * tasks)

@@ -15,11 +15,12 @@ def test_plastic_forgets_far_less_than_finetune(seed):
         return class_incremental(learner, seed=seed, **kwargs)
 
     plastic, finetune = run("plastic"), run("finetune")
-    # Measured: plastic 0.93-0.96 accuracy, 0.02-0.03 forgetting; finetune 0.31-0.36 and 0.75-0.83.
+    # Measured over seeds 0-3: plastic 0.93-0.97 accuracy, 0.02-0.03 forgetting; finetune
+    # 0.31-0.40 accuracy, 0.70-0.83 forgetting.
     assert plastic["average_accuracy"] > finetune["average_accuracy"] + 0.4
     assert plastic["forgetting"] < finetune["forgetting"] / 4
     assert plastic["forgetting"] < 0.1
 
     asleep_never = run("plastic", sleep=False)
-    # Without sleep the memory's vote still holds the old classes (measured 0.69-0.77).
-    assert asleep_never["average_accuracy"] > finetune["average_accuracy"] + 0.2
+    # Without sleep the memory's vote still holds the old classes (measured 0.90-0.95).
+    assert asleep_never["average_accuracy"] > finetune["average_accuracy"] + 0.4

@@ -13,6 +13,14 @@ DIM, CLASSES = 20, 6
 SMALL = {
     "plastic": {"hidden": 128, "k": 16, "hebbian_lr": 0.1},
     "finetune": {"hidden": 64, "lr": 0.01},
+    "replay": {"hidden": 64, "lr": 0.01, "memory_size": 100},
+    "joint": {"hidden": 64, "lr": 0.01},
+    "ewc": {"hidden": 64, "lr": 0.01, "ewc_lambda": 100.0},
+    "lwf": {"hidden": 64, "lr": 0.01, "alpha": 1.0},
+    "gem": {"hidden": 64, "lr": 0.01, "memory_per_task": 40},
+    "agem": {"hidden": 64, "lr": 0.01, "memory_per_task": 40, "memory_batch": 64},
+    "packnet": {"hidden": 64, "lr": 0.01},
+    "pnn": {"hidden": 32, "lr": 0.01},
 }
 
 

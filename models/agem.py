@@ -1,0 +1,55 @@
+"""Strategy "agem": averaged gradient episodic memory (Chaudhry et al., 2019).
+
+Like GEM (``models.gem``, whose per-task memories it shares) but with one constraint instead of
+one per task: the reference gradient ``g_ref`` is the gradient on a random batch of
+``memory_batch`` samples drawn from all previous tasks' memories. When the current gradient ``g``
+points against it (``g . g_ref < 0``) it is projected to ``g - (g . g_ref / g_ref . g_ref) g_ref``,
+which makes ``g . g_ref = 0`` exactly; no QP is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from pydantic import Field
+
+from models.gem import GEM, MemoryPerTask
+from models.network import Epochs, Hidden, LearningRate
+from models.registry import register
+
+
+@register
+class AGEM(GEM):
+    name = "agem"
+    settings = ("class", "task", "domain")
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        num_classes: int,
+        seed: int = 0,
+        hidden: Hidden = 400,
+        lr: LearningRate = 1e-3,
+        epochs_per_batch: Epochs = 1,
+        memory_per_task: MemoryPerTask = 100,
+        memory_batch: Annotated[int, Field(ge=1, le=100_000)] = 256,
+    ) -> None:
+        super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
+                         lr=lr, epochs_per_batch=epochs_per_batch, memory_per_task=memory_per_task)
+        self.memory_batch = memory_batch
+
+    def reference_gradients(self) -> torch.Tensor | None:
+        """``[1, P]``: the gradient on a random batch of all previous tasks' memories."""
+        old = self.previous()
+        if not old:
+            return None
+        x, y = torch.cat([m.x for m in old]), torch.cat([m.y for m in old])
+        index = torch.randperm(len(y), generator=old[-1].generator())[: self.memory_batch]
+        index = index.to(y.device)
+        return self.gradient(x[index], y[index])[None]
+
+    def project(self, g: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+        ref = refs[0]
+        return g - (g @ ref) / (ref @ ref) * ref

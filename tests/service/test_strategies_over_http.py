@@ -1,0 +1,44 @@
+"""Every registered strategy can be created over HTTP, learns a stream, sleeps and survives a
+restart of the service with identical predictions."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from models import STRATEGIES, param_schema
+from service.app import create_app
+from tests.models.test_contract import SMALL
+from tests.service.test_api import DIM, clusters, post, predict
+
+
+def params(strategy: str) -> dict:
+    """The contract suite's small settings; network strategies take several steps per batch, as
+    this stream is only a few batches long."""
+    small = dict(SMALL.get(strategy, {}))
+    if "epochs_per_batch" in param_schema(strategy)["properties"]:
+        small["epochs_per_batch"] = 10
+    return small
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_strategy_learns_sleeps_and_survives_restart(settings, strategy: str) -> None:
+    probe, probe_y = clusters(20, ["a", "b", "c", "d"], seed=9)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/brains", json={"name": "s", "strategy": strategy, "params": params(strategy),
+                                            "input": {"kind": "vector", "shape": [DIM]}})
+        assert r.status_code == 201, r.text
+        for task, labels, seed in (("t1", ["a", "b"], 1), ("t2", ["c", "d"], 2)):
+            for rep in range(3):
+                r = post(client, "s", task, *clusters(40, labels, seed=seed * 10 + rep))
+                assert r.json()["state"] == "succeeded", r.text
+            sleep = client.post("/v1/brains/s/sleep", params={"wait": True}).json()
+            assert sleep["state"] == "succeeded", sleep
+        before = predict(client, "s", probe)
+        task_answers = predict(client, "s", probe[1::4][:5], task="t2")  # inputs of class "b"
+        assert {p["label"] for p in task_answers["predictions"]} <= {"c", "d"}
+    latest = [(p["label"], y) for p, y in zip(before["predictions"], probe_y) if y in ("c", "d")]
+    accuracy = sum(p == y for p, y in latest) / len(latest)
+    assert accuracy > 0.8, f"{strategy}: accuracy {accuracy} on the task it learned last"
+    with TestClient(create_app(settings)) as client:  # a restarted service
+        assert predict(client, "s", probe) == before
