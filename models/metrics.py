@@ -63,7 +63,8 @@ def cl_metrics(
         backward.append(
             last - at_learned if old and last is not None and at_learned is not None else None
         )
-        forgetting.append(max(0.0, max(since) - last) if old and since and last is not None else None)
+        dropped = max(0.0, max(since) - last) if old and since and last is not None else None
+        forgetting.append(dropped)
         forward.append(before - chance[j] if j > 0 and before is not None else None)
     return {
         "average_accuracy": _mean(accuracy),
