@@ -11,6 +11,7 @@ a checkpoint is a safetensors file plus the JSON of the constructor arguments. N
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -42,7 +43,7 @@ class Stats:
         return {"samples": self.samples, "loss": self.loss, **self.extra}
 
 
-class Learner:
+class Learner(ABC):
     """Base class of every strategy.
 
     Subclasses set ``name`` and ``settings`` and take their hyperparameters as keyword-only,
@@ -68,9 +69,9 @@ class Learner:
         """
 
     # -- learning ---------------------------------------------------------------------------------
+    @abstractmethod
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
         """Wake: learn from one batch, at once. Must not mutate ``x`` or ``y``."""
-        raise NotImplementedError
 
     def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
         """Consolidate: ``budget`` bounds the optimisation work (e.g. replayed samples)."""
@@ -85,15 +86,18 @@ class Learner:
         """
         return _masked_softmax(self.logits(x), mask)
 
+    @abstractmethod
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Unnormalised class scores ``[B, num_classes]``; pure, like ``predict``."""
 
     # -- state ------------------------------------------------------------------------------------
+    @abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Everything needed to predict and to go on learning, as tensors (copies, not views)."""
 
+    @abstractmethod
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        raise NotImplementedError
+        """Restore what ``state_dict`` returned; afterwards the learner is indistinguishable."""
 
     def to(self, device: torch.device | str) -> "Learner":
         """Move tensors to ``device``; strategies with tensors override and call super()."""
