@@ -29,6 +29,7 @@ from pydantic import Field
 from torch import nn
 
 from models.learner import Learner, Replay, Stats, _masked_softmax
+from models.network import Epochs, Hidden, LearningRate
 from models.registry import register
 from models.task_slots import TaskSlots, check_inputs, check_labels
 from models.torch_state import load_network_state, move_optimizer, network_state
@@ -48,9 +49,9 @@ class PackNet(Learner):
         input_dim: int,
         num_classes: int,
         seed: int = 0,
-        hidden: Annotated[int, Field(ge=1, le=65536)] = 400,
-        lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3,
-        epochs_per_batch: Annotated[int, Field(ge=1, le=100)] = 1,
+        hidden: Hidden = 400,
+        lr: LearningRate = 1e-3,
+        epochs_per_batch: Epochs = 1,
         prune_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.75,
         retrain_epochs: Annotated[int, Field(ge=0, le=100)] = 2,
         store_size: Annotated[int, Field(ge=1, le=100_000)] = 256,

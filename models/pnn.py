@@ -28,6 +28,7 @@ from pydantic import Field
 from torch import nn
 
 from models.learner import Learner, Replay, Stats
+from models.network import Epochs, LearningRate
 from models.registry import register
 from models.task_slots import TaskSlots, check_inputs, check_labels
 from models.torch_state import load_network_state, move_optimizer, network_state
@@ -73,8 +74,8 @@ class PNN(Learner):
         num_classes: int,
         seed: int = 0,
         hidden: Annotated[int, Field(ge=1, le=4096)] = 100,
-        lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3,
-        epochs_per_batch: Annotated[int, Field(ge=1, le=100)] = 1,
+        lr: LearningRate = 1e-3,
+        epochs_per_batch: Epochs = 1,
         max_columns: Annotated[int, Field(ge=1, le=64)] = 16,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed)
