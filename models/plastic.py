@@ -1,29 +1,25 @@
 """Strategy "plastic": the triarchic plastic brain (after Plasticish), with every mechanism working.
 
+The brain is a stack of pluggable sparse layers (``models.sparse_layer``), two readouts over the top
+layer's code, an episodic memory and the sufficient statistics of a closed-form readout.
+
 Wake (``observe``, one cheap step per batch):
 
 1. *Normalise.* Each input is centred on its own mean and scaled to unit L2 norm. The map has no
    state, so prediction changes nothing and memory keys never go stale.
-2. *Sparse code.* An encoder ``W_enc [hidden, input_dim]`` with unit-norm rows gives cosine
-   activations; k-winner-take-all keeps exactly ``k`` of them per sample (the code is the winners'
-   activations, zero elsewhere).
-3. *Competitive Hebbian plasticity.* Each sample's best unit, if immature, moves toward the mean of
-   the samples it won (``hebbian_lr``); mature units are locked. Each unit keeps a firing-frequency
-   EMA (for neurogenesis) and its win count since the last sleep (for maturation).
-4. *Neurogenesis.* A unit is dead when it is immature, fires below ``dead_fraction`` of the expected
-   rate ``k / hidden`` and has contributed nothing to the readout's statistics since it was born (so
-   recycling never erases anything learned). Up to ``max_new_per_step`` dead units per step move
-   ``newborn_step`` of the way toward the batch's worst represented inputs (lowest best activation);
-   their readout weights, importance, statistics and firing rate are reset.
-5. *Core readout.* ``W_core [num_classes, hidden]`` takes a delta-rule step (the softmax
+2. *Sparse code, layer by layer.* Each layer (``layers``: a list of ``{hidden, k, hebbian_lr,
+   frozen, neurogenesis}``) gives a k-winner-take-all code of its normalised input; the next layer
+   reads the normalised code. Each layer keeps firing statistics, learns by competitive Hebbian
+   plasticity unless frozen, and recycles dead units (neurogenesis) toward poorly coded inputs.
+3. *Core readout.* ``W_core [num_classes, hidden]`` takes a delta-rule step (the softmax
    cross-entropy gradient), each synapse scaled by ``1 - importance``: the consolidation brake. A
    synapse of importance 1 gets exactly zero update.
-6. *Context.* ``W_ctx`` decays by ``context_decay`` and takes the same step with the larger
+4. *Context.* ``W_ctx`` decays by ``context_decay`` and takes the same step with the larger
    ``context_lr``: it carries what was just seen and fades.
-7. *Episodic memory.* Normalised inputs (input space, so keys never go stale) go to a ring buffer
+5. *Episodic memory.* Normalised inputs (input space, so keys never go stale) go to a ring buffer
    per class, so a new class never flushes an old one out. Prediction mixes the readout's softmax
    with a similarity-weighted vote of the ``memory_k`` nearest stored inputs (``memory_weight``).
-8. *Sufficient statistics* ``A = Σ s sᵀ``, ``B = Σ s onehot(y)ᵀ`` and class counts, over all codes.
+6. *Sufficient statistics* ``A = Σ s sᵀ``, ``B = Σ s onehot(y)ᵀ`` and class counts, over all codes.
 
 Sleep (``sleep``):
 
@@ -33,8 +29,26 @@ Sleep (``sleep``):
 2. Importance rises on the core synapses that carry correct recall of the replayed samples:
    ``imp[c] += importance_rate · mean over replayed class-c samples of (code / max code) ·
    correct``, clamped to [0, 1].
-3. The context decays by ``sleep_context_decay``; units whose firing rate since the last sleep is at
-   least ``maturity_fraction`` times the expected rate become mature; the win counts restart.
+3. ``consolidate()``: the context decays by ``sleep_context_decay``; in every layer, units whose
+   firing rate since the last consolidation is at least ``maturity_fraction`` times the expected
+   rate become mature (locked); the win counts restart.
+
+Modes (``mode``):
+
+- ``plastic`` (default): everything above.
+- ``panic``: for a temporary shift of the input distribution (inverted colours, a noisy sensor),
+  during which the long-term parts must not be overwritten. The fast context readout learns with
+  ``panic_gain`` times its rate and carries the adaptation; neurogenesis recruits ``panic_gain``
+  times as many units for the novel inputs; the core readout, the statistics and the episodic memory
+  are left untouched, and predictions lean on the readouts (the memory's vote gets
+  ``panic_memory_weight``). Switching back to ``plastic`` lets the context decay back (per wake
+  step and at sleep), and what was known before the shift is intact.
+
+Layers and the mode change through the brain's params after creation (``reconfigure``): a layer
+whose position, input and size are unchanged keeps its weights (its flags, e.g. ``frozen``, follow
+the new params); layers from the first changed one upwards start fresh. When the top layer's code
+changed, the readout statistics are rebuilt from the episodic memory and the readout re-solved, so
+the brain keeps answering for the classes it knows.
 
 Defaults come from Split Fashion-MNIST, class-incremental (5 tasks of 2 classes, one pass, batches
 of 64, sleep with 500 reservoir-replayed samples after each task), mean of 3 seeds: 85.2% final
@@ -46,31 +60,33 @@ sleep and 9 just before it, so it is off by default. The core's wake rate is sma
 sleeps, the unconsolidated readout does not overrule the memory's vote on old classes; the memory
 and the context carry the new classes.
 
-There is no randomness after the seeded initialisation of ``W_enc``, and all state is tensors, so a
-reloaded learner predicts and learns exactly as the original would.
+There is no randomness after the seeded initialisation of the layers, and all state is tensors, so
+a reloaded learner predicts and learns exactly as the original would.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
 from models.learner import Learner, Replay, Stats
 from models.registry import register
+from models.sparse_layer import LayerSpec, SparseLayer, normalise
 
 _QUERY_CHUNK = 2048  # queries per block when comparing with the memory
+_LAYER_SEED_STRIDE = 7919  # layer i is initialised from seed + i * stride
 
 
 @register
 class Plastic(Learner):
     name = "plastic"
 
-    # Everything that changes while learning; ``state_dict`` holds exactly these tensors.
+    # Everything besides the layers that changes while learning; ``state_dict`` holds these tensors
+    # and every layer's under ``layers.<i>.``.
     _STATE = (
-        "w_enc", "mature", "freq", "period_wins", "period_samples",
-        "w_core", "w_ctx", "importance", "stat_a", "stat_b", "class_counts",
+        "period_samples", "w_core", "w_ctx", "importance", "stat_a", "stat_b", "class_counts",
         "memory_keys", "memory_writes",
     )
 
@@ -80,14 +96,17 @@ class Plastic(Learner):
         input_dim: int,
         num_classes: int,
         seed: int = 0,
-        hidden: Annotated[
-            int, Field(ge=2, le=8192, description="units of the sparse code")
-        ] = 2048,
-        k: Annotated[
-            int, Field(ge=1, description="active units per sample (k-winner-take-all)")
-        ] = 256,
-        hebbian_lr: Annotated[
-            float, Field(ge=0, le=1, description="step of an immature winner toward its inputs")
+        layers: Annotated[
+            list[LayerSpec], Field(min_length=1, max_length=8, description="the plastic layers, input first")
+        ] = [LayerSpec()],  # noqa: B006 - immutable specs; the registry copies params
+        mode: Annotated[
+            Literal["plastic", "panic"], Field(description="panic: adapt to a temporary shift in the context only")
+        ] = "plastic",
+        panic_gain: Annotated[
+            float, Field(ge=1, le=100, description="context rate and neurogenesis multiplier in panic")
+        ] = 10.0,
+        panic_memory_weight: Annotated[
+            float, Field(ge=0, le=1, description="share of the memory's vote in panic")
         ] = 0.0,
         firing_ema: Annotated[
             float, Field(gt=0, le=1, description="rate of the firing-frequency average")
@@ -96,7 +115,7 @@ class Plastic(Learner):
             float, Field(ge=0, le=1, description="dead below this fraction of the expected rate")
         ] = 0.1,
         max_new_per_step: Annotated[
-            int, Field(ge=0, description="units recycled per step at most")
+            int, Field(ge=0, description="units recycled per layer and step at most")
         ] = 8,
         newborn_step: Annotated[
             float, Field(gt=0, le=1, description="how far a recycled unit moves toward its input")
@@ -139,9 +158,10 @@ class Plastic(Learner):
         ] = 0.02,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed)
-        self.check_params({"hidden": hidden, "k": k})
-        self.hidden, self.k = hidden, k
-        self.hebbian_lr, self.firing_ema = hebbian_lr, firing_ema
+        specs = [spec if isinstance(spec, LayerSpec) else LayerSpec(**spec) for spec in layers]
+        self.check_params({"layers": specs})
+        self.mode, self.panic_gain, self.panic_memory_weight = mode, panic_gain, panic_memory_weight
+        self.firing_ema = firing_ema
         self.dead_fraction, self.max_new_per_step = dead_fraction, max_new_per_step
         self.newborn_step, self.maturity_fraction = newborn_step, maturity_fraction
         self.core_lr, self.context_lr = core_lr, context_lr
@@ -151,28 +171,29 @@ class Plastic(Learner):
         self.memory_temperature = memory_temperature
         # Each class owns a ring of ``per_class`` memory slots.
         self.per_class = max(1, memory_capacity // num_classes) if memory_capacity else 0
-        self.expected_rate = k / hidden
 
-        generator = torch.Generator().manual_seed(seed)
-        w_enc = torch.randn(hidden, input_dim, generator=generator)
-        self.w_enc = w_enc / w_enc.norm(dim=1, keepdim=True)
-        self.mature = torch.zeros(hidden, dtype=torch.bool)
-        self.freq = torch.full((hidden,), self.expected_rate)
-        self.period_wins = torch.zeros(hidden)
+        self.layers: list[SparseLayer] = []
+        width = input_dim
+        for i, spec in enumerate(specs):
+            self.layers.append(SparseLayer(width, spec, seed + i * _LAYER_SEED_STRIDE))
+            width = spec.hidden
+        self.hidden = width  # the top layer's code feeds the readouts
         self.period_samples = torch.zeros((), dtype=torch.int64)
-        self.w_core = torch.zeros(num_classes, hidden)
-        self.w_ctx = torch.zeros(num_classes, hidden)
-        self.importance = torch.zeros(num_classes, hidden)
-        self.stat_a = torch.zeros(hidden, hidden)
-        self.stat_b = torch.zeros(hidden, num_classes)
+        self.w_core = torch.zeros(num_classes, width)
+        self.w_ctx = torch.zeros(num_classes, width)
+        self.importance = torch.zeros(num_classes, width)
+        self.stat_a = torch.zeros(width, width)
+        self.stat_b = torch.zeros(width, num_classes)
         self.class_counts = torch.zeros(num_classes, dtype=torch.int64)
         self.memory_keys = torch.zeros(num_classes * self.per_class, input_dim)
         self.memory_writes = torch.zeros(num_classes, dtype=torch.int64)
 
     @classmethod
     def check_params(cls, params: dict) -> None:
-        if params["k"] >= params["hidden"]:
-            raise ValueError(f"k ({params['k']}) must be smaller than hidden ({params['hidden']})")
+        for i, spec in enumerate(params["layers"]):
+            spec = spec if isinstance(spec, LayerSpec) else LayerSpec(**spec)
+            if spec.k >= spec.hidden:
+                raise ValueError(f"layers[{i}]: k ({spec.k}) must be smaller than hidden ({spec.hidden})")
 
     # -- encoding ---------------------------------------------------------------------------------
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,37 +201,48 @@ class Plastic(Learner):
             raise ValueError(f"x must have shape [B, {self.input_dim}], got {list(x.shape)}")
         return x.to(self.device, torch.float32)
 
-    @staticmethod
-    def _normalise(x: torch.Tensor) -> torch.Tensor:
-        centred = x - x.mean(dim=1, keepdim=True)
-        return centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    def _forward(self, xn: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per layer: its normalised input, activations, winners and sparse code."""
+        passes = []
+        inputs = xn
+        for i, layer in enumerate(self.layers):
+            if i:
+                inputs = normalise(inputs)
+            act, winners, code = layer.forward(inputs)
+            passes.append((inputs, act, winners, code))
+            inputs = code
+        return passes
 
-    def _encode(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Activations ``[B, hidden]``, winners ``[B, k]`` and the sparse code ``[B, hidden]``."""
-        act = xn @ self.w_enc.T
-        top, winners = act.topk(self.k, dim=1)
-        code = torch.zeros_like(act).scatter_(1, winners, top)
-        return act, winners, code
+    def _top_code(self, xn: torch.Tensor) -> torch.Tensor:
+        return self._forward(xn)[-1][3]
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The sparse code ``[B, hidden]`` of ``x``: exactly ``k`` winners per sample. Pure."""
-        return self._encode(self._normalise(self._check_x(x)))[2]
+        """The top layer's sparse code ``[B, hidden]`` of ``x``. Pure."""
+        return self._top_code(normalise(self._check_x(x)))
 
     # -- readouts ---------------------------------------------------------------------------------
     def _readout_probs(self, code: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        scores = self.readout_scale * code @ (self.w_core + self.w_ctx).T
+        weights = self.w_ctx if self.mode == "panic" else self.w_core + self.w_ctx
+        scores = self.readout_scale * code @ weights.T
         return torch.softmax(scores.masked_fill(~seen, float("-inf")), dim=1)
+
+    def _memory(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored keys ``[N, input_dim]`` and their class indices ``[N]``, class by class, each
+        class's oldest first."""
+        filled = self.memory_writes.clamp(max=self.per_class)
+        labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(filled)
+        first = torch.cumsum(filled, 0) - filled
+        rank = torch.arange(labels.shape[0], device=self.device) - first[labels]
+        start = (self.memory_writes - filled) % max(self.per_class, 1)
+        slot = labels * self.per_class + (start[labels] + rank) % max(self.per_class, 1)
+        return self.memory_keys[slot], labels
 
     def _memory_vote(self, xn: torch.Tensor) -> torch.Tensor | None:
         """Similarity-weighted vote ``[B, num_classes]`` of the nearest stored inputs, or None."""
-        filled = self.memory_writes.clamp(max=self.per_class)
-        if int(filled.sum()) == 0:
+        if self.per_class == 0 or int(self.memory_writes.sum()) == 0:
             return None
-        slot = torch.arange(self.per_class, device=self.device)
-        valid = (slot[None, :] < filled[:, None]).flatten()
-        keys = self.memory_keys[valid]
-        labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(filled)
+        keys, labels = self._memory()
         k = min(self.memory_k, keys.shape[0])
         votes = []
         for block in xn.split(_QUERY_CHUNK):
@@ -221,14 +253,15 @@ class Plastic(Learner):
         return torch.cat(votes)
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
-        xn = self._normalise(self._check_x(x))
+        xn = normalise(self._check_x(x))
         seen = self.class_counts > 0
         if not bool(seen.any()):
             return torch.full((len(xn), self.num_classes), 1 / self.num_classes, device=self.device)
-        probs = self._readout_probs(self._encode(xn)[2], seen)
-        vote = self._memory_vote(xn)
+        probs = self._readout_probs(self._top_code(xn), seen)
+        weight = self.panic_memory_weight if self.mode == "panic" else self.memory_weight
+        vote = self._memory_vote(xn) if weight > 0 else None
         if vote is not None:
-            probs = (1.0 - self.memory_weight) * probs + self.memory_weight * vote
+            probs = (1.0 - weight) * probs + weight * vote
         return probs
 
     @torch.inference_mode()
@@ -239,14 +272,16 @@ class Plastic(Learner):
     # -- wake -------------------------------------------------------------------------------------
     @torch.no_grad()
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
-        xn = self._normalise(self._check_x(x))
+        xn = normalise(self._check_x(x))
         y = y.to(self.device, torch.int64)
         if y.shape != (x.shape[0],) or bool(((y < 0) | (y >= self.num_classes)).any()):
             raise ValueError(f"y must be [B] class indices in [0, {self.num_classes})")
         batch = x.shape[0]
         if batch == 0:
             return Stats()
-        act, winners, code = self._encode(xn)
+        panic = self.mode == "panic"
+        passes = self._forward(xn)
+        code = passes[-1][3]
         onehot = torch.nn.functional.one_hot(y, self.num_classes).float()
         self.class_counts += onehot.sum(0).long()
 
@@ -254,58 +289,36 @@ class Plastic(Learner):
         probs = self._readout_probs(code, self.class_counts > 0)
         loss = float(-(probs.gather(1, y[:, None]).clamp_min(1e-12).log()).mean())
         grad = (probs - onehot).T @ code / batch
-        self.w_core -= self.core_lr * grad * (1.0 - self.importance)
-        self.w_ctx.mul_(self.context_decay).sub_(self.context_lr * grad)
+        gain = self.panic_gain if panic else 1.0
+        self.w_ctx.mul_(1.0 if panic else self.context_decay).sub_(gain * self.context_lr * grad)
+        if not panic:
+            self.w_core -= self.core_lr * grad * (1.0 - self.importance)
+            self.stat_a += code.T @ code
+            self.stat_b += code.T @ onehot
+            self._remember(xn, y)
 
-        # Sufficient statistics of the closed-form readout.
-        self.stat_a += code.T @ code
-        self.stat_b += code.T @ onehot
-
-        # Firing frequency, then competitive Hebbian learning: each sample's best unit, if immature,
-        # moves toward the mean of the samples it won.
-        wins = torch.bincount(winners.flatten(), minlength=self.hidden).float()
-        self.freq.mul_(1.0 - self.firing_ema).add_(self.firing_ema * wins / batch)
-        self.period_wins += wins
+        born = 0
+        max_new = int(self.max_new_per_step * gain)
+        for i, (inputs, act, winners, _) in enumerate(passes):
+            layer = self.layers[i]
+            layer.learn(inputs, winners, self.firing_ema)
+            units = layer.neurogenesis(
+                inputs, act.max(dim=1).values, dead_fraction=self.dead_fraction, max_new=max_new,
+                step=self.newborn_step,
+            )
+            born += len(units)
+            if i == len(self.layers) - 1 and len(units):
+                self._forget_units(units)
         self.period_samples += batch
-        best = winners[:, 0]
-        won = torch.bincount(best, minlength=self.hidden).float()
-        learn = (won > 0) & ~self.mature
-        if self.hebbian_lr > 0 and bool(learn.any()):
-            sums = torch.zeros_like(self.w_enc).index_add_(0, best, xn)
-            target = sums[learn] / won[learn, None]
-            moved = self.w_enc[learn] + self.hebbian_lr * (target - self.w_enc[learn])
-            self.w_enc[learn] = moved / moved.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return Stats(samples=batch, loss=loss, extra={"new_units": born, "mode": self.mode})
 
-        born = self._neurogenesis(xn, act.max(dim=1).values)
-        self._remember(xn, y)
-        return Stats(samples=batch, loss=loss, extra={"new_units": born})
-
-    def _neurogenesis(self, xn: torch.Tensor, best: torch.Tensor) -> int:
-        """Recycle dead units toward the worst represented inputs of the batch; return how many.
-
-        A unit is dead when it is immature, its firing frequency is below ``dead_fraction`` of the
-        expected rate and it has contributed nothing to the readout's statistics since it was born,
-        so recycling it never erases anything learned.
-        """
-        dead = ~self.mature & (self.freq < self.dead_fraction * self.expected_rate)
-        dead &= self.stat_a.diagonal() == 0
-        usable = xn.norm(dim=1) > 0.5  # constant inputs normalise to zero: nothing to learn
-        n = min(int(dead.sum()), int(usable.sum()), self.max_new_per_step)
-        if n == 0:
-            return 0
-        dead_idx = torch.nonzero(dead).flatten()
-        units = dead_idx[torch.argsort(self.freq[dead_idx], stable=True)[:n]]
-        inputs = torch.argsort(best.masked_fill(~usable, float("inf")), stable=True)[:n]
-        moved = self.w_enc[units] + self.newborn_step * (xn[inputs] - self.w_enc[units])
-        self.w_enc[units] = moved / moved.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.freq[units] = self.expected_rate
-        self.period_wins[units] = 0.0
+    def _forget_units(self, units: torch.Tensor) -> None:
+        """Reset what reads recycled top-layer units: readout weights, importance, statistics."""
         for weights in (self.w_core, self.w_ctx, self.importance):
             weights[:, units] = 0.0
         self.stat_a[units, :] = 0.0
         self.stat_a[:, units] = 0.0
         self.stat_b[units, :] = 0.0
-        return n
 
     def _remember(self, xn: torch.Tensor, y: torch.Tensor) -> None:
         """Write each normalised input into the next slot of its class's ring."""
@@ -325,35 +338,38 @@ class Plastic(Learner):
     # -- sleep ------------------------------------------------------------------------------------
     @torch.no_grad()
     def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
-        if int(self.class_counts.sum()) > 0:
-            eye = torch.eye(self.hidden, device=self.device, dtype=torch.float64)
-            factor = torch.linalg.cholesky(self.stat_a.double() + self.ridge * eye)
-            solved = torch.cholesky_solve(self.stat_b.double(), factor)
-            self.w_core = solved.T.float().contiguous()
+        self._solve_readout()
         accuracy = self._raise_importance(replay, budget)
-        self.w_ctx.mul_(self.sleep_context_decay)
-        rate = self.period_wins / max(int(self.period_samples), 1)
-        newly_mature = ~self.mature & (self.period_samples > 0)
-        newly_mature &= rate >= self.maturity_fraction * self.expected_rate
-        self.mature |= newly_mature
-        self.period_wins.zero_()
-        self.period_samples.zero_()
-        extra: dict[str, float | int | str] = {
-            "new_mature": int(newly_mature.sum()), "mature": int(self.mature.sum()),
-        }
+        extra: dict[str, float | int | str] = self.consolidate()
         if accuracy is not None:
             extra["replay_accuracy"] = accuracy
         used = min(len(replay), budget) if accuracy is not None else 0
         return Stats(samples=used, extra=extra)
+
+    def _solve_readout(self) -> None:
+        if int(self.class_counts.sum()) == 0:
+            return
+        eye = torch.eye(self.hidden, device=self.device, dtype=torch.float64)
+        factor = torch.linalg.cholesky(self.stat_a.double() + self.ridge * eye)
+        self.w_core = torch.cholesky_solve(self.stat_b.double(), factor).T.float().contiguous()
+
+    @torch.no_grad()
+    def consolidate(self) -> dict[str, int]:
+        """Let the context fade and make every layer's regularly firing units mature."""
+        self.w_ctx.mul_(self.sleep_context_decay)
+        samples = int(self.period_samples)
+        new = [layer.consolidate(self.maturity_fraction, samples) for layer in self.layers]
+        self.period_samples.zero_()
+        return {"new_mature": sum(new), "mature": sum(int(layer.mature.sum()) for layer in self.layers)}
 
     def _raise_importance(self, replay: Replay, budget: int) -> float | None:
         """Raise the importance of core synapses that carry correct recall of replayed samples."""
         n = min(len(replay), budget)
         if n == 0 or self.importance_rate == 0:
             return None
-        xn = self._normalise(self._check_x(replay.x[:n]))
+        xn = normalise(self._check_x(replay.x[:n]))
         y = replay.y[:n].to(self.device, torch.int64)
-        code = self._encode(xn)[2]
+        code = self._top_code(xn)
         seen = self.class_counts > 0
         scores = (code @ self.w_core.T).masked_fill(~seen, float("-inf"))
         correct = (scores.argmax(dim=1) == y).float()
@@ -365,27 +381,64 @@ class Plastic(Learner):
         self.importance.clamp_(0.0, 1.0)
         return float(correct.mean())
 
+    # -- changing the architecture ----------------------------------------------------------------
+    @torch.no_grad()
+    def reconfigure(self, params: dict) -> "Plastic":
+        """A learner with the new ``params`` that keeps what this one learned (see the module doc)."""
+        new = Plastic(input_dim=self.input_dim, num_classes=self.num_classes, seed=self.seed, **params)
+        new.to(self.device)
+        kept = 0
+        for old, fresh in zip(self.layers, new.layers):
+            if not old.same_shape(fresh):
+                break
+            fresh.copy_from(old)
+            kept += 1
+        new.class_counts = self.class_counts.clone()
+        new.period_samples = self.period_samples.clone()
+        keys, labels = self._memory()
+        new._remember(keys, labels)
+        if kept == len(self.layers) == len(new.layers):
+            for name in ("w_core", "w_ctx", "importance", "stat_a", "stat_b"):
+                setattr(new, name, getattr(self, name).clone())
+        elif len(keys):
+            # The code feeding the readout changed: rebuild its statistics from the memory.
+            code = torch.cat([new._top_code(block) for block in keys.split(_QUERY_CHUNK)])
+            onehot = torch.nn.functional.one_hot(labels, self.num_classes).float()
+            new.stat_a = code.T @ code
+            new.stat_b = code.T @ onehot
+            new._solve_readout()
+        return new
+
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).detach().clone() for name in self._STATE}
+        state = {name: getattr(self, name).detach().clone() for name in self._STATE}
+        for i, layer in enumerate(self.layers):
+            state.update(layer.state(f"layers.{i}."))
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = set(self._STATE) - set(state)
-        unexpected = set(state) - set(self._STATE)
+        expected = self.state_dict()
+        missing = set(expected) - set(state)
+        unexpected = set(state) - set(expected)
         if missing or unexpected:
             raise ValueError(
                 f"state mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
             )
-        for name in self._STATE:
-            current = getattr(self, name)
+        for name, current in expected.items():
             value = state[name]
             if value.shape != current.shape or value.dtype != current.dtype:
                 raise ValueError(f"state {name!r}: expected {current.dtype} {list(current.shape)}, "
                                  f"got {value.dtype} {list(value.shape)}")
-            setattr(self, name, value.detach().to(self.device).clone())
+        for name in self._STATE:
+            setattr(self, name, state[name].detach().to(self.device).clone())
+        for i, layer in enumerate(self.layers):
+            for name in SparseLayer.STATE:
+                setattr(layer, name, state[f"layers.{i}.{name}"].detach().to(self.device).clone())
 
     def to(self, device: torch.device | str) -> "Plastic":
         super().to(device)
         for name in self._STATE:
             setattr(self, name, getattr(self, name).to(self.device))
+        for layer in self.layers:
+            layer.to(self.device)
         return self

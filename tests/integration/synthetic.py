@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 
 DIM = 20
-SMALL_PARAMS = {"hidden": 256, "k": 16}  # strategy "plastic": small enough for a CPU test
+SMALL_PARAMS = {"layers": [{"hidden": 256, "k": 16}]}  # strategy "plastic": small enough for a CPU test
 
 
 class Clusters:

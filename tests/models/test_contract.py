@@ -11,7 +11,7 @@ from tests.models.synthetic import class_incremental, clusters
 
 DIM, CLASSES = 20, 6
 SMALL = {
-    "plastic": {"hidden": 128, "k": 16, "hebbian_lr": 0.1},
+    "plastic": {"layers": [{"hidden": 128, "k": 16, "hebbian_lr": 0.1}]},
     "finetune": {"hidden": 64, "lr": 0.01},
     "replay": {"hidden": 64, "lr": 0.01, "memory_size": 100},
     "joint": {"hidden": 64, "lr": 0.01},
@@ -21,6 +21,8 @@ SMALL = {
     "agem": {"hidden": 64, "lr": 0.01, "memory_per_task": 40, "memory_batch": 64},
     "packnet": {"hidden": 64, "lr": 0.01},
     "pnn": {"hidden": 32, "lr": 0.01},
+    "mygo": {"hidden": 64, "features": 32, "lr": 0.01, "generator_hidden": 32, "z_dim": 4},
+    "anml": {"hidden": 128, "nm_hidden": 32, "lr": 0.2},
 }
 
 

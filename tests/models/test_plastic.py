@@ -6,14 +6,15 @@ import torch
 
 from models.learner import Replay
 from models.plastic import Plastic
+from models.sparse_layer import LayerSpec
 from tests.models.synthetic import class_incremental, clusters
 
 DIM, CLASSES = 16, 4
 
 
-def small(**params) -> Plastic:
-    defaults = {"hidden": 64, "k": 8}
-    return Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, **{**defaults, **params})
+def small(*, k: int = 8, hebbian_lr: float = 0.0, **params) -> Plastic:
+    layer = LayerSpec(hidden=64, k=k, hebbian_lr=hebbian_lr)
+    return Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, layers=[layer], **params)
 
 
 def data(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,7 +34,7 @@ def test_exactly_k_units_are_active_per_sample():
     code = learner.encode(x)
     assert code.shape == (len(x), 64)
     assert ((code != 0).sum(dim=1) == 8).all()
-    act = normalised(x) @ learner.w_enc.T
+    act = normalised(x) @ learner.layers[0].w_enc.T
     winners = act.topk(8, dim=1).indices
     assert torch.equal(code.gather(1, winners), act.gather(1, winners))
 
@@ -45,38 +46,38 @@ def test_neurogenesis_recycles_a_dead_unit_toward_the_worst_represented_input():
     batch = x[32:48]
     silent = (learner.encode(batch) == 0).all(dim=0) & (learner.stat_a.diagonal() == 0)
     unit = int(torch.nonzero(silent)[0])
-    learner.freq[unit] = 0.0  # dead: it has not fired for a long time
+    learner.layers[0].freq[unit] = 0.0  # dead: it has not fired for a long time
     learner.w_core[:, unit] = 1.0
     learner.w_ctx[:, unit] = 1.0
     learner.importance[:, unit] = 0.5
-    before = learner.w_enc[unit].clone()
+    before = learner.layers[0].w_enc[unit].clone()
     xn = normalised(batch)
-    worst = xn[(xn @ learner.w_enc.T).max(dim=1).values.argmin()]
+    worst = xn[(xn @ learner.layers[0].w_enc.T).max(dim=1).values.argmin()]
 
     stats = learner.observe(batch, y[32:48])
 
     assert stats.extra["new_units"] == 1
-    after = learner.w_enc[unit]
+    after = learner.layers[0].w_enc[unit]
     assert float(after @ worst) > float(before @ worst) + 0.2
     assert torch.allclose(after.norm(), torch.tensor(1.0))
     assert (learner.w_core[:, unit] == 0).all() and (learner.w_ctx[:, unit] == 0).all()
     assert (learner.importance[:, unit] == 0).all()
     assert (learner.stat_a[unit] == 0).all() and (learner.stat_a[:, unit] == 0).all()
     assert (learner.stat_b[unit] == 0).all()
-    assert float(learner.freq[unit]) == learner.expected_rate
+    assert float(learner.layers[0].freq[unit]) == learner.layers[0].expected_rate
 
 
 def test_neurogenesis_spares_mature_units_and_units_that_carry_statistics():
     learner = small(max_new_per_step=64)
     x, y = data()
     learner.observe(x[:32], y[:32])
-    learner.freq.zero_()  # every unit looks dead ...
-    learner.mature[:10] = True  # ... but these are mature
+    learner.layers[0].freq.zero_()  # every unit looks dead ...
+    learner.layers[0].mature[:10] = True  # ... but these are mature
     carrying = learner.stat_a.diagonal() > 0
-    kept = learner.mature | carrying
-    before = learner.w_enc.clone()
+    kept = learner.layers[0].mature | carrying
+    before = learner.layers[0].w_enc.clone()
     learner.observe(x[32:64], y[32:64])
-    assert torch.equal(learner.w_enc[kept], before[kept])
+    assert torch.equal(learner.layers[0].w_enc[kept], before[kept])
 
 
 def test_the_brake_stops_updates_of_fully_important_synapses():
@@ -140,10 +141,10 @@ def test_memory_keys_stay_valid_while_the_encoder_changes():
     learner = small(memory_weight=1.0, memory_k=1, hebbian_lr=0.5)
     x, y = data()
     learner.observe(x[:32], y[:32])
-    encoder = learner.w_enc.clone()
+    encoder = learner.layers[0].w_enc.clone()
     for start in range(32, 256, 32):
         learner.observe(x[start : start + 32], y[start : start + 32])
-    assert not torch.equal(learner.w_enc, encoder)
+    assert not torch.equal(learner.layers[0].w_enc, encoder)
     assert torch.equal(learner.predict(x[:32]).argmax(dim=1), y[:32])
 
 
@@ -151,13 +152,13 @@ def test_hebbian_learning_moves_immature_winners_toward_their_inputs():
     learner = small(hebbian_lr=0.5, max_new_per_step=0)
     x, y = data()
     xn = normalised(x[:32])
-    best = (xn @ learner.w_enc.T).argmax(dim=1)
+    best = (xn @ learner.layers[0].w_enc.T).argmax(dim=1)
     unit = int(best[0])
     mine = xn[best == unit].mean(dim=0)
-    before = float(learner.w_enc[unit] @ mine)
+    before = float(learner.layers[0].w_enc[unit] @ mine)
     learner.observe(x[:32], y[:32])
-    assert float(learner.w_enc[unit] @ mine) > before
-    assert torch.allclose(learner.w_enc.norm(dim=1), torch.ones(64))
+    assert float(learner.layers[0].w_enc[unit] @ mine) > before
+    assert torch.allclose(learner.layers[0].w_enc.norm(dim=1), torch.ones(64))
 
 
 def test_maturation_locks_units():
@@ -166,14 +167,14 @@ def test_maturation_locks_units():
     for start in range(0, 128, 32):
         learner.observe(x[start : start + 32], y[start : start + 32])
     stats = learner.sleep(Replay(x[:64], y[:64]))
-    mature = learner.mature.clone()
+    mature = learner.layers[0].mature.clone()
     assert 0 < stats.extra["new_mature"] == int(mature.sum()) < 64
-    assert (learner.period_wins == 0).all() and int(learner.period_samples) == 0
-    before = learner.w_enc.clone()
+    assert (learner.layers[0].period_wins == 0).all() and int(learner.period_samples) == 0
+    before = learner.layers[0].w_enc.clone()
     for start in range(128, 256, 32):
         learner.observe(x[start : start + 32], y[start : start + 32])
-    assert torch.equal(learner.w_enc[mature], before[mature])
-    assert not torch.equal(learner.w_enc[~mature], before[~mature])
+    assert torch.equal(learner.layers[0].w_enc[mature], before[mature])
+    assert not torch.equal(learner.layers[0].w_enc[~mature], before[~mature])
 
 
 def test_sleep_solves_the_core_readout_in_closed_form():
@@ -238,3 +239,116 @@ def test_without_sleep_memory_and_context_still_carry_new_and_old_classes():
     metrics = class_incremental(learner, sleep=False)
     assert metrics["accuracy_per_task"][-1] > 0.9
     assert metrics["average_accuracy"] > 0.8
+
+
+# -- pluggable layers, reconfiguration and modes ---------------------------------------------------
+def trained(layers: list[dict], *, n: int = 64, **params) -> tuple[Plastic, torch.Tensor, torch.Tensor]:
+    """A learner of ``layers`` that learned the clusters and slept; with held-out test data."""
+    learner = Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, layers=layers, **params)
+    x, y, xt, yt = clusters(num_classes=CLASSES, dim=DIM, per_class=n, seed=3)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    for start in range(0, len(y), 32):
+        learner.observe(x[start : start + 32], y[start : start + 32])
+    learner.sleep(Replay(x[:64], y[:64]))
+    return learner, xt, yt
+
+
+def accuracy(learner: Plastic, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((learner.predict(x).argmax(dim=1) == y).float().mean())
+
+
+TWO = [{"hidden": 64, "k": 8}, {"hidden": 48, "k": 6}]
+
+
+def test_layers_stack_and_the_top_code_feeds_the_readout():
+    learner, xt, yt = trained(TWO)
+    code = learner.encode(xt)
+    assert code.shape == (len(xt), 48) and ((code != 0).sum(dim=1) == 6).all()
+    assert learner.layers[1].w_enc.shape == (48, 64) and learner.w_core.shape == (CLASSES, 48)
+    assert {"layers.0.w_enc", "layers.1.w_enc", "layers.1.mature"} <= set(learner.state_dict())
+    one_layer = accuracy(trained(TWO[:1])[0], xt, yt)
+    assert accuracy(learner, xt, yt) > max(0.8, one_layer - 0.03)  # chance: 0.25
+
+
+def test_a_frozen_layer_never_changes_while_its_twin_learns():
+    weights = {}
+    for frozen in (False, True):
+        learner = Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, max_new_per_step=64,
+                          layers=[{"hidden": 64, "k": 8, "hebbian_lr": 0.5, "frozen": frozen}])
+        before = learner.layers[0].w_enc.clone()
+        x, y = data()
+        learner.layers[0].freq.zero_()  # every unit that never won looks dead
+        learner.observe(x[:32], y[:32])
+        weights[frozen] = torch.equal(learner.layers[0].w_enc, before)
+    assert weights == {False: False, True: True}
+
+
+def test_reconfigure_with_the_same_params_changes_nothing():
+    learner, xt, _ = trained(TWO)
+    same = learner.reconfigure({"layers": TWO})
+    assert states_equal(same.state_dict(), learner.state_dict())
+    assert torch.equal(same.predict(xt), learner.predict(xt))
+
+
+def test_freezing_a_layer_keeps_its_weights_and_every_prediction():
+    learner, xt, _ = trained(TWO)
+    frozen = learner.reconfigure({"layers": [{**TWO[0], "frozen": True}, TWO[1]]})
+    assert frozen.layers[0].spec.frozen and not learner.layers[0].spec.frozen
+    assert states_equal(frozen.state_dict(), learner.state_dict())
+    assert torch.equal(frozen.predict(xt), learner.predict(xt))
+
+
+def test_adding_and_removing_layers_keeps_what_was_learned():
+    learner, xt, yt = trained([TWO[0]])
+    before = accuracy(learner, xt, yt)
+    grown = learner.reconfigure({"layers": TWO})
+    assert torch.equal(grown.layers[0].w_enc, learner.layers[0].w_enc)  # the kept layer is intact
+    assert torch.equal(grown.memory_keys, learner.memory_keys)
+    assert accuracy(grown, xt, yt) >= before - 0.05  # readout rebuilt from the episodic memory
+    shrunk = grown.reconfigure({"layers": [TWO[0]]})
+    assert accuracy(shrunk, xt, yt) >= before - 0.05
+    replaced = learner.reconfigure({"layers": [{"hidden": 32, "k": 4}]})  # a different first layer
+    assert accuracy(replaced, xt, yt) >= before - 0.1
+
+
+def test_a_smaller_memory_keeps_each_class_s_newest_entries():
+    learner = small(memory_capacity=8 * CLASSES)  # 8 slots per class
+    x, y = data()
+    for start in range(0, len(y), 16):  # rings wrap around several times
+        learner.observe(x[start : start + 16], y[start : start + 16])
+    smaller = learner.reconfigure({"layers": [{"hidden": 64, "k": 8}], "memory_capacity": 3 * CLASSES})
+    for c in range(CLASSES):
+        newest = normalised(x[y == c][-3:])
+        kept = smaller.memory_keys[c * 3 : (c + 1) * 3]
+        assert torch.allclose(kept.sort(dim=0).values, newest.sort(dim=0).values, atol=1e-6)
+
+
+def test_panic_adapts_to_a_shift_in_the_context_and_leaves_long_term_knowledge_intact():
+    layers = [{"hidden": 64, "k": 8}]
+    learner, xt, yt = trained(layers)
+    normal = accuracy(learner, xt, yt)
+    x, y, _, _ = clusters(num_classes=CLASSES, dim=DIM, per_class=64, seed=3)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
+    shifted, ys = -x[order], y[order]  # an inverted sensor
+    long_term = ("w_core", "stat_a", "stat_b", "importance", "memory_keys", "memory_writes")
+    kept = {name: getattr(learner, name).clone() for name in long_term}
+
+    outcome = {}
+    for mode in ("plastic", "panic"):
+        brain = learner.reconfigure({"layers": layers, "mode": mode})
+        for start in range(0, 96, 32):  # a short storm
+            brain.observe(shifted[start : start + 32], ys[start : start + 32])
+        outcome[mode] = (accuracy(brain, -xt, yt), brain)
+
+    panic_accuracy, panicked = outcome["panic"]
+    assert panic_accuracy > 0.8 and panic_accuracy > outcome["plastic"][0]
+    assert all(torch.equal(getattr(panicked, name), kept[name]) for name in long_term)
+    calm = panicked.reconfigure({"layers": layers, "mode": "plastic"})
+    assert accuracy(calm, xt, yt) >= normal - 0.02
+    calm.sleep(Replay(xt[:0], yt[:0]))
+    assert accuracy(calm, xt, yt) >= normal - 0.02
+
+
+def states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

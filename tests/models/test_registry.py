@@ -38,7 +38,13 @@ def test_defaults_are_filled_in_and_values_normalised():
 def test_schema_lists_every_hyperparameter_with_its_bounds():
     schema = param_schema("plastic")
     assert schema["additionalProperties"] is False
-    assert schema["properties"]["k"] == {
+    assert schema["properties"]["ridge"] == {
+        "default": 0.1, "description": "L2 penalty of the closed-form core readout",
+        "exclusiveMinimum": 0, "title": "Ridge", "type": "number",
+    }
+    layer = schema["$defs"]["LayerSpec"]
+    assert layer["additionalProperties"] is False
+    assert layer["properties"]["k"] == {
         "default": 256, "description": "active units per sample (k-winner-take-all)",
         "minimum": 1, "title": "K", "type": "integer",
     }
@@ -51,12 +57,16 @@ def test_schema_lists_every_hyperparameter_with_its_bounds():
     [
         ("nope", {}, "unknown strategy 'nope' (known: "),
         ("plastic", {"colour": 1}, "unknown parameter 'colour'"),
-        ("plastic", {"k": "3"}, "parameter 'k': Input should be a valid integer"),
-        ("plastic", {"k": True}, "parameter 'k': Input should be a valid integer"),
-        ("plastic", {"k": 2.5}, "parameter 'k': Input should be a valid integer"),
-        ("plastic", {"k": 0}, "parameter 'k': Input should be greater than or equal to 1"),
+        ("plastic", {"layers": [{"k": "3"}]}, "parameter 'layers.0.k': Input should be a valid integer"),
+        ("plastic", {"layers": [{"k": True}]}, "parameter 'layers.0.k': Input should be a valid integer"),
+        ("plastic", {"layers": [{"k": 2.5}]}, "parameter 'layers.0.k': Input should be a valid integer"),
+        ("plastic", {"layers": [{"k": 0}]}, "parameter 'layers.0.k': Input should be greater than or equal to 1"),
         ("plastic", {"memory_weight": 1.5}, "parameter 'memory_weight': Input should be less than"),
-        ("plastic", {"k": 64, "hidden": 64}, "k (64) must be smaller than hidden (64)"),
+        ("plastic", {"layers": [{"k": 4, "hidden": 8}, {"k": 64, "hidden": 64}]},
+         "layers[1]: k (64) must be smaller than hidden (64)"),
+        ("plastic", {"layers": []}, "parameter 'layers': List should have at least 1 item"),
+        ("plastic", {"layers": [{"hidden": 8, "k": 2, "depth": 3}]}, "unknown parameter 'layers.0.depth'"),
+        ("plastic", {"mode": "calm"}, "parameter 'mode': Input should be 'plastic' or 'panic'"),
         ("finetune", {"lr": 0}, "parameter 'lr': Input should be greater than 0"),
         ("finetune", [1], "params must be an object"),
     ],
@@ -69,16 +79,16 @@ def test_bad_params_are_explained(name, params, message):
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ParamsError) as error:
-        validate_params("plastic", {"k": 0, "ridge": -1, "colour": 1})
+        validate_params("plastic", {"layers": [{"k": 0}], "ridge": -1, "colour": 1})
     text = str(error.value)
-    assert "'k'" in text and "'ridge'" in text and "'colour'" in text
+    assert "'layers.0.k'" in text and "'ridge'" in text and "'colour'" in text
 
 
 def test_create_builds_a_configured_learner():
-    learner = create("plastic", input_dim=5, num_classes=3, seed=4, params={"hidden": 32, "k": 4})
+    learner = create("plastic", input_dim=5, num_classes=3, seed=4, params={"layers": [{"hidden": 32, "k": 4}]})
     assert isinstance(learner, Plastic)
     assert (learner.input_dim, learner.num_classes, learner.seed) == (5, 3, 4)
-    assert learner.w_enc.shape == (32, 5) and learner.k == 4
+    assert learner.layers[0].w_enc.shape == (32, 5) and learner.layers[0].k == 4
 
 
 def test_create_validates():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-SMALL = {"hidden": 256, "k": 16}
+SMALL = {"layers": [{"hidden": 256, "k": 16}]}
 DIM = 8
 
 
@@ -48,7 +48,7 @@ def predict(client: TestClient, name: str, xs, task=None) -> dict:
 def test_create_get_list_delete(client: TestClient) -> None:
     created = make_brain(client, "alpha")
     assert created["strategy"] == "plastic" and created["current_version"] == 1
-    assert created["params"]["hidden"] == 256  # defaults filled, given values kept
+    assert created["params"]["layers"][0]["hidden"] == 256  # defaults filled, given values kept
     assert client.get("/v1/brains/alpha").json()["name"] == "alpha"
     make_brain(client, "beta")
     assert [b["name"] for b in client.get("/v1/brains").json()["brains"]] == ["alpha", "beta"]
@@ -64,12 +64,13 @@ def test_create_get_list_delete(client: TestClient) -> None:
         ({"name": "bad name!", "input": {"kind": "vector", "shape": [4]}}, 422, "pattern"),
         ({"name": "x", "input": {"kind": "audio", "shape": [4]}}, 422, "kind"),
         ({"name": "x", "input": {"kind": "image", "shape": [2, 28, 28]}}, 422, "C 1 or 3"),
-        ({"name": "x", "input": {"kind": "text", "shape": [1]}}, 422, "not supported yet"),
+        ({"name": "x", "input": {"kind": "text", "shape": [3]}}, 422, "shape is [1]"),
+        ({"name": "x", "input": {"kind": "text", "shape": [1]}, "encoder": "flatten"}, 422, "does not take text"),
         ({"name": "x", "input": {"kind": "vector", "shape": [0]}}, 422, "greater than or equal"),
         ({"name": "x", "input": {"kind": "vector", "shape": [100000, 100000]}}, 422, "limit"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "strategy": "nope"}, 422, "unknown strategy"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "params": {"bogus": 1}}, 422, "bogus"),
-        ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "params": {"k": -3}}, 422, "k"),
+        ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "params": {"layers": [{"k": -3}]}}, 422, "layers.0.k"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "encoder": "resnet"}, 422, "encoder"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "sleep_policy": {"every_samples": 0}}, 422, "every_samples"),
     ],

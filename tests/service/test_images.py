@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.inputs import MAX_IMAGE_PIXELS
 
-SMALL = {"hidden": 256, "k": 16}
+SMALL = {"layers": [{"hidden": 256, "k": 16}]}
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG") -> str:
@@ -84,6 +84,8 @@ def test_oversized_image_refused_before_decoding(client: TestClient, brain: str)
     assert r.status_code == 422 and "exceeds the limit" in r.json()["detail"]
 
 
-def test_text_brains_are_not_supported_yet(client: TestClient) -> None:
-    r = client.post("/v1/brains", json={"name": "t", "input": {"kind": "text", "shape": [1]}})
-    assert r.status_code == 422 and "not supported yet" in r.json()["detail"]
+def test_image_brains_refuse_text_and_text_brains_take_one_string(client: TestClient, brain: str) -> None:
+    r = client.post(f"/v1/brains/{brain}/predict", json={"inputs": [{"text": "a cat"}]})
+    assert r.status_code == 422 and "'image'" in r.json()["detail"]
+    r = client.post("/v1/brains", json={"name": "t", "input": {"kind": "text", "shape": [2]}})
+    assert r.status_code == 422 and "text brain's shape is [1]" in r.json()["detail"]

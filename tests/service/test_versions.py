@@ -23,7 +23,7 @@ def rt(settings):
 
 
 def new_brain(rt, name: str = "v") -> int:
-    body = schemas.BrainCreate(name=name, input=schemas.InputSpec(kind="vector", shape=[4]), params={"hidden": 32, "k": 4})
+    body = schemas.BrainCreate(name=name, input=schemas.InputSpec(kind="vector", shape=[4]), params={"layers": [{"hidden": 32, "k": 4}]})
     return brains.create_brain(rt, body=body).id
 
 
