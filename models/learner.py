@@ -12,6 +12,7 @@ a checkpoint is a safetensors file plus the JSON of the constructor arguments. N
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -53,6 +54,8 @@ class Learner(ABC):
 
     name: ClassVar[str]
     settings: ClassVar[tuple[Setting, ...]] = ("class", "task", "domain")
+    #: Optional capability: the strategy implements ``meta_train`` (learning how to learn).
+    meta_trainable: ClassVar[bool] = False
 
     def __init__(self, *, input_dim: int, num_classes: int, seed: int = 0) -> None:
         self.input_dim = input_dim
@@ -77,6 +80,26 @@ class Learner(ABC):
         """Consolidate: ``budget`` bounds the optimisation work (e.g. replayed samples)."""
         return Stats()
 
+    def meta_train(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        steps: int,
+        inner_steps: int,
+        progress: Callable[[float], None] | None = None,
+    ) -> Stats:
+        """Optional (``meta_trainable``): meta-learn on a background set ``(x, y)`` whose labels are
+        the set's own (not this learner's classes) so that later ``observe`` learns new classes
+        better. ``progress`` receives the fraction done. The base class cannot."""
+        raise NotImplementedError(f"strategy {self.name!r} cannot be meta-trained")
+
+    def reconfigure(self, params: dict) -> Learner:
+        """Optional: a learner with the new, validated ``params`` that keeps what this one learned
+        (a brain's params changed after creation). Strategies that can override it; the base class
+        cannot, since its state's shapes follow the params."""
+        raise NotImplementedError(f"strategy {self.name!r} cannot change its params after creation")
+
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
     def predict(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,7 +122,7 @@ class Learner(ABC):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what ``state_dict`` returned; afterwards the learner is indistinguishable."""
 
-    def to(self, device: torch.device | str) -> "Learner":
+    def to(self, device: torch.device | str) -> Learner:
         """Move tensors to ``device``; strategies with tensors override and call super()."""
         self.device = torch.device(device)
         return self

@@ -45,6 +45,14 @@ class BrainCreate(_In):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
+class BrainUpdate(_In):
+    params: dict[str, Any] | None = Field(
+        None, description="Hyperparameters to change (top-level keys replace the current values), "
+        "e.g. plastic's layers or mode. Only strategies that can carry their state over accept it.",
+    )
+    sleep_policy: SleepPolicy | None = Field(None, description="Replaces the sleep policy.")
+
+
 class BrainOut(BaseModel):
     name: str
     input: InputSpec
@@ -120,6 +128,20 @@ class SamplesAccepted(BaseModel):
     job: str | None = Field(None, description="The wake job that learns them (None when all were duplicates).")
     version: int | None = Field(None, description="With wait=true: the version that includes them.")
     state: JobState | None = None
+
+
+class MetaTrainIn(_In):
+    """A background set for meta-training (strategies that can, e.g. "anml"). Its labels are the
+    set's own: they never enter the brain's labels, tasks or sample log."""
+
+    samples: Annotated[list[SampleIn], _non_empty("no background samples: send at least two classes")] = Field(
+        ..., description="Labelled background samples of at least two distinct labels."
+    )
+    steps: int = Field(500, ge=1, le=100_000, description="Outer (meta) steps.")
+    inner_steps: int = Field(10, ge=1, le=1_000, description="Inner SGD steps per outer step.")
+    first_order: bool | None = Field(
+        None, description="First-order meta-gradient; None: the strategy's own setting."
+    )
 
 
 class PredictIn(_In):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
-from service import brains, schemas
+from service import brains, configure, schemas
 from service.api.deps import CacheDep, RuntimeDep, SessionDep
 from service.errors import NotFound
 from service.tables import Brain, Task, Version
@@ -29,6 +29,15 @@ def list_brains(s: SessionDep) -> schemas.BrainList:
 @router.get("/{name}", response_model=schemas.BrainOut)
 def get_brain(name: str, s: SessionDep) -> schemas.BrainOut:
     return brains.brain_out(s, brains.get_brain(s, name))
+
+
+@router.patch("/{name}", response_model=schemas.BrainOut)
+def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep) -> schemas.BrainOut:
+    """Change the strategy's params (published as a new version of kind "reconfigure" that keeps
+    what the brain learned; 422 for strategies that cannot) or the sleep policy."""
+    configure.update_brain(rt, name=name, body=body)
+    with rt.db.session() as s:
+        return brains.brain_out(s, brains.get_brain(s, name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,49 @@
+"""Changing a brain after creation: its strategy's params (the learner is reconfigured and keeps
+what it learned, published as a new version) and its sleep policy."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from models.registry import ParamsError, validate_params
+from service import schemas
+from service.brains import get_brain
+from service.errors import Invalid
+from service.runtime import Runtime
+from service.tables import Brain, Version
+
+
+def update_brain(rt: Runtime, *, name: str, body: schemas.BrainUpdate) -> None:
+    """Apply ``body`` under the brain's writer lock, so no wake or sleep job runs meanwhile."""
+    with rt.db.session() as s:
+        brain_id = get_brain(s, name).id
+    with rt.locks.hold(brain_id), rt.db.session() as s:
+        brain = s.get(Brain, brain_id)
+        if body.params is not None:
+            _reconfigure(rt, s, brain, body.params)
+        if body.sleep_policy is not None:
+            brain.sleep_policy = body.sleep_policy.model_dump(exclude_none=True)
+
+
+def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:  # noqa: ANN001 - a Session
+    try:
+        params = validate_params(brain.strategy, {**brain.params, **changes})
+    except ParamsError as exc:
+        raise Invalid(f"params: {exc}") from None
+    if params == brain.params:
+        return
+    learner = rt.versions.load(brain, brain.current_version, device=rt.device)
+    try:
+        learner = learner.reconfigure(params)
+    except NotImplementedError as exc:
+        raise Invalid(f"params: {exc}; create a new brain instead") from None
+    previous = s.scalar(
+        select(Version).where(Version.brain_id == brain.id, Version.number == brain.current_version)
+    )
+    changed = sorted(k for k in params if params[k] != brain.params.get(k))
+    brain.params = params
+    rt.versions.publish(
+        s, brain, learner, kind="reconfigure", log_position=previous.log_position,
+        samples_learned=previous.samples_learned, tasks_seen=previous.tasks_seen,
+        stats={"changed": changed},
+    )
