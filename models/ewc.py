@@ -93,7 +93,7 @@ class EWC(NetworkLearner):
                 self.fisher[n] = total
         self.pending = SampleMemory(capacity=self.pending.capacity, input_dim=self.input_dim,
                                     seed=self.pending.seed + self.pending.seen, device=self.device)
-        return Stats(samples=int(len(y)), extra={"fisher_mean": float(
+        return Stats(samples=len(y), extra={"fisher_mean": float(
             torch.cat([f.reshape(-1) for f in self.fisher.values()]).mean())})
 
     def empirical_fisher(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

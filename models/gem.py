@@ -20,7 +20,14 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from models.network import Epochs, Hidden, LearningRate, NetworkLearner, tensor_text, text_tensor
+from models.network import (
+    Epochs,
+    Hidden,
+    LearningRate,
+    NetworkLearner,
+    tensor_text,
+    text_tensor,
+)
 from models.registry import register
 from models.sample_memory import SampleMemory
 

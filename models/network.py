@@ -163,7 +163,7 @@ class NetworkLearner(Learner):
         self.task = tensor_text(state["task"]) if "task" in state else None
         self.load_extra_state({k: v for k, v in state.items() if k.startswith(self.state_prefixes)})
 
-    def to(self, device: torch.device | str) -> "NetworkLearner":
+    def to(self, device: torch.device | str) -> NetworkLearner:
         state = self.state_dict()
         super().to(device)
         self.load_state_dict(state)  # puts the network, Adam and the extra state on ``device``

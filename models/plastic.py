@@ -66,14 +66,25 @@ a reloaded learner predicts and learns exactly as the original would.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
+from models.conv_layer import ConvLayer, ConvSpec, image_shape
 from models.learner import Learner, Replay, Stats
 from models.registry import register
 from models.sparse_layer import LayerSpec, SparseLayer, normalise
+
+
+def _layer_type(value: Any) -> str:
+    return value.get("type", "sparse") if isinstance(value, dict) else getattr(value, "type", "sparse")
+
+
+Layer = Annotated[
+    Annotated[LayerSpec, Tag("sparse")] | Annotated[ConvSpec, Tag("conv")], Discriminator(_layer_type)
+]
 
 _QUERY_CHUNK = 2048  # queries per block when comparing with the memory
 _LAYER_SEED_STRIDE = 7919  # layer i is initialised from seed + i * stride
@@ -96,9 +107,12 @@ class Plastic(Learner):
         input_dim: int,
         num_classes: int,
         seed: int = 0,
+        input_shape: Sequence[int] | None = None,
         layers: Annotated[
-            list[LayerSpec], Field(min_length=1, max_length=8, description="the plastic layers, input first")
-        ] = [LayerSpec()],  # noqa: B006 - immutable specs; the registry copies params
+            list[Layer] | None,
+            Field(min_length=1, max_length=8, description="the layers, input first; a conv layer only "
+                  "first and for image-shaped inputs; default: conv for images, else one sparse layer"),
+        ] = None,
         mode: Annotated[
             Literal["plastic", "panic"], Field(description="panic: adapt to a temporary shift in the context only")
         ] = "plastic",
@@ -158,7 +172,8 @@ class Plastic(Learner):
         ] = 0.02,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed)
-        specs = [spec if isinstance(spec, LayerSpec) else LayerSpec(**spec) for spec in layers]
+        self.input_shape = tuple(input_shape or (input_dim,))
+        specs = self.layer_specs(layers, self.input_shape)
         self.check_params({"layers": specs})
         self.mode, self.panic_gain, self.panic_memory_weight = mode, panic_gain, panic_memory_weight
         self.firing_ema = firing_ema
@@ -172,9 +187,15 @@ class Plastic(Learner):
         # Each class owns a ring of ``per_class`` memory slots.
         self.per_class = max(1, memory_capacity // num_classes) if memory_capacity else 0
 
+        # The optional conv front end, then the sparse layers; memory keys live in the front's output
+        # (the normalised input without one), which never changes, so keys never go stale.
+        self.front: ConvLayer | None = None
+        if isinstance(specs[0], ConvSpec):
+            self.front = ConvLayer(self.input_shape, specs[0], seed)
+        width = self.front.hidden if self.front else input_dim
+        self.key_dim = width
         self.layers: list[SparseLayer] = []
-        width = input_dim
-        for i, spec in enumerate(specs):
+        for i, spec in enumerate(specs[1 if self.front else 0 :], start=1 if self.front else 0):
             self.layers.append(SparseLayer(width, spec, seed + i * _LAYER_SEED_STRIDE))
             width = spec.hidden
         self.hidden = width  # the top layer's code feeds the readouts
@@ -185,14 +206,27 @@ class Plastic(Learner):
         self.stat_a = torch.zeros(width, width)
         self.stat_b = torch.zeros(width, num_classes)
         self.class_counts = torch.zeros(num_classes, dtype=torch.int64)
-        self.memory_keys = torch.zeros(num_classes * self.per_class, input_dim)
+        self.memory_keys = torch.zeros(num_classes * self.per_class, self.key_dim)
         self.memory_writes = torch.zeros(num_classes, dtype=torch.int64)
+
+    @staticmethod
+    def layer_specs(layers: list | None, input_shape: Sequence[int]) -> list[LayerSpec | ConvSpec]:
+        """The layer specs of ``layers`` (dicts or specs); None gives the default for the input:
+        the conv front end for image-shaped inputs it fits, else one sparse layer."""
+        if layers is None:
+            shape = image_shape(input_shape)
+            fits = shape is not None and min(shape[1:]) >= 12
+            return [ConvSpec(type="conv")] if fits else [LayerSpec()]
+        return [spec if not isinstance(spec, dict) else
+                (ConvSpec(**spec) if spec.get("type") == "conv" else LayerSpec(**spec)) for spec in layers]
 
     @classmethod
     def check_params(cls, params: dict) -> None:
-        for i, spec in enumerate(params["layers"]):
-            spec = spec if isinstance(spec, LayerSpec) else LayerSpec(**spec)
-            if spec.k >= spec.hidden:
+        for i, spec in enumerate(cls.layer_specs(params["layers"], (1,)) if params["layers"] else []):
+            if isinstance(spec, ConvSpec):
+                if i:
+                    raise ValueError(f"layers[{i}]: a conv layer can only be the first layer")
+            elif spec.k >= spec.hidden:
                 raise ValueError(f"layers[{i}]: k ({spec.k}) must be smaller than hidden ({spec.hidden})")
 
     # -- encoding ---------------------------------------------------------------------------------
@@ -201,25 +235,29 @@ class Plastic(Learner):
             raise ValueError(f"x must have shape [B, {self.input_dim}], got {list(x.shape)}")
         return x.to(self.device, torch.float32)
 
-    def _forward(self, xn: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per layer: its normalised input, activations, winners and sparse code."""
-        passes = []
-        inputs = xn
-        for i, layer in enumerate(self.layers):
-            if i:
-                inputs = normalise(inputs)
-            act, winners, code = layer.forward(inputs)
-            passes.append((inputs, act, winners, code))
-            inputs = code
-        return passes
+    def _keys(self, xn: torch.Tensor) -> torch.Tensor:
+        """What the memory stores and compares: the front end's features, or the normalised input."""
+        return self.front.forward(xn) if self.front else xn
 
-    def _top_code(self, xn: torch.Tensor) -> torch.Tensor:
-        return self._forward(xn)[-1][3]
+    def _forward(
+        self, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """The top code, and per sparse layer its normalised input, activations and winners."""
+        passes = []
+        code = keys
+        for i, layer in enumerate(self.layers):
+            inputs = normalise(code) if i else code
+            act, winners, code = layer.forward(inputs)
+            passes.append((inputs, act, winners))
+        return code, passes
+
+    def _top_code(self, keys: torch.Tensor) -> torch.Tensor:
+        return self._forward(keys)[0]
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The top layer's sparse code ``[B, hidden]`` of ``x``. Pure."""
-        return self._top_code(normalise(self._check_x(x)))
+        """The code ``[B, hidden]`` of ``x`` that feeds the readouts. Pure."""
+        return self._top_code(self._keys(normalise(self._check_x(x))))
 
     # -- readouts ---------------------------------------------------------------------------------
     def _readout_probs(self, code: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -253,13 +291,14 @@ class Plastic(Learner):
         return torch.cat(votes)
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
-        xn = normalise(self._check_x(x))
+        x = self._check_x(x)
         seen = self.class_counts > 0
         if not bool(seen.any()):
-            return torch.full((len(xn), self.num_classes), 1 / self.num_classes, device=self.device)
-        probs = self._readout_probs(self._top_code(xn), seen)
+            return torch.full((len(x), self.num_classes), 1 / self.num_classes, device=self.device)
+        keys = self._keys(normalise(x))
+        probs = self._readout_probs(self._top_code(keys), seen)
         weight = self.panic_memory_weight if self.mode == "panic" else self.memory_weight
-        vote = self._memory_vote(xn) if weight > 0 else None
+        vote = self._memory_vote(keys) if weight > 0 else None
         if vote is not None:
             probs = (1.0 - weight) * probs + weight * vote
         return probs
@@ -272,7 +311,7 @@ class Plastic(Learner):
     # -- wake -------------------------------------------------------------------------------------
     @torch.no_grad()
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
-        xn = normalise(self._check_x(x))
+        keys = self._keys(normalise(self._check_x(x)))
         y = y.to(self.device, torch.int64)
         if y.shape != (x.shape[0],) or bool(((y < 0) | (y >= self.num_classes)).any()):
             raise ValueError(f"y must be [B] class indices in [0, {self.num_classes})")
@@ -280,8 +319,7 @@ class Plastic(Learner):
         if batch == 0:
             return Stats()
         panic = self.mode == "panic"
-        passes = self._forward(xn)
-        code = passes[-1][3]
+        code, passes = self._forward(keys)
         onehot = torch.nn.functional.one_hot(y, self.num_classes).float()
         self.class_counts += onehot.sum(0).long()
 
@@ -295,11 +333,11 @@ class Plastic(Learner):
             self.w_core -= self.core_lr * grad * (1.0 - self.importance)
             self.stat_a += code.T @ code
             self.stat_b += code.T @ onehot
-            self._remember(xn, y)
+            self._remember(keys, y)
 
         born = 0
         max_new = int(self.max_new_per_step * gain)
-        for i, (inputs, act, winners, _) in enumerate(passes):
+        for i, (inputs, act, winners) in enumerate(passes):
             layer = self.layers[i]
             layer.learn(inputs, winners, self.firing_ema)
             units = layer.neurogenesis(
@@ -367,9 +405,9 @@ class Plastic(Learner):
         n = min(len(replay), budget)
         if n == 0 or self.importance_rate == 0:
             return None
-        xn = normalise(self._check_x(replay.x[:n]))
+        keys = self._keys(normalise(self._check_x(replay.x[:n])))
         y = replay.y[:n].to(self.device, torch.int64)
-        code = self._top_code(xn)
+        code = self._top_code(keys)
         seen = self.class_counts > 0
         scores = (code @ self.w_core.T).masked_fill(~seen, float("-inf"))
         correct = (scores.argmax(dim=1) == y).float()
@@ -383,21 +421,30 @@ class Plastic(Learner):
 
     # -- changing the architecture ----------------------------------------------------------------
     @torch.no_grad()
-    def reconfigure(self, params: dict) -> "Plastic":
+    def reconfigure(self, params: dict) -> Plastic:
         """A learner with the new ``params`` that keeps what this one learned (see the module doc)."""
-        new = Plastic(input_dim=self.input_dim, num_classes=self.num_classes, seed=self.seed, **params)
+        new = Plastic(input_dim=self.input_dim, num_classes=self.num_classes, seed=self.seed,
+                      input_shape=self.input_shape, **params)
         new.to(self.device)
+        old_layers, new_layers = [self.front, *self.layers], [new.front, *new.layers]
         kept = 0
-        for old, fresh in zip(self.layers, new.layers):
-            if not old.same_shape(fresh):
+        for old, fresh in zip(old_layers, new_layers):
+            if old is None and fresh is None:
+                kept += 1
+                continue
+            if old is None or not old.same_shape(fresh):
                 break
             fresh.copy_from(old)
             kept += 1
+        same_keys = kept >= 1
         new.class_counts = self.class_counts.clone()
         new.period_samples = self.period_samples.clone()
+        if not same_keys and int(self.class_counts.sum()) > 0:
+            raise ValueError("the conv front end (what the episodic memory stores) cannot be added, "
+                             "removed or changed once the brain has learned; create a new brain")
         keys, labels = self._memory()
         new._remember(keys, labels)
-        if kept == len(self.layers) == len(new.layers):
+        if kept == len(old_layers) == len(new_layers):
             for name in ("w_core", "w_ctx", "importance", "stat_a", "stat_b"):
                 setattr(new, name, getattr(self, name).clone())
         elif len(keys):
@@ -412,9 +459,14 @@ class Plastic(Learner):
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {name: getattr(self, name).detach().clone() for name in self._STATE}
-        for i, layer in enumerate(self.layers):
+        for i, layer in self._numbered_layers():
             state.update(layer.state(f"layers.{i}."))
         return state
+
+    def _numbered_layers(self) -> list[tuple[int, ConvLayer | SparseLayer]]:
+        """Every layer with its position in the ``layers`` param."""
+        layers: list[ConvLayer | SparseLayer] = [self.front, *self.layers] if self.front else self.layers
+        return list(enumerate(layers))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = self.state_dict()
@@ -431,14 +483,14 @@ class Plastic(Learner):
                                  f"got {value.dtype} {list(value.shape)}")
         for name in self._STATE:
             setattr(self, name, state[name].detach().to(self.device).clone())
-        for i, layer in enumerate(self.layers):
-            for name in SparseLayer.STATE:
+        for i, layer in self._numbered_layers():
+            for name in layer.STATE:
                 setattr(layer, name, state[f"layers.{i}.{name}"].detach().to(self.device).clone())
 
-    def to(self, device: torch.device | str) -> "Plastic":
+    def to(self, device: torch.device | str) -> Plastic:
         super().to(device)
         for name in self._STATE:
             setattr(self, name, getattr(self, name).to(self.device))
-        for layer in self.layers:
+        for _, layer in self._numbered_layers():
             layer.to(self.device)
         return self

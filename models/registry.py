@@ -11,7 +11,9 @@ a JSON schema.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
+from collections.abc import Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -24,7 +26,7 @@ STRATEGIES: dict[str, type[Learner]] = {}
 DEFAULT_STRATEGY = "plastic"
 
 # Constructor arguments the service supplies; they are not hyperparameters.
-_SERVICE_ARGS = frozenset({"self", "input_dim", "num_classes", "seed"})
+_SERVICE_ARGS = frozenset({"self", "input_dim", "num_classes", "seed", "input_shape"})
 
 L = TypeVar("L", bound=type[Learner])
 
@@ -109,12 +111,31 @@ def validate_params(name: str, params: dict | None = None) -> dict:
 
 
 def create(
-    name: str, *, input_dim: int, num_classes: int, seed: int = 0, params: dict | None = None
+    name: str,
+    *,
+    input_dim: int,
+    num_classes: int,
+    seed: int = 0,
+    params: dict | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> Learner:
-    """Build a fresh learner of strategy ``name`` after validating its ``params``."""
+    """Build a fresh learner of strategy ``name`` after validating its ``params``.
+
+    ``input_shape`` (default ``[input_dim]``) reaches the strategies whose constructor takes it
+    (e.g. plastic's conv front end needs the image's shape). A constructor's ``ValueError`` (a
+    params combination that does not fit this input) becomes a ``ParamsError``.
+    """
     if input_dim < 1 or num_classes < 1:
         raise ParamsError(
             f"input_dim and num_classes must be positive, got {input_dim} and {num_classes}"
         )
+    shape = [int(d) for d in input_shape] if input_shape is not None else [input_dim]
+    if math.prod(shape) != input_dim:
+        raise ParamsError(f"input_shape {shape} does not hold {input_dim} values")
     values = validate_params(name, params)
-    return STRATEGIES[name](input_dim=input_dim, num_classes=num_classes, seed=seed, **values)
+    cls = STRATEGIES[name]
+    extra = {"input_shape": shape} if "input_shape" in inspect.signature(cls.__init__).parameters else {}
+    try:
+        return cls(input_dim=input_dim, num_classes=num_classes, seed=seed, **extra, **values)
+    except ValueError as exc:
+        raise ParamsError(f"invalid params for strategy {name!r}: {exc}") from None

@@ -19,7 +19,7 @@ A layer's configuration is a :class:`LayerSpec`, part of the brain's params; its
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,7 @@ class LayerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    type: Literal["sparse"] = "sparse"
     hidden: Annotated[int, Field(ge=2, le=8192, description="units of the sparse code")] = 2048
     k: Annotated[int, Field(ge=1, description="active units per sample (k-winner-take-all)")] = 256
     hebbian_lr: Annotated[
@@ -64,8 +65,10 @@ class SparseLayer:
         self.period_wins = torch.zeros(spec.hidden)
         self.lifetime_wins = torch.zeros(spec.hidden)
 
-    def same_shape(self, other: "SparseLayer") -> bool:
-        return (self.input_dim, self.hidden, self.k) == (other.input_dim, other.hidden, other.k)
+    def same_shape(self, other: object) -> bool:
+        return isinstance(other, SparseLayer) and (
+            (self.input_dim, self.hidden, self.k) == (other.input_dim, other.hidden, other.k)
+        )
 
     # -- coding -----------------------------------------------------------------------------------
     def forward(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -132,7 +135,7 @@ class SparseLayer:
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         return {f"{prefix}{name}": getattr(self, name).detach().clone() for name in self.STATE}
 
-    def copy_from(self, other: "SparseLayer") -> None:
+    def copy_from(self, other: SparseLayer) -> None:
         for name in self.STATE:
             setattr(self, name, getattr(other, name).clone())
 

@@ -36,7 +36,7 @@ class _SleepScheduler:
         while not self.stop.wait(self.rt.settings.sleep_check_seconds):
             try:
                 check_sleep_due(self.rt)
-            except Exception:  # noqa: BLE001 - keep scheduling; the next round may succeed
+            except Exception:
                 log.exception("sleep check failed")
 
 
@@ -110,7 +110,7 @@ def _limits_and_metrics(app: FastAPI, settings: Settings) -> None:
     )
 
     @app.middleware("http")
-    async def _observe(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def _observe(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             return JSONResponse(

@@ -9,6 +9,7 @@ import json
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from models import encoders as encoder_registry
 from models.metrics import cl_metrics
 from models.registry import DEFAULT_STRATEGY, STRATEGIES, ParamsError, validate_params
 from service import schemas
@@ -18,22 +19,24 @@ from service.runtime import Runtime
 from service.tables import Brain, Evaluation, Job, Sample, Task, Version
 from service.versions import input_dim, new_learner
 
-ENCODERS = {"vector": ("flatten",), "image": ("pixels",)}
+# encoder names by input kind, the default first (vector: flatten; image: pixels, efficientnet-lite0;
+# text: all-minilm-l6-v2, alias minilm)
+ENCODERS = {kind: tuple(encoder_registry.for_kind(kind)) for kind in ("vector", "image", "text")}
 
 
 # -- registry -------------------------------------------------------------------------------------
 def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
     check_kind(body.input.kind, body.input.shape)
-    dim = input_dim(body.input.shape)
-    if dim > rt.settings.max_input_dim:
-        raise Invalid(f"input shape {body.input.shape} has {dim} values; the limit is {rt.settings.max_input_dim}")
+    raw = input_dim(body.input.shape)
+    if raw > rt.settings.max_input_dim:
+        raise Invalid(f"input shape {body.input.shape} has {raw} values; the limit is {rt.settings.max_input_dim}")
     strategy = body.strategy or DEFAULT_STRATEGY
     if strategy not in STRATEGIES:
         raise Invalid(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")
-    encoders = ENCODERS[body.input.kind]
-    encoder = body.encoder or encoders[0]
-    if encoder not in encoders:
-        raise Invalid(f"encoder {encoder!r} does not take {body.input.kind} input; use one of {list(encoders)}")
+    encoder = check_encoder(body.input.kind, body.encoder)
+    dim = input_dim(body.input.shape, encoder)
+    if dim > rt.settings.max_input_dim:
+        raise Invalid(f"encoder {encoder!r} gives {dim} values; the limit is {rt.settings.max_input_dim}")
     try:
         params = validate_params(strategy, body.params)
     except ParamsError as exc:
@@ -48,13 +51,36 @@ def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
             replay=body.replay.model_dump(), seed=body.seed, num_classes=rt.settings.max_labels,
             labels=[], learned_position=0, samples_learned=0, samples_since_sleep=0,
         )
+        try:  # params valid alone may still not fit this input (e.g. a conv layer on a vector)
+            learner = new_learner(brain)
+        except ParamsError as exc:
+            raise Invalid(f"params: {exc}") from None
         s.add(brain)
         s.flush()
         rt.versions.publish(
-            s, brain, new_learner(brain), kind="init", log_position=0, samples_learned=0,
+            s, brain, learner, kind="init", log_position=0, samples_learned=0,
             tasks_seen=0, stats={}, replay=None,
         )
     return brain
+
+
+def check_encoder(kind: str, name: str | None) -> str:
+    """The registered name of the brain's encoder (default: the kind's); 422 for an unknown one, one
+    that does not take ``kind`` inputs, or one whose optional package is not installed."""
+    takes = ENCODERS[kind]
+    if name is None:
+        name = takes[0]
+    try:
+        encoder = encoder_registry.get(name)
+    except KeyError:
+        raise Invalid(f"unknown encoder {name!r}; a {kind} brain takes one of {list(takes)}") from None
+    if kind not in encoder.kinds:
+        raise Invalid(f"encoder {name!r} does not take {kind} input; use one of {list(takes)}")
+    try:
+        encoder.check_available()
+    except encoder_registry.EncoderUnavailable as exc:
+        raise Invalid(str(exc)) from None
+    return encoder.name
 
 
 def get_brain(s: Session, name: str) -> Brain:
@@ -119,11 +145,15 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
     """Append a batch to the durable sample log. Returns (brain id, accepted, duplicates)."""
     if len(body.samples) > rt.settings.max_batch:
         raise Invalid(f"{len(body.samples)} samples in one batch; the limit is {rt.settings.max_batch}")
+    with rt.db.session() as s:  # decode and encode (a pretrained model: slow) before taking the lock
+        brain = get_brain(s, name)
+        brain_id, kind, shape, encoder = brain.id, brain.input_kind, list(brain.input_shape), brain.encoder
+    # the log stores the encoder's output: wake, sleep and replay never run the encoder again
+    x = decode(body.samples, kind, shape, field="samples", encoder=encoder)
     with rt.db.session() as s:
         brain = s.scalar(select(Brain).where(Brain.name == name).with_for_update())
-        if brain is None:
+        if brain is None or brain.id != brain_id:  # deleted (and maybe re-created) meanwhile
             raise NotFound(f"brain {name!r} not found")
-        x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples")
         keep = _new_samples(s, brain, body.samples)
         duplicates = len(body.samples) - len(keep)
         if not keep:

@@ -25,7 +25,7 @@ def update_brain(rt: Runtime, *, name: str, body: schemas.BrainUpdate) -> None:
             brain.sleep_policy = body.sleep_policy.model_dump(exclude_none=True)
 
 
-def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:  # noqa: ANN001 - a Session
+def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:
     try:
         params = validate_params(brain.strategy, {**brain.params, **changes})
     except ParamsError as exc:
@@ -37,6 +37,8 @@ def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:  # noqa: 
         learner = learner.reconfigure(params)
     except NotImplementedError as exc:
         raise Invalid(f"params: {exc}; create a new brain instead") from None
+    except (ValueError, ParamsError) as exc:  # the new params do not fit what the brain holds
+        raise Invalid(f"params: {exc}") from None
     previous = s.scalar(
         select(Version).where(Version.brain_id == brain.id, Version.number == brain.current_version)
     )

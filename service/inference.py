@@ -1,5 +1,9 @@
 """Serving predictions: a cache of loaded brains that swaps in a new version without dropping
-requests (requests in flight keep the learner they started with), and the predict/evaluate logic."""
+requests (requests in flight keep the learner they started with), and the predict/evaluate logic.
+
+Inputs reach ``predict`` already decoded and encoded by ``service.inputs.decode`` with the brain's
+encoder (``models.encoders``): rows of the learner's ``input_dim``, the same vectors the sample log
+stores for learning."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy as np
 import torch
 
 from models.learner import Learner
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, Invalid, NotFound
 from service.tables import Brain
 from service.versions import VersionStore
 
@@ -69,6 +73,8 @@ def predict(learner: Learner, x: np.ndarray, allowed: list[int]) -> tuple[list[i
     """Best class index and its probability for each row, among the ``allowed`` classes."""
     if not allowed:
         raise Conflict("the brain has not learned any label yet")
+    if x.ndim != 2 or x.shape[1] != learner.input_dim:
+        raise Invalid(f"inputs encode to {list(x.shape[1:])} values; this brain's learner takes {learner.input_dim}")
     probs = learner.predict(torch.from_numpy(x), class_mask(learner.num_classes, allowed))
     conf, idx = probs.max(dim=1)
     return idx.tolist(), conf.tolist()

@@ -8,6 +8,12 @@
   are decoded by Pillow, which raises on corrupt data: torchvision.io's decoder (libpng) was seen to
   crash the whole process with a segmentation fault on a corrupt PNG, which a client must never
   be able to do.
+- ``text`` brains (shape ``[1]``: one string a sample) take ``text``: a non-empty string of at
+  most ``MAX_TEXT_CHARS`` characters.
+
+``decode`` then runs the brain's encoder (``models.encoders``) over the batch, so what comes out
+is what the learner takes: ``[B, prod(shape)]`` pixels or numbers for ``flatten`` / ``pixels``,
+``[B, 1280]`` for ``efficientnet-lite0``, ``[B, 384]`` for ``all-minilm-l6-v2``.
 """
 
 from __future__ import annotations
@@ -19,24 +25,52 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models import encoders
 from service.errors import Invalid
 
-SUPPORTED_KINDS = ("vector", "image")
+SUPPORTED_KINDS = ("vector", "image", "text")
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_TEXT_CHARS = 10_000
+TEXT_SHAPE = [1]
 
 
 def check_kind(kind: str, shape: Sequence[int] | None = None) -> None:
     if kind not in SUPPORTED_KINDS:
         raise Invalid(f"input kind {kind!r} is not supported yet; supported: {', '.join(SUPPORTED_KINDS)}")
-    if kind == "image" and shape is not None:
-        if not (len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))):
-            raise Invalid(f"an image brain's shape is [H, W] or [C, H, W] with C 1 or 3, got {list(shape)}")
+    if kind == "image" and shape is not None and not (len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))):
+        raise Invalid(f"an image brain's shape is [H, W] or [C, H, W] with C 1 or 3, got {list(shape)}")
+    if kind == "text" and shape is not None and list(shape) != TEXT_SHAPE:
+        raise Invalid(f"a text brain's shape is {TEXT_SHAPE} (one string a sample), got {list(shape)}")
 
 
-def decode(items: Sequence, kind: str, shape: Sequence[int], *, field: str) -> np.ndarray:
-    """``items`` have ``x`` / ``image`` / ``text``; returns ``[len(items), prod(shape)]`` float32."""
+def decode(
+    items: Sequence, kind: str, shape: Sequence[int], *, field: str, encoder: str | None = None
+) -> np.ndarray:
+    """``items`` have ``x`` / ``image`` / ``text``; returns the learner's input, ``[len(items), D]``
+    float32: the raw values (:func:`decode_raw`) through ``encoder`` (default: the kind's default,
+    ``flatten`` / ``pixels`` / ``all-minilm-l6-v2``)."""
+    name = encoder or encoders.DEFAULTS[kind]
+    try:
+        enc = encoders.get(name)
+    except KeyError:
+        raise Invalid(f"unknown encoder {name!r}") from None
+    if isinstance(enc, encoders.Identity):
+        return decode_raw(items, kind, shape, field=field)  # already [B, prod(shape)] float32
+    try:
+        enc.check_available()
+    except encoders.EncoderUnavailable as exc:
+        raise Invalid(str(exc)) from None
+    if enc.max_batch is not None and len(items) > enc.max_batch:
+        raise Invalid(f"{field}: {len(items)} inputs; encoder {enc.name!r} takes at most {enc.max_batch} a request")
+    return enc.encode(decode_raw(items, kind, shape, field=field), shape).numpy()
+
+
+def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) -> np.ndarray | list[str]:
+    """``[len(items), prod(shape)]`` float32 for vector and image brains; the strings for text ones."""
     check_kind(kind, shape)
+    if kind == "text":
+        return [_text(item, f"{field}[{i}]") for i, item in enumerate(items)]
     dim = int(np.prod(shape))
     out = np.empty((len(items), dim), dtype=np.float32)
     for i, item in enumerate(items):
@@ -49,6 +83,17 @@ def decode(items: Sequence, kind: str, shape: Sequence[int], *, field: str) -> n
             takes = "'x' (a list of numbers)" if kind == "vector" else "'image' (base64 PNG/JPEG) or 'x' (pixels)"
             raise Invalid(f"{where}: a {kind} brain takes {takes}")
     return out
+
+
+def _text(item: object, where: str) -> str:
+    text = getattr(item, "text", None)
+    if text is None:
+        raise Invalid(f"{where}: a text brain takes 'text' (a string)")
+    if len(text) > MAX_TEXT_CHARS:
+        raise Invalid(f"{where}.text: {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    if not text.strip():
+        raise Invalid(f"{where}.text: the text is empty")
+    return text
 
 
 def _vector(x: list, shape: Sequence[int], dim: int, where: str) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Routes and orchestration call :meth:`Jobs.submit`; they never know which backend runs the job:
 - :class:`InProcessJobs`: a thread pool in the API process (the embedded default);
-- :class:`CeleryJobs`: a Celery message to the ``wake`` or ``sleep`` queue, run by ``brain worker``.
+- :class:`CeleryJobs`: a Celery message to the ``wake`` or ``sleep`` queue (``meta_train`` jobs go
+  to ``sleep``), run by ``brain worker``.
 A job message carries only the job id; the job reads everything else from the database.
 """
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 RUN_JOB_TASK = "plastic_brain.run_job"
 CHECK_SLEEP_TASK = "plastic_brain.check_sleep"
 QUEUES = ("wake", "sleep")
+# Job kinds without a queue of their own: long consolidation-like work goes with sleep.
+QUEUE_OF = {"meta_train": "sleep"}
 
 
 class Executor(Protocol):
@@ -40,7 +43,7 @@ class InProcessJobs:
     def _run(self, job_id: str) -> None:
         try:
             self.run(job_id)
-        except Exception:  # noqa: BLE001 - the job row already says why
+        except Exception:
             log.exception("job %s failed", job_id)
 
     def shutdown(self) -> None:
@@ -54,7 +57,8 @@ class CeleryJobs:
         self.app = Celery("plastic_brain_client", broker=broker_url)
 
     def dispatch(self, job_id: str, kind: str) -> None:
-        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=kind if kind in QUEUES else "wake")
+        queue = kind if kind in QUEUES else QUEUE_OF.get(kind, "wake")
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
 
     def shutdown(self) -> None:
         self.app.close()

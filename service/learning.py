@@ -7,24 +7,40 @@ tasks (``workers.tasks``) both call :func:`run_job`. Every job is idempotent:
   records the new position in the same transaction, so a job that dies is simply re-run and nothing
   is learned twice or lost; several queued wake jobs coalesce (the later ones find nothing to do);
 - sleep consolidates the current version over the replay buffer and publishes a new version with a
-  snapshot of the buffer.
+  snapshot of the buffer;
+- meta_train (strategies with ``meta_trainable``, e.g. "anml") meta-learns the current version on
+  a background set and publishes a version of kind "meta". The background set never enters the
+  sample log, the replay buffer or the brain's labels: the route (:func:`submit_meta_train`) writes
+  it, labels remapped to ``0..C-1``, to ``<checkpoint_dir>/<brain id>/meta/<uuid>.safetensors``
+  (tensors ``x`` float32 and ``y`` int64; tmp file + rename), the job's payload names the file, and
+  the job deletes it when it ends, succeeded or failed (a worker that dies leaves it for the
+  redelivered job). A job re-run after its version was published meta-trains once more.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
 from sqlalchemy import func, select
 
 from models.learner import Learner
+from models.registry import STRATEGIES
+from service import schemas
+from service.errors import Invalid, NotFound
+from service.inputs import decode
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
 from service.tables import Brain, Job, Sample, Task, Version, utcnow
+from service.versions import input_dim
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +80,7 @@ def run_job(rt: Runtime, job_id: str) -> dict | None:
     job = rt.jobs.start(job_id)
     if job is None:
         return None
-    handler = {"wake": wake, "sleep": sleep}.get(job.kind)
+    handler = {"wake": wake, "sleep": sleep, "meta_train": meta_train}.get(job.kind)
     try:
         if handler is None:
             raise ValueError(f"unknown job kind {job.kind!r}")
@@ -170,9 +186,9 @@ def _pending(rt: Runtime, brain_id: int, cursor: int) -> int:
         ) or 0)
 
 
-def _batches(rows, brain: Brain):  # noqa: ANN001, ANN202 - rows from the sample log
+def _batches(rows, brain: Brain):
     """Split log rows into observe() batches of at most WAKE_BATCH samples of one task each."""
-    dim = int(np.prod(brain.input_shape))
+    dim = input_dim(brain.input_shape, brain.encoder)  # the encoder's output, as the log stores it
     start = 0
     while start < len(rows):
         end = start + 1
@@ -222,7 +238,94 @@ def sleep(rt: Runtime, job: Job) -> dict:
         return {"version": number, "seconds": round(seconds, 4), "replayed": len(replay), **stats.as_dict()}
 
 
-def _on(replay, device: str):  # noqa: ANN001, ANN202
+def meta_set_path(rt: Runtime, brain_id: int, name: str) -> Path:
+    return rt.versions.root / str(brain_id) / "meta" / name
+
+
+def submit_meta_train(rt: Runtime, *, name: str, body: schemas.MetaTrainIn) -> str:
+    """Check the request, store the background set and submit a ``meta_train`` job; its id."""
+    from safetensors.torch import save_file
+
+    with rt.db.session() as s:
+        brain = s.scalar(select(Brain).where(Brain.name == name))
+        if brain is None:
+            raise NotFound(f"brain {name!r} not found")
+        s.expunge(brain)
+    cls = STRATEGIES.get(brain.strategy)
+    if cls is None or not cls.meta_trainable:
+        able = ", ".join(sorted(n for n, c in STRATEGIES.items() if c.meta_trainable)) or "none"
+        raise Invalid(f"strategy {brain.strategy!r} cannot be meta-trained; strategies that can: {able}")
+    limit = rt.settings.max_meta_samples
+    if len(body.samples) > limit:
+        raise Invalid(f"{len(body.samples)} background samples; the limit is {limit} (BRAIN_MAX_META_SAMPLES)")
+    index: dict[str, int] = {}
+    y = [index.setdefault(json.dumps(smp.label), len(index)) for smp in body.samples]  # "3" != 3
+    if len(index) < 2:
+        raise Invalid(f"meta-training needs at least two distinct labels in the background set, got {len(index)}")
+    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder)
+    path = meta_set_path(rt, brain.id, f"{uuid.uuid4().hex}.safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        save_file({"x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                   "y": torch.tensor(y, dtype=torch.int64)}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    payload = {"file": path.name, "steps": body.steps, "inner_steps": body.inner_steps,
+               "first_order": body.first_order, "samples": len(y), "classes": len(index)}
+    try:
+        return rt.jobs.submit("meta_train", brain.id, payload)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def meta_train(rt: Runtime, job: Job) -> dict:
+    from safetensors.torch import load_file
+
+    path = meta_set_path(rt, job.brain_id, Path(job.payload["file"]).name)
+    try:
+        with rt.locks.hold(job.brain_id):
+            brain = _brain(rt, job.brain_id)
+            if brain is None:
+                return {"skipped": "brain deleted"}
+            rt.jobs.progress(job.id, 0.02, "loading")
+            if not path.exists():
+                raise FileNotFoundError(f"the background set {path.name} is gone")
+            data = load_file(path, device=rt.device)
+            learner = _cache.checkout(rt, brain)
+            buffer = rt.replay(brain)
+            _ensure_replay(rt, brain, buffer)
+            steps, inner = int(job.payload["steps"]), int(job.payload["inner_steps"])
+            options = {} if job.payload.get("first_order") is None else {"first_order": job.payload["first_order"]}
+            rt.jobs.progress(job.id, 0.05, "meta-training")
+            started = time.perf_counter()
+            stats = learner.meta_train(
+                data["x"], data["y"], steps=steps, inner_steps=inner, **options,
+                progress=lambda f: rt.jobs.progress(job.id, 0.05 + 0.9 * f, "meta-training"),
+            )
+            seconds = time.perf_counter() - started
+            rt.jobs.progress(job.id, 0.95, "publishing")
+            with rt.db.session() as s:
+                row = s.get(Brain, brain.id)
+                previous = s.scalar(
+                    select(Version).where(Version.brain_id == brain.id, Version.number == row.current_version)
+                )
+                version = rt.versions.publish(
+                    s, row, learner, kind="meta", log_position=previous.log_position,
+                    samples_learned=previous.samples_learned, tasks_seen=previous.tasks_seen,
+                    stats={**stats.as_dict(), "seconds": seconds},
+                    replay=buffer.snapshot() if rt.embedded_replay else None,
+                )
+                number = version.number
+            _cache.checkin(brain.id, number, learner)
+            return {"version": number, "seconds": round(seconds, 4), **stats.as_dict()}
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _on(replay, device: str):
     from models.learner import Replay
 
     return Replay(replay.x.to(device), replay.y.to(device))

@@ -17,7 +17,7 @@ class BrainLockTimeout(RuntimeError):
 
 
 class Locks(Protocol):
-    def hold(self, brain_id: int) -> "contextmanager[None]": ...
+    def hold(self, brain_id: int) -> contextmanager[None]: ...
 
 
 class ThreadLocks:
@@ -39,7 +39,7 @@ class ThreadLocks:
 
 
 class RedisLocks:
-    def __init__(self, client, timeout: float) -> None:  # noqa: ANN001 - redis.Redis
+    def __init__(self, client, timeout: float) -> None:
         self.r = client
         self.timeout = timeout
 

@@ -61,7 +61,7 @@ class MemoryStore:
 class RedisStore:
     """Slots in two Redis hashes (``x``: slot -> float32 bytes, ``y``: slot -> label) and a counter."""
 
-    def __init__(self, client, brain_id: int, dim: int) -> None:  # noqa: ANN001 - redis.Redis
+    def __init__(self, client, brain_id: int, dim: int) -> None:
         self.r = client
         self.dim = dim
         prefix = f"pb:replay:{brain_id}"

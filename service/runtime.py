@@ -48,7 +48,7 @@ class Runtime:
         if self.redis is None:
             store = self.memory.get(brain.id)
         else:
-            store = RedisStore(self.redis, brain.id, input_dim(brain.input_shape))
+            store = RedisStore(self.redis, brain.id, input_dim(brain.input_shape, brain.encoder))
         return ReplayBuffer(
             store, capacity=int(brain.replay["size"]), policy=brain.replay["policy"], seed=brain.seed
         )

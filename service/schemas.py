@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 TaskName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -84,7 +91,7 @@ class SampleIn(_In):
     )
 
     @model_validator(mode="after")
-    def _one_input(self) -> "SampleIn":
+    def _one_input(self) -> SampleIn:
         _exactly_one_input(self)
         return self
 
@@ -95,7 +102,7 @@ class InputIn(_In):
     text: str | None = None
 
     @model_validator(mode="after")
-    def _one_input(self) -> "InputIn":
+    def _one_input(self) -> InputIn:
         _exactly_one_input(self)
         return self
 
@@ -137,7 +144,7 @@ class MetaTrainIn(_In):
     samples: Annotated[list[SampleIn], _non_empty("no background samples: send at least two classes")] = Field(
         ..., description="Labelled background samples of at least two distinct labels."
     )
-    steps: int = Field(500, ge=1, le=100_000, description="Outer (meta) steps.")
+    steps: int = Field(500, ge=1, le=20_000, description="Outer (meta) steps (ANML used 20000).")
     inner_steps: int = Field(10, ge=1, le=1_000, description="Inner SGD steps per outer step.")
     first_order: bool | None = Field(
         None, description="First-order meta-gradient; None: the strategy's own setting."

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_input_dim: int = Field(200_000, ge=1, description="Product of a brain's input shape.")
     max_labels: int = Field(100, ge=2, description="Distinct labels a brain can learn.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Request body size.")
+    max_meta_samples: int = Field(20_000, ge=2, description="Background samples per meta-train request.")
 
     # versions and schedules
     keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     lock_timeout_seconds: float = Field(600.0, gt=0, description="Expiry of a brain's writer lock.")
 
     @model_validator(mode="after")
-    def _defaults(self) -> "Settings":
+    def _defaults(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'brain.db'}"

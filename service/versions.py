@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models import encoders
 from models.learner import Learner
 from models.registry import create as create_learner
 from service.db import after_commit
@@ -68,8 +69,12 @@ class VersionStore:
         return final
 
     def load(self, brain: Brain, number: int, device: str = "cpu") -> Learner:
-        learner = new_learner(brain)
-        state = load_file(self.path(brain.id, number) / MODEL_FILE, device=device)
+        """The learner of version ``number``, built with the params it was published with (a
+        brain's params may have changed since; see ``Learner.reconfigure``)."""
+        folder = self.path(brain.id, number)
+        meta = json.loads((folder / META_FILE).read_text())
+        learner = new_learner(brain, params=meta.get("params", brain.params))
+        state = load_file(folder / MODEL_FILE, device=device)
         learner.load_state_dict(state)
         return learner.to(device)
 
@@ -148,17 +153,24 @@ class VersionStore:
             after_commit(session, lambda doomed=doomed: shutil.rmtree(doomed, ignore_errors=True))
 
 
-def new_learner(brain: Brain) -> Learner:
+def new_learner(brain: Brain, params: dict | None = None) -> Learner:
+    # flatten / pixels pass the input through: the learner may use its shape (an image's)
+    raw = isinstance(encoders.get(brain.encoder), encoders.Identity)
     return create_learner(
         brain.strategy,
-        input_dim=input_dim(brain.input_shape),
+        input_dim=input_dim(brain.input_shape, brain.encoder),
         num_classes=brain.num_classes,
         seed=brain.seed,
-        params=brain.params,
+        params=brain.params if params is None else params,
+        input_shape=list(brain.input_shape) if raw else None,
     )
 
 
-def input_dim(shape: list[int]) -> int:
+def input_dim(shape: list[int], encoder: str | None = None) -> int:
+    """The learner's input size: what ``encoder`` makes of inputs of ``shape`` (without an encoder,
+    or with ``flatten`` / ``pixels``: ``prod(shape)``, the raw size)."""
+    if encoder is not None:
+        return encoders.get(encoder).output_dim(shape)
     n = 1
     for s in shape:
         n *= int(s)

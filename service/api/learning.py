@@ -1,4 +1,4 @@
-"""Learning and inference: samples, predict, evaluate, sleep."""
+"""Learning and inference: samples, predict, evaluate, sleep, meta-train."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from service.api.deps import CacheDep, RuntimeDep
 from service.errors import NotFound
 from service.inference import predict as run_predict
 from service.inputs import decode
+from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.tables import Brain, Job, Task
 
@@ -52,7 +53,7 @@ def post_samples(
     return out
 
 
-def _loaded(rt: Runtime, cache: CacheDep, name: str):  # noqa: ANN202
+def _loaded(rt: Runtime, cache: CacheDep, name: str):
     with rt.db.session() as s:
         brain = brains.get_brain(s, name)
     version, learner = cache.get(brain)
@@ -72,7 +73,7 @@ def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
 @router.post("/{name}/predict", response_model=schemas.PredictOut)
 def predict(name: str, body: schemas.PredictIn, rt: RuntimeDep, cache: CacheDep) -> schemas.PredictOut:
     brain, version, learner = _loaded(rt, cache, name)
-    x = decode(body.inputs, brain.input_kind, brain.input_shape, field="inputs")
+    x = decode(body.inputs, brain.input_kind, brain.input_shape, field="inputs", encoder=brain.encoder)
     idx, conf = run_predict(learner, x, _allowed(rt, brain, body.task))
     return schemas.PredictOut(
         version=version,
@@ -85,7 +86,7 @@ def evaluate(name: str, body: schemas.EvaluateIn, rt: RuntimeDep, cache: CacheDe
     """Accuracy of the current version on held-out samples (never learned from), recorded for the
     accuracy matrix of ``GET .../metrics``."""
     brain, version, learner = _loaded(rt, cache, name)
-    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples")
+    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder)
     truth = brains.label_indices(brain, [smp.label for smp in body.samples], grow=False, limit=brain.num_classes)
     allowed = _allowed(rt, brain, body.task if body.mode == "task" else None)
     if allowed:
@@ -109,6 +110,24 @@ def sleep(
     with rt.db.session() as s:
         brain_id = brains.get_brain(s, name).id
     job_id = rt.jobs.submit("sleep", brain_id, {"reason": "request"})
+    job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds) if wait else None
+    return schemas.SleepAccepted(
+        job=job_id, state=job.state if job else "queued",
+        result=job.result if job else None, error=job.error if job else None,
+    )
+
+
+@router.post("/{name}/meta-train", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)
+def meta_train(
+    name: str,
+    body: schemas.MetaTrainIn,
+    rt: RuntimeDep,
+    wait: bool = Query(False, description="Answer when the meta-training has finished."),
+) -> schemas.SleepAccepted:
+    """Meta-learn how to learn (strategies that can, e.g. "anml") on a background set of classes,
+    then publish a version of kind "meta". The background samples and labels are the set's own:
+    they never enter the brain's labels, tasks, sample log or replay. Poll ``GET /v1/jobs/{job}``."""
+    job_id = submit_meta_train(rt, name=name, body=body)
     job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds) if wait else None
     return schemas.SleepAccepted(
         job=job_id, state=job.state if job else "queued",

@@ -21,7 +21,7 @@ SMALL = {
     "agem": {"hidden": 64, "lr": 0.01, "memory_per_task": 40, "memory_batch": 64},
     "packnet": {"hidden": 64, "lr": 0.01},
     "pnn": {"hidden": 32, "lr": 0.01},
-    "mygo": {"hidden": 64, "features": 32, "lr": 0.01, "generator_hidden": 32, "z_dim": 4},
+    "mygo": {"hidden": 64, "features": 32, "lr": 0.01, "generator_hidden": 32, "generator_lr": 1e-2},
     "anml": {"hidden": 128, "nm_hidden": 32, "lr": 0.2},
 }
 

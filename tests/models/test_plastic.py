@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.learner import Replay
@@ -352,3 +353,60 @@ def test_panic_adapts_to_a_shift_in_the_context_and_leaves_long_term_knowledge_i
 
 def states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the conv front end ----------------------------------------------------------------------------
+def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """12 x 12 images of two classes: a bright vertical or horizontal bar at a random place."""
+    gen = torch.Generator().manual_seed(seed)
+    x = 0.1 * torch.rand(n, 12, 12, generator=gen)
+    y = torch.arange(n) % 2
+    where = torch.randint(2, 10, (n,), generator=gen)
+    for i in range(n):
+        if y[i]:
+            x[i, where[i], :] = 1.0
+        else:
+            x[i, :, where[i]] = 1.0
+    return x.reshape(n, 144), y
+
+
+def test_image_shaped_inputs_get_the_conv_front_end_by_default():
+    conv = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12])
+    flat = Plastic(input_dim=144, num_classes=2, input_shape=[144])
+    assert conv.front is not None and conv.layers == [] and conv.hidden == 64 * 2 * 2
+    assert flat.front is None and len(flat.layers) == 1
+    assert set(conv.state_dict()) >= {"layers.0.filters"}
+    x, y = images(64, seed=0)
+    xt, yt = images(64, seed=1)
+    for start in range(0, 64, 16):
+        conv.observe(x[start : start + 16], y[start : start + 16])
+    conv.sleep(Replay(x[:0], y[:0]))
+    assert accuracy(conv, xt, yt) > 0.9
+    features = conv.encode(xt)
+    assert torch.allclose(features.norm(dim=1), torch.ones(64)) and (features >= 0).all()
+
+
+def test_a_conv_layer_needs_an_image_and_must_come_first():
+    with pytest.raises(ValueError, match="image-shaped input"):
+        Plastic(input_dim=144, num_classes=2, input_shape=[144], layers=[{"type": "conv"}])
+    with pytest.raises(ValueError, match="does not fit"):
+        Plastic(input_dim=16, num_classes=2, input_shape=[4, 4], layers=[{"type": "conv", "size": 5}])
+    with pytest.raises(ValueError, match="only be the first"):
+        Plastic(input_dim=144, num_classes=2, input_shape=[12, 12],
+                layers=[{"hidden": 32, "k": 4}, {"type": "conv"}])
+    stacked = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12],
+                      layers=[{"type": "conv", "filters": 8}, {"hidden": 32, "k": 4}])
+    assert stacked.layers[0].w_enc.shape == (32, 8 * 2 * 2)
+    assert {"layers.0.filters", "layers.1.w_enc"} <= set(stacked.state_dict())
+
+
+def test_the_front_end_cannot_change_once_something_was_learned():
+    conv = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12])
+    grown = conv.reconfigure({"layers": [{"type": "conv"}, {"hidden": 32, "k": 4}]})  # nothing learned
+    assert torch.equal(grown.front.filters, conv.front.filters)
+    x, y = images(16, seed=0)
+    grown.observe(x, y)
+    with pytest.raises(ValueError, match="cannot be added, removed or changed"):
+        grown.reconfigure({"layers": [{"hidden": 32, "k": 4}]})
+    top = grown.reconfigure({"layers": [{"type": "conv"}, {"hidden": 48, "k": 4}]})
+    assert torch.equal(top.memory_keys, grown.memory_keys)

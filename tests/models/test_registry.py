@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 import models
-from models import DEFAULT_STRATEGY, STRATEGIES, ParamsError, create, param_schema, validate_params
+from models import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    ParamsError,
+    create,
+    param_schema,
+    validate_params,
+)
 from models.finetune import Finetune
 from models.learner import Learner
 from models.plastic import Plastic
@@ -57,15 +64,15 @@ def test_schema_lists_every_hyperparameter_with_its_bounds():
     [
         ("nope", {}, "unknown strategy 'nope' (known: "),
         ("plastic", {"colour": 1}, "unknown parameter 'colour'"),
-        ("plastic", {"layers": [{"k": "3"}]}, "parameter 'layers.0.k': Input should be a valid integer"),
-        ("plastic", {"layers": [{"k": True}]}, "parameter 'layers.0.k': Input should be a valid integer"),
-        ("plastic", {"layers": [{"k": 2.5}]}, "parameter 'layers.0.k': Input should be a valid integer"),
-        ("plastic", {"layers": [{"k": 0}]}, "parameter 'layers.0.k': Input should be greater than or equal to 1"),
+        ("plastic", {"layers": [{"k": "3"}]}, "parameter 'layers.0.sparse.k': Input should be a valid integer"),
+        ("plastic", {"layers": [{"k": True}]}, "parameter 'layers.0.sparse.k': Input should be a valid integer"),
+        ("plastic", {"layers": [{"k": 2.5}]}, "parameter 'layers.0.sparse.k': Input should be a valid integer"),
+        ("plastic", {"layers": [{"k": 0}]}, "parameter 'layers.0.sparse.k': Input should be greater than or equal to 1"),
         ("plastic", {"memory_weight": 1.5}, "parameter 'memory_weight': Input should be less than"),
         ("plastic", {"layers": [{"k": 4, "hidden": 8}, {"k": 64, "hidden": 64}]},
          "layers[1]: k (64) must be smaller than hidden (64)"),
         ("plastic", {"layers": []}, "parameter 'layers': List should have at least 1 item"),
-        ("plastic", {"layers": [{"hidden": 8, "k": 2, "depth": 3}]}, "unknown parameter 'layers.0.depth'"),
+        ("plastic", {"layers": [{"hidden": 8, "k": 2, "depth": 3}]}, "unknown parameter 'layers.0.sparse.depth'"),
         ("plastic", {"mode": "calm"}, "parameter 'mode': Input should be 'plastic' or 'panic'"),
         ("finetune", {"lr": 0}, "parameter 'lr': Input should be greater than 0"),
         ("finetune", [1], "params must be an object"),
@@ -81,7 +88,7 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(ParamsError) as error:
         validate_params("plastic", {"layers": [{"k": 0}], "ridge": -1, "colour": 1})
     text = str(error.value)
-    assert "'layers.0.k'" in text and "'ridge'" in text and "'colour'" in text
+    assert "'layers.0.sparse.k'" in text and "'ridge'" in text and "'colour'" in text
 
 
 def test_create_builds_a_configured_learner():

@@ -70,7 +70,7 @@ def test_create_get_list_delete(client: TestClient) -> None:
         ({"name": "x", "input": {"kind": "vector", "shape": [100000, 100000]}}, 422, "limit"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "strategy": "nope"}, 422, "unknown strategy"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "params": {"bogus": 1}}, 422, "bogus"),
-        ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "params": {"layers": [{"k": -3}]}}, 422, "layers.0.k"),
+        ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "params": {"layers": [{"k": -3}]}}, 422, "layers.0.sparse.k"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "encoder": "resnet"}, 422, "encoder"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "sleep_policy": {"every_samples": 0}}, 422, "every_samples"),
     ],

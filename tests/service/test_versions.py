@@ -45,7 +45,7 @@ def test_files_are_tensors_and_json(rt) -> None:
 
 def test_crash_mid_write_leaves_previous_version(rt, monkeypatch) -> None:
     brain_id = new_brain(rt)
-    import service.versions as versions
+    from service import versions
 
     calls = {"n": 0}
     real = versions.save_file
