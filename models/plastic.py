@@ -113,12 +113,20 @@ class Plastic(Learner):
             Field(min_length=1, max_length=8, description="the layers, input first; a conv layer only "
                   "first and for image-shaped inputs; default: conv for images, else one sparse layer"),
         ] = None,
+        readout: Annotated[
+            Literal["closed_form", "delta"],
+            Field(description="closed_form: the core is the ridge solution of the statistics, always "
+                  "current; delta: a delta rule braked by importance, re-solved only at sleep"),
+        ] = "closed_form",
         mode: Annotated[
             Literal["plastic", "panic"], Field(description="panic: adapt to a temporary shift in the context only")
         ] = "plastic",
+        panic_lr: Annotated[
+            float, Field(gt=0, le=100, description="delta-rule rate of the context in panic")
+        ] = 3.0,
         panic_gain: Annotated[
-            float, Field(ge=1, le=100, description="context rate and neurogenesis multiplier in panic")
-        ] = 10.0,
+            float, Field(ge=1, le=100, description="neurogenesis multiplier in panic")
+        ] = 4.0,
         panic_memory_weight: Annotated[
             float, Field(ge=0, le=1, description="share of the memory's vote in panic")
         ] = 0.0,
@@ -138,10 +146,10 @@ class Plastic(Learner):
             float, Field(ge=0, description="mature at sleep above this share of the expected rate")
         ] = 1.0,
         core_lr: Annotated[
-            float, Field(ge=0, description="wake delta-rule rate of the core readout")
+            float, Field(ge=0, description="wake delta-rule rate of the core (delta readout)")
         ] = 0.002,
         context_lr: Annotated[
-            float, Field(ge=0, description="wake delta-rule rate of the context readout")
+            float, Field(ge=0, description="wake delta-rule rate of the context (delta readout)")
         ] = 0.3,
         context_decay: Annotated[
             float, Field(ge=0, le=1, description="context kept per wake step")
@@ -154,13 +162,13 @@ class Plastic(Learner):
         ] = 10.0,
         ridge: Annotated[
             float, Field(gt=0, description="L2 penalty of the closed-form core readout")
-        ] = 0.1,
+        ] = 0.01,
         importance_rate: Annotated[
             float, Field(ge=0, description="importance added per sleep for full correct recall")
         ] = 1.0,
         memory_capacity: Annotated[
             int, Field(ge=0, le=100_000, description="episodic memory slots, shared by classes")
-        ] = 5000,
+        ] = 0,
         memory_k: Annotated[
             int, Field(ge=1, le=1000, description="neighbours that vote")
         ] = 10,
@@ -175,7 +183,9 @@ class Plastic(Learner):
         self.input_shape = tuple(input_shape or (input_dim,))
         specs = self.layer_specs(layers, self.input_shape)
         self.check_params({"layers": specs})
-        self.mode, self.panic_gain, self.panic_memory_weight = mode, panic_gain, panic_memory_weight
+        self.readout, self.mode = readout, mode
+        self.panic_lr, self.panic_gain, self.panic_memory_weight = panic_lr, panic_gain, panic_memory_weight
+        self._stale = False  # closed_form: statistics changed since the core was solved
         self.firing_ema = firing_ema
         self.dead_fraction, self.max_new_per_step = dead_fraction, max_new_per_step
         self.newborn_step, self.maturity_fraction = newborn_step, maturity_fraction
@@ -260,8 +270,8 @@ class Plastic(Learner):
         return self._top_code(self._keys(normalise(self._check_x(x))))
 
     # -- readouts ---------------------------------------------------------------------------------
-    def _readout_probs(self, code: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        weights = self.w_ctx if self.mode == "panic" else self.w_core + self.w_ctx
+    def _readout_probs(self, code: torch.Tensor, seen: torch.Tensor, core: torch.Tensor) -> torch.Tensor:
+        weights = self.w_ctx if self.mode == "panic" else core + self.w_ctx
         scores = self.readout_scale * code @ weights.T
         return torch.softmax(scores.masked_fill(~seen, float("-inf")), dim=1)
 
@@ -296,7 +306,7 @@ class Plastic(Learner):
         if not bool(seen.any()):
             return torch.full((len(x), self.num_classes), 1 / self.num_classes, device=self.device)
         keys = self._keys(normalise(x))
-        probs = self._readout_probs(self._top_code(keys), seen)
+        probs = self._readout_probs(self._top_code(keys), seen, self._core())
         weight = self.panic_memory_weight if self.mode == "panic" else self.memory_weight
         vote = self._memory_vote(keys) if weight > 0 else None
         if vote is not None:
@@ -323,20 +333,26 @@ class Plastic(Learner):
         onehot = torch.nn.functional.one_hot(y, self.num_classes).float()
         self.class_counts += onehot.sum(0).long()
 
-        # Delta rule: core braked by importance, context fast and decaying.
-        probs = self._readout_probs(code, self.class_counts > 0)
+        # Delta rule: core braked by importance, context fast and decaying. With the closed-form
+        # readout the error is taken against the core as last solved (solving per batch is costly).
+        probs = self._readout_probs(code, self.class_counts > 0, self.w_core)
         loss = float(-(probs.gather(1, y[:, None]).clamp_min(1e-12).log()).mean())
         grad = (probs - onehot).T @ code / batch
-        gain = self.panic_gain if panic else 1.0
-        self.w_ctx.mul_(1.0 if panic else self.context_decay).sub_(gain * self.context_lr * grad)
+        if panic:  # the context alone carries the shift; it holds until the panic ends
+            rate, decay = self.panic_lr, 1.0
+        else:  # a closed-form core is always current: no fast pathway, the context only fades
+            rate, decay = (self.context_lr if self.readout == "delta" else 0.0), self.context_decay
+        self.w_ctx.mul_(decay).sub_(rate * grad)
         if not panic:
-            self.w_core -= self.core_lr * grad * (1.0 - self.importance)
+            if self.readout == "delta":
+                self.w_core -= self.core_lr * grad * (1.0 - self.importance)
             self.stat_a += code.T @ code
             self.stat_b += code.T @ onehot
+            self._stale = self.readout == "closed_form"
             self._remember(keys, y)
 
         born = 0
-        max_new = int(self.max_new_per_step * gain)
+        max_new = int(self.max_new_per_step * (self.panic_gain if panic else 1.0))
         for i, (inputs, act, winners) in enumerate(passes):
             layer = self.layers[i]
             layer.learn(inputs, winners, self.firing_ema)
@@ -385,11 +401,21 @@ class Plastic(Learner):
         return Stats(samples=used, extra=extra)
 
     def _solve_readout(self) -> None:
+        """Ridge regression ``(A + ridge·I)⁻¹ B`` by Cholesky (an ordinary tensor even when called
+        under inference mode, so later in-place updates work)."""
+        self._stale = False
         if int(self.class_counts.sum()) == 0:
             return
-        eye = torch.eye(self.hidden, device=self.device, dtype=torch.float64)
-        factor = torch.linalg.cholesky(self.stat_a.double() + self.ridge * eye)
-        self.w_core = torch.cholesky_solve(self.stat_b.double(), factor).T.float().contiguous()
+        with torch.inference_mode(False), torch.no_grad():
+            eye = torch.eye(self.hidden, device=self.device, dtype=torch.float64)
+            factor = torch.linalg.cholesky(self.stat_a.double() + self.ridge * eye)
+            self.w_core = torch.cholesky_solve(self.stat_b.double(), factor).T.float().contiguous()
+
+    def _core(self) -> torch.Tensor:
+        """The core readout; with ``closed_form``, solved first if the statistics changed."""
+        if self._stale:
+            self._solve_readout()
+        return self.w_core
 
     @torch.no_grad()
     def consolidate(self) -> dict[str, int]:
@@ -409,7 +435,7 @@ class Plastic(Learner):
         y = replay.y[:n].to(self.device, torch.int64)
         code = self._top_code(keys)
         seen = self.class_counts > 0
-        scores = (code @ self.w_core.T).masked_fill(~seen, float("-inf"))
+        scores = (code @ self._core().T).masked_fill(~seen, float("-inf"))
         correct = (scores.argmax(dim=1) == y).float()
         share = (code / code.amax(dim=1, keepdim=True).clamp_min(1e-12)).clamp_min(0.0)
         onehot = torch.nn.functional.one_hot(y, self.num_classes).float()
@@ -423,6 +449,7 @@ class Plastic(Learner):
     @torch.no_grad()
     def reconfigure(self, params: dict) -> Plastic:
         """A learner with the new ``params`` that keeps what this one learned (see the module doc)."""
+        self._core()
         new = Plastic(input_dim=self.input_dim, num_classes=self.num_classes, seed=self.seed,
                       input_shape=self.input_shape, **params)
         new.to(self.device)
@@ -447,6 +474,9 @@ class Plastic(Learner):
         if kept == len(old_layers) == len(new_layers):
             for name in ("w_core", "w_ctx", "importance", "stat_a", "stat_b"):
                 setattr(new, name, getattr(self, name).clone())
+        elif int(self.class_counts.sum()) > 0 and not len(keys):
+            raise ValueError("changing the layers of a brain that has learned rebuilds its readout "
+                             "from the episodic memory, and this brain keeps none (memory_capacity 0)")
         elif len(keys):
             # The code feeding the readout changed: rebuild its statistics from the memory.
             code = torch.cat([new._top_code(block) for block in keys.split(_QUERY_CHUNK)])
@@ -458,6 +488,7 @@ class Plastic(Learner):
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
+        self._core()  # a checkpoint holds the solved core
         state = {name: getattr(self, name).detach().clone() for name in self._STATE}
         for i, layer in self._numbered_layers():
             state.update(layer.state(f"layers.{i}."))
@@ -483,6 +514,7 @@ class Plastic(Learner):
                                  f"got {value.dtype} {list(value.shape)}")
         for name in self._STATE:
             setattr(self, name, state[name].detach().to(self.device).clone())
+        self._stale = False
         for i, layer in self._numbered_layers():
             for name in layer.STATE:
                 setattr(layer, name, state[f"layers.{i}.{name}"].detach().to(self.device).clone())

@@ -13,9 +13,12 @@ from tests.models.synthetic import class_incremental, clusters
 DIM, CLASSES = 16, 4
 
 
-def small(*, k: int = 8, hebbian_lr: float = 0.0, **params) -> Plastic:
+def small(*, k: int = 8, hebbian_lr: float = 0.0, readout: str = "delta", **params) -> Plastic:
+    """A small plastic brain; the triarchic delta readout with an episodic memory unless told
+    otherwise."""
+    params.setdefault("memory_capacity", 400)
     layer = LayerSpec(hidden=64, k=k, hebbian_lr=hebbian_lr)
-    return Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, layers=[layer], **params)
+    return Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, layers=[layer], readout=readout, **params)
 
 
 def data(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,17 +238,23 @@ def test_a_fresh_learner_predicts_uniformly():
     assert torch.allclose(probs, torch.full((3, CLASSES), 1 / CLASSES))
 
 
-def test_without_sleep_memory_and_context_still_carry_new_and_old_classes():
-    learner = Plastic(input_dim=20, num_classes=10, seed=0)
-    metrics = class_incremental(learner, sleep=False)
-    assert metrics["accuracy_per_task"][-1] > 0.9
-    assert metrics["average_accuracy"] > 0.8
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"readout": "delta", "memory_capacity": 5000}],
+    ids=["closed-form core (default)", "delta core with memory and context"],
+)
+def test_without_sleep_old_and_new_classes_are_both_kept(params):
+    """The closed-form core is always current; the delta core relies on the memory and context.
+    Measured: average 0.91 and 0.92, newest task 0.89 and 0.97 (old tasks 0.78-0.98)."""
+    metrics = class_incremental(Plastic(input_dim=20, num_classes=10, seed=0, **params), sleep=False)
+    assert min(metrics["accuracy_per_task"]) > 0.7
+    assert metrics["average_accuracy"] > 0.85
 
 
 # -- pluggable layers, reconfiguration and modes ---------------------------------------------------
 def trained(layers: list[dict], *, n: int = 64, **params) -> tuple[Plastic, torch.Tensor, torch.Tensor]:
     """A learner of ``layers`` that learned the clusters and slept; with held-out test data."""
-    learner = Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, layers=layers, **params)
+    learner = Plastic(input_dim=DIM, num_classes=CLASSES, seed=0, layers=layers, **{**MEM, **params})
     x, y, xt, yt = clusters(num_classes=CLASSES, dim=DIM, per_class=n, seed=3)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[order], y[order]
@@ -260,6 +269,7 @@ def accuracy(learner: Plastic, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 TWO = [{"hidden": 64, "k": 8}, {"hidden": 48, "k": 6}]
+MEM = {"memory_capacity": 400}  # an episodic memory, from which a changed readout is rebuilt
 
 
 def test_layers_stack_and_the_top_code_feeds_the_readout():
@@ -287,14 +297,14 @@ def test_a_frozen_layer_never_changes_while_its_twin_learns():
 
 def test_reconfigure_with_the_same_params_changes_nothing():
     learner, xt, _ = trained(TWO)
-    same = learner.reconfigure({"layers": TWO})
+    same = learner.reconfigure({**MEM, "layers": TWO})
     assert states_equal(same.state_dict(), learner.state_dict())
     assert torch.equal(same.predict(xt), learner.predict(xt))
 
 
 def test_freezing_a_layer_keeps_its_weights_and_every_prediction():
     learner, xt, _ = trained(TWO)
-    frozen = learner.reconfigure({"layers": [{**TWO[0], "frozen": True}, TWO[1]]})
+    frozen = learner.reconfigure({**MEM, "layers": [{**TWO[0], "frozen": True}, TWO[1]]})
     assert frozen.layers[0].spec.frozen and not learner.layers[0].spec.frozen
     assert states_equal(frozen.state_dict(), learner.state_dict())
     assert torch.equal(frozen.predict(xt), learner.predict(xt))
@@ -303,13 +313,13 @@ def test_freezing_a_layer_keeps_its_weights_and_every_prediction():
 def test_adding_and_removing_layers_keeps_what_was_learned():
     learner, xt, yt = trained([TWO[0]])
     before = accuracy(learner, xt, yt)
-    grown = learner.reconfigure({"layers": TWO})
+    grown = learner.reconfigure({**MEM, "layers": TWO})
     assert torch.equal(grown.layers[0].w_enc, learner.layers[0].w_enc)  # the kept layer is intact
     assert torch.equal(grown.memory_keys, learner.memory_keys)
     assert accuracy(grown, xt, yt) >= before - 0.05  # readout rebuilt from the episodic memory
-    shrunk = grown.reconfigure({"layers": [TWO[0]]})
+    shrunk = grown.reconfigure({**MEM, "layers": [TWO[0]]})
     assert accuracy(shrunk, xt, yt) >= before - 0.05
-    replaced = learner.reconfigure({"layers": [{"hidden": 32, "k": 4}]})  # a different first layer
+    replaced = learner.reconfigure({**MEM, "layers": [{"hidden": 32, "k": 4}]})  # a different first layer
     assert accuracy(replaced, xt, yt) >= before - 0.1
 
 
@@ -318,7 +328,7 @@ def test_a_smaller_memory_keeps_each_class_s_newest_entries():
     x, y = data()
     for start in range(0, len(y), 16):  # rings wrap around several times
         learner.observe(x[start : start + 16], y[start : start + 16])
-    smaller = learner.reconfigure({"layers": [{"hidden": 64, "k": 8}], "memory_capacity": 3 * CLASSES})
+    smaller = learner.reconfigure({**MEM, "layers": [{"hidden": 64, "k": 8}], "memory_capacity": 3 * CLASSES})
     for c in range(CLASSES):
         newest = normalised(x[y == c][-3:])
         kept = smaller.memory_keys[c * 3 : (c + 1) * 3]
@@ -337,7 +347,7 @@ def test_panic_adapts_to_a_shift_in_the_context_and_leaves_long_term_knowledge_i
 
     outcome = {}
     for mode in ("plastic", "panic"):
-        brain = learner.reconfigure({"layers": layers, "mode": mode})
+        brain = learner.reconfigure({**MEM, "layers": layers, "mode": mode})
         for start in range(0, 96, 32):  # a short storm
             brain.observe(shifted[start : start + 32], ys[start : start + 32])
         outcome[mode] = (accuracy(brain, -xt, yt), brain)
@@ -345,7 +355,7 @@ def test_panic_adapts_to_a_shift_in_the_context_and_leaves_long_term_knowledge_i
     panic_accuracy, panicked = outcome["panic"]
     assert panic_accuracy > 0.8 and panic_accuracy > outcome["plastic"][0]
     assert all(torch.equal(getattr(panicked, name), kept[name]) for name in long_term)
-    calm = panicked.reconfigure({"layers": layers, "mode": "plastic"})
+    calm = panicked.reconfigure({**MEM, "layers": layers, "mode": "plastic"})
     assert accuracy(calm, xt, yt) >= normal - 0.02
     calm.sleep(Replay(xt[:0], yt[:0]))
     assert accuracy(calm, xt, yt) >= normal - 0.02
@@ -402,11 +412,32 @@ def test_a_conv_layer_needs_an_image_and_must_come_first():
 
 def test_the_front_end_cannot_change_once_something_was_learned():
     conv = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12])
-    grown = conv.reconfigure({"layers": [{"type": "conv"}, {"hidden": 32, "k": 4}]})  # nothing learned
+    grown = conv.reconfigure({**MEM, "layers": [{"type": "conv"}, {"hidden": 32, "k": 4}]})  # nothing learned
     assert torch.equal(grown.front.filters, conv.front.filters)
     x, y = images(16, seed=0)
     grown.observe(x, y)
     with pytest.raises(ValueError, match="cannot be added, removed or changed"):
-        grown.reconfigure({"layers": [{"hidden": 32, "k": 4}]})
-    top = grown.reconfigure({"layers": [{"type": "conv"}, {"hidden": 48, "k": 4}]})
+        grown.reconfigure({**MEM, "layers": [{"hidden": 32, "k": 4}]})
+    top = grown.reconfigure({**MEM, "layers": [{"type": "conv"}, {"hidden": 48, "k": 4}]})
     assert torch.equal(top.memory_keys, grown.memory_keys)
+
+
+# -- the closed-form readout (the default) ---------------------------------------------------------
+def test_the_closed_form_core_is_current_without_sleep_and_order_free():
+    x, y = data()
+    by_class = torch.argsort(y, stable=True)
+    learners = []
+    for order in (torch.arange(len(y)), by_class):  # shuffled, then one class after another
+        learner = small(readout="closed_form", max_new_per_step=0, memory_capacity=0)
+        for start in range(0, len(y), 32):
+            chunk = order[start : start + 32]
+            learner.observe(x[chunk], y[chunk])
+        learners.append(learner)
+    shuffled, sorted_ = learners
+    probs = shuffled.predict(x)
+    assert torch.allclose(probs, sorted_.predict(x), atol=1e-4)
+    codes = shuffled.encode(x).double()
+    onehot = torch.nn.functional.one_hot(y, CLASSES).double()
+    ridge = torch.linalg.solve(codes.T @ codes + 0.01 * torch.eye(64, dtype=torch.float64), codes.T @ onehot)
+    assert torch.allclose(shuffled.w_core, ridge.T.float(), atol=1e-4)
+    assert torch.equal(shuffled.state_dict()["w_core"], shuffled.w_core)  # a checkpoint holds it

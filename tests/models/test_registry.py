@@ -46,7 +46,7 @@ def test_schema_lists_every_hyperparameter_with_its_bounds():
     schema = param_schema("plastic")
     assert schema["additionalProperties"] is False
     assert schema["properties"]["ridge"] == {
-        "default": 0.1, "description": "L2 penalty of the closed-form core readout",
+        "default": 0.01, "description": "L2 penalty of the closed-form core readout",
         "exclusiveMinimum": 0, "title": "Ridge", "type": "number",
     }
     layer = schema["$defs"]["LayerSpec"]

@@ -18,8 +18,11 @@ def versions(client: TestClient, name: str) -> list[dict]:
     return client.get(f"/v1/brains/{name}/versions").json()["versions"]
 
 
-def learned_brain(client: TestClient, name: str = "p") -> tuple:
-    make_brain(client, name)
+MEMORY = {**SMALL, "memory_capacity": 400}  # a changed readout is rebuilt from the episodic memory
+
+
+def learned_brain(client: TestClient, name: str = "p", params: dict = MEMORY) -> tuple:
+    make_brain(client, name, params=params)
     xs, ys = clusters(90, LABELS, seed=1)
     assert post(client, name, "t1", xs, ys).status_code == 202
     assert client.post(f"/v1/brains/{name}/sleep", params={"wait": True}).status_code == 202
@@ -69,6 +72,11 @@ def test_unchanged_params_publish_nothing_and_the_sleep_policy_can_change(client
 
 def test_bad_changes_are_refused_with_a_reason(client: TestClient) -> None:
     learned_brain(client)
+    r = client.patch("/v1/brains/p", json={"params": {"layers": SMALL["layers"] * 2}})
+    assert r.status_code == 200  # it has a memory to rebuild from
+    learned_brain(client, "nomem", params=SMALL)
+    r = client.patch("/v1/brains/nomem", json={"params": {"layers": SMALL["layers"] * 2}})
+    assert r.status_code == 422 and "keeps none (memory_capacity 0)" in r.json()["detail"]
     r = client.patch("/v1/brains/p", json={"params": {"layers": []}})
     assert r.status_code == 422 and "layers" in r.json()["detail"]
     r = client.patch("/v1/brains/p", json={"params": {"colour": 1}})
