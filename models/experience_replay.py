@@ -62,6 +62,9 @@ class ExperienceReplay(NetworkLearner):
         y = torch.cat([self.memory.y, self._labels(replay.y, len(replay))])
         return self.rehearse(x, y, budget, self.memory.generator())
 
+    def stored_samples(self) -> int:
+        return len(self.memory)
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         return self.memory.state("memory")
 

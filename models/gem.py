@@ -125,6 +125,9 @@ class GEM(NetworkLearner):
         if bool((refs @ g < 0).any()):
             self.set_flat_grad(self.project(g, refs))
 
+    def stored_samples(self) -> int:
+        return sum(len(memory) for memory in self.memories.values())
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         state = {"gem.tasks": text_tensor("\0".join(self.memories)),
                  "gem.count": torch.tensor(len(self.memories))}

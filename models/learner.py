@@ -94,6 +94,11 @@ class Learner(ABC):
         better. ``progress`` receives the fraction done. The base class cannot."""
         raise NotImplementedError(f"strategy {self.name!r} cannot be meta-trained")
 
+    def stored_samples(self) -> int:
+        """Raw samples this learner keeps inside its state (its own episodic memories), reported by
+        the benchmarks next to the service's replay buffer. The base class keeps none."""
+        return 0
+
     def reconfigure(self, params: dict) -> Learner:
         """Optional: a learner with the new, validated ``params`` that keeps what this one learned
         (a brain's params changed after creation). Strategies that can override it; the base class

@@ -1,64 +1,73 @@
 """Strategy "plastic": the triarchic plastic brain (after Plasticish), with every mechanism working.
 
-The brain is a stack of pluggable sparse layers (``models.sparse_layer``), two readouts over the top
-layer's code, an episodic memory and the sufficient statistics of a closed-form readout.
+The brain is a stack of pluggable layers, a core and a context readout over the top layer's code,
+the sufficient statistics of a closed-form readout and an optional episodic memory.
 
 Wake (``observe``, one cheap step per batch):
 
 1. *Normalise.* Each input is centred on its own mean and scaled to unit L2 norm. The map has no
-   state, so prediction changes nothing and memory keys never go stale.
-2. *Sparse code, layer by layer.* Each layer (``layers``: a list of ``{hidden, k, hebbian_lr,
-   frozen, neurogenesis}``) gives a k-winner-take-all code of its normalised input; the next layer
-   reads the normalised code. Each layer keeps firing statistics, learns by competitive Hebbian
+   state, so prediction changes nothing.
+2. *Eyes.* For image-shaped inputs (``[H, W]`` or ``[C, H, W]``) the default first layer is a fixed
+   random convolution (``models.conv_layer``: 64 kernels of 5 x 5, ReLU, average pooling by 4,
+   unit norm). It never changes, so everything gathered on its features stays valid.
+3. *Sparse code, layer by layer* (``models.sparse_layer``; the default for other inputs: one layer
+   of 2,048 units, k = 256). Each gives a k-winner-take-all code of its normalised input; the next
+   layer reads the normalised code. Each keeps firing statistics, learns by competitive Hebbian
    plasticity unless frozen, and recycles dead units (neurogenesis) toward poorly coded inputs.
-3. *Core readout.* ``W_core [num_classes, hidden]`` takes a delta-rule step (the softmax
-   cross-entropy gradient), each synapse scaled by ``1 - importance``: the consolidation brake. A
-   synapse of importance 1 gets exactly zero update.
-4. *Context.* ``W_ctx`` decays by ``context_decay`` and takes the same step with the larger
-   ``context_lr``: it carries what was just seen and fades.
-5. *Episodic memory.* Normalised inputs (input space, so keys never go stale) go to a ring buffer
-   per class, so a new class never flushes an old one out. Prediction mixes the readout's softmax
-   with a similarity-weighted vote of the ``memory_k`` nearest stored inputs (``memory_weight``).
-6. *Sufficient statistics* ``A = Σ s sᵀ``, ``B = Σ s onehot(y)ᵀ`` and class counts, over all codes.
+4. *Sufficient statistics* ``A = Σ s sᵀ``, ``B = Σ s onehot(y)ᵀ`` and class counts, over all codes.
+5. *Core readout* ``W_core [num_classes, hidden]``:
+   - ``readout="closed_form"`` (default): the ridge solution ``(A + ridge·I)⁻¹ B`` (Cholesky),
+     re-solved whenever the statistics changed, lazily (at the next prediction or checkpoint). It
+     depends on what was seen, not on its order: with a fixed code, the same samples in any order
+     give the same readout, which is what keeps old classes in class-incremental learning, between
+     sleeps as well as after them.
+   - ``readout="delta"`` (Plasticish's triarchic core): a delta-rule step (the softmax
+     cross-entropy gradient), each synapse scaled by ``1 - importance``, the consolidation brake (a
+     synapse of importance 1 gets exactly zero update); re-solved in closed form at sleep.
+6. *Context* ``W_ctx`` decays by ``context_decay`` per step; with the delta core it also takes the
+   same step with the larger ``context_lr``: it carries what was just seen and fades.
+7. *Episodic memory* (``memory_capacity`` slots, 0 by default: no stored samples). Normalised
+   inputs (or the eyes' features) go to a ring buffer per class, so a new class never flushes an
+   old one out. Prediction mixes the readout's softmax with a similarity-weighted vote of the
+   ``memory_k`` nearest stored inputs (``memory_weight``). A changed architecture rebuilds its
+   readout from it.
 
 Sleep (``sleep``):
 
-1. The core readout is re-solved in closed form, ridge regression ``(A + ridge·I)⁻¹ B`` by Cholesky.
-   It depends on what was seen, not on its order (with a fixed code, the same samples in any order
-   give the same readout), which is what keeps old classes in class-incremental learning.
+1. The core is re-solved in closed form (both readouts).
 2. Importance rises on the core synapses that carry correct recall of the replayed samples:
    ``imp[c] += importance_rate · mean over replayed class-c samples of (code / max code) ·
-   correct``, clamped to [0, 1].
-3. ``consolidate()``: the context decays by ``sleep_context_decay``; in every layer, units whose
-   firing rate since the last consolidation is at least ``maturity_fraction`` times the expected
-   rate become mature (locked); the win counts restart.
+   correct``, clamped to [0, 1] (it brakes the delta core).
+3. ``consolidate()``: the context decays by ``sleep_context_decay``; in every sparse layer, units
+   whose firing rate since the last consolidation is at least ``maturity_fraction`` times the
+   expected rate become mature (locked); the win counts restart.
 
 Modes (``mode``):
 
 - ``plastic`` (default): everything above.
 - ``panic``: for a temporary shift of the input distribution (inverted colours, a noisy sensor),
-  during which the long-term parts must not be overwritten. The fast context readout learns with
-  ``panic_gain`` times its rate and carries the adaptation; neurogenesis recruits ``panic_gain``
-  times as many units for the novel inputs; the core readout, the statistics and the episodic memory
-  are left untouched, and predictions lean on the readouts (the memory's vote gets
-  ``panic_memory_weight``). Switching back to ``plastic`` lets the context decay back (per wake
-  step and at sleep), and what was known before the shift is intact.
+  during which the long-term parts must not be overwritten. Predictions come from the context
+  alone, which learns at ``panic_lr`` and does not decay while the panic lasts; neurogenesis
+  recruits ``panic_gain`` times as many units for the novel inputs; the core, the statistics and
+  the episodic memory are left untouched. Switching back to ``plastic`` lets the context decay
+  back (per wake step and at sleep), and what was known before the shift is intact. Measured on
+  Fashion-MNIST (1,024 units, k = 128, 6,000 images learned, then 2,000 colour-inverted ones): the
+  inverted test images reach 73% in panic against 52% in plastic mode, and on switching back the
+  normal test images are at 84.7% (84.5% before the storm; plastic mode: 83.7%).
 
 Layers and the mode change through the brain's params after creation (``reconfigure``): a layer
 whose position, input and size are unchanged keeps its weights (its flags, e.g. ``frozen``, follow
 the new params); layers from the first changed one upwards start fresh. When the top layer's code
-changed, the readout statistics are rebuilt from the episodic memory and the readout re-solved, so
-the brain keeps answering for the classes it knows.
+changed, the readout statistics are rebuilt from the episodic memory (refused without one) and the
+readout re-solved. The eyes cannot change once something was learned.
 
 Defaults come from Split Fashion-MNIST, class-incremental (5 tasks of 2 classes, one pass, batches
-of 64, sleep with 500 reservoir-replayed samples after each task), mean of 3 seeds: 85.2% final
-accuracy after the last sleep (85.6% on the same stream shuffled), 84.8% just before it, 80.7% with
-no sleep at all; fine-tuning: 19.9%. A wide code (k = 256 of 2048) suits the closed-form readout
-best (k = 32: 82.2%). Encoder plasticity is gentle because every change of the code makes the
-statistics gathered before it stale: Hebbian learning (``hebbian_lr`` 0.05) cost 1 point after
-sleep and 9 just before it, so it is off by default. The core's wake rate is small so that, between
-sleeps, the unconsolidated readout does not overrule the memory's vote on old classes; the memory
-and the context carry the new classes.
+of 128, a sleep with 500 reservoir-replayed samples after each task, the 2,000 test images of each
+task), seed 0: the defaults (eyes + closed form, no memory) reach 89.6% after the last task
+(forgetting 5.6 points; 89.6% just before the last sleep too); the sparse code of the pixels alone
+85.3%; the delta core with a 5,000-sample memory 88.5%; fine-tuning 19.9%. Stacking a second
+random sparse layer on the first, or Hebbian learning (``hebbian_lr`` 0.05: -1 point), did not help
+a closed-form readout: every change of the code makes the statistics gathered before it stale.
 
 There is no randomness after the seeded initialisation of the layers, and all state is tensors, so
 a reloaded learner predicts and learns exactly as the original would.
@@ -388,6 +397,9 @@ class Plastic(Learner):
         keep = rank >= counts[ys] - self.per_class
         self.memory_keys[slot[keep]] = xn[order][keep]
         self.memory_writes += counts
+
+    def stored_samples(self) -> int:
+        return int(self.memory_writes.clamp(max=self.per_class).sum()) if self.per_class else 0
 
     # -- sleep ------------------------------------------------------------------------------------
     @torch.no_grad()

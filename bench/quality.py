@@ -1,0 +1,477 @@
+"""Continual-learning quality benchmark: scenarios x strategies x seeds, next to Avalanche.
+
+    python -m bench.quality                               # everything, as in docs/benchmarks.md
+    python -m bench.quality --scenarios split-fmnist-class --strategies plastic,finetune --seeds 0
+    python -m bench.quality --via http --url http://127.0.0.1:8000   # through a running service
+    python -m bench.quality --via http                   # starts an embedded service of its own
+
+Each run streams a scenario (``bench.scenarios``) into a brain as a service receives it: batches
+of ``--batch`` labelled samples (one POST each, learned at once), ``--epochs`` passes over each
+task before the next, a sleep after each task, then an evaluation of the tasks on their test
+images (the tasks seen so far; every task in the domain-incremental scenario). The brain has the
+service's replay buffer of ``--replay`` samples (reservoir).
+
+- ``--via http`` does exactly that against the HTTP API (``POST /v1/brains``, ``/samples?wait=true``,
+  ``/sleep?wait=true``, ``/predict``).
+- ``--via local`` calls the learners directly, with the service's own pieces and in the same order:
+  labels mapped to indices in order of first appearance, ``num_classes`` = the service's label
+  capacity, the same replay buffer and its seeds (the version number at sleep), the same masks at
+  prediction. For the same seed both give the same accuracy.
+
+For every run: the accuracy matrix, average accuracy, backward and forward transfer, forgetting,
+wall time, the replay buffer's samples and bytes, and the samples the strategy keeps in its own
+state (``Learner.stored_samples``) with the state's bytes. ``--avalanche`` runs the same scenarios
+with Avalanche in its own virtual environment (``bench.avalanche_env``): the same MLP 784-400-400-10,
+class order, batch size, passes and seeds. Results go to ``--out`` as ``quality.json`` and
+``quality.md``, with accuracy-matrix heatmaps and accuracy-over-tasks curves (PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.scenarios import SCENARIOS, SHAPE, Scenario, build
+from models.learner import Learner
+from models.metrics import cl_metrics
+from models.registry import DEFAULT_STRATEGY, create
+
+# Our strategies and their Avalanche counterparts (None: Avalanche has none).
+COUNTERPARTS = {
+    "finetune": "naive", "joint": "joint", "ewc": "ewc", "lwf": "lwf", "replay": "replay",
+    "gem": "gem", "agem": "agem", "mygo": "generative_replay", "plastic": None, "packnet": None,
+    "pnn": None, "anml": None,
+}
+DEFAULT_STRATEGIES = ("plastic", "finetune", "joint", "replay", "ewc", "lwf", "gem", "agem", "mygo")
+PREDICT_CHUNK = 500
+
+
+@dataclass
+class Run:
+    scenario: str
+    setting: str
+    strategy: str
+    seed: int
+    epochs: int
+    via: str
+    matrix: list[list[float | None]]
+    metrics: dict
+    seconds: float
+    replay_samples: int
+    replay_bytes: int
+    stored_samples: int
+    state_bytes: int
+    params: dict = field(default_factory=dict)
+
+
+# -- the two ways of driving a brain --------------------------------------------------------------
+class LocalBrain:
+    """A learner driven exactly as the service drives it (``service.learning``), without HTTP."""
+
+    def __init__(self, strategy: str, params: dict, *, seed: int, replay: int) -> None:
+        from service.learning import DEFAULT_SLEEP_BUDGET, WAKE_BATCH
+        from service.replay import MemoryStore, ReplayBuffer
+        from service.settings import Settings
+
+        self.wake_batch, self.sleep_budget = WAKE_BATCH, DEFAULT_SLEEP_BUDGET
+        capacity = Settings().max_labels
+        self.learner: Learner = create(strategy, input_dim=784, num_classes=capacity, seed=seed,
+                                       params=params, input_shape=list(SHAPE))
+        self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed)
+        self.index: dict[int, int] = {}  # client label -> class index, in order of first appearance
+        self.task_labels: dict[str, list[int]] = {}
+        self.version = 1  # the service publishes version 1 at creation
+        self.learned = 0
+
+    def _indices(self, y: np.ndarray) -> np.ndarray:
+        for label in y.tolist():
+            self.index.setdefault(int(label), len(self.index))
+        return np.array([self.index[int(label)] for label in y.tolist()], dtype=np.int64)
+
+    def learn(self, task: str, x: np.ndarray, y: np.ndarray) -> None:
+        idx = self._indices(y)
+        known = self.task_labels.setdefault(task, [])
+        known.extend(i for i in dict.fromkeys(idx.tolist()) if i not in known)
+        for lo in range(0, len(idx), self.wake_batch):
+            xb, yb = x[lo: lo + self.wake_batch], idx[lo: lo + self.wake_batch]
+            self.learner.observe(torch.from_numpy(xb), torch.from_numpy(yb), task)
+            self.buffer.add(xb, yb.tolist())
+        self.learned += len(idx)
+        self.version += 1
+
+    def sleep(self) -> None:
+        if self.learned == 0:
+            return
+        replay = self.buffer.sample(None, seed=self.version)
+        self.learner.sleep(replay, budget=self.sleep_budget)
+        self.version += 1
+
+    def predict(self, x: np.ndarray, task: str | None) -> np.ndarray:
+        """Client labels predicted for ``x`` (restricted to ``task``'s labels when given)."""
+        from service.inference import class_mask
+
+        allowed = self.task_labels[task] if task else list(self.index.values())
+        labels = np.array(list(self.index), dtype=np.int64)  # class index -> client label
+        out = []
+        for lo in range(0, len(x), PREDICT_CHUNK):
+            probs = self.learner.predict(torch.from_numpy(x[lo: lo + PREDICT_CHUNK]),
+                                         class_mask(self.learner.num_classes, allowed))
+            out.append(labels[probs.argmax(dim=1).numpy()])
+        return np.concatenate(out)
+
+    def memory(self) -> tuple[int, int, int, int]:
+        n = len(self.buffer)
+        state = self.learner.state_dict()
+        return n, n * (784 * 4 + 8), self.learner.stored_samples(), sum(t.numel() * t.element_size() for t in state.values())
+
+    def close(self) -> None:
+        pass
+
+
+class HttpBrain:
+    """The same stream through the HTTP API of a running service."""
+
+    def __init__(self, url: str, name: str, strategy: str, params: dict, *, seed: int, replay: int) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=url, timeout=600)
+        self.name = name
+        self.http.delete(f"/v1/brains/{name}")
+        self._ok(self.http.post("/v1/brains", json={
+            "name": name, "input": {"kind": "vector", "shape": list(SHAPE)}, "strategy": strategy,
+            "params": params, "seed": seed, "replay": {"size": replay, "policy": "reservoir"},
+        }))
+
+    def _ok(self, r):  # noqa: ANN001, ANN202
+        if r.status_code >= 400:
+            raise RuntimeError(f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text[:500]}")
+        return r.json()
+
+    def learn(self, task: str, x: np.ndarray, y: np.ndarray) -> None:
+        samples = [{"x": row.tolist(), "label": int(label)} for row, label in zip(x, y)]
+        self._ok(self.http.post(f"/v1/brains/{self.name}/samples", params={"wait": True},
+                                json={"task": task, "samples": samples}))
+
+    def sleep(self) -> None:
+        job = self._ok(self.http.post(f"/v1/brains/{self.name}/sleep", params={"wait": True}))
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"sleep failed: {job}")
+
+    def predict(self, x: np.ndarray, task: str | None) -> np.ndarray:
+        out = []
+        for lo in range(0, len(x), PREDICT_CHUNK):
+            body: dict = {"inputs": [{"x": row.tolist()} for row in x[lo: lo + PREDICT_CHUNK]]}
+            if task:
+                body["task"] = task
+            answer = self._ok(self.http.post(f"/v1/brains/{self.name}/predict", json=body))
+            out.extend(p["label"] for p in answer["predictions"])
+        return np.array(out, dtype=np.int64)
+
+    def memory(self) -> tuple[int, int, int, int]:
+        # The API does not expose the learner's state; the version's stats carry the replay size.
+        return -1, -1, -1, -1
+
+    def close(self) -> None:
+        self.http.delete(f"/v1/brains/{self.name}")
+        self.http.close()
+
+
+# -- one run ----------------------------------------------------------------------------------------
+def run_stream(brain: LocalBrain | HttpBrain, scenario: Scenario, *, epochs: int, batch: int, seed: int) -> tuple[list, float]:
+    """Stream ``scenario`` into ``brain``; returns the accuracy matrix and the training seconds."""
+    rng = np.random.default_rng(seed)
+    matrix: list[list[float | None]] = []
+    seconds = 0.0
+    evaluate_all = scenario.setting == "domain"  # future tasks share the labels: forward transfer
+    for i, task in enumerate(scenario.tasks):
+        started = time.perf_counter()
+        for _ in range(epochs):
+            order = rng.permutation(len(task.y_train)) if epochs > 1 else np.arange(len(task.y_train))
+            for lo in range(0, len(order), batch):
+                chunk = order[lo: lo + batch]
+                brain.learn(task.name, task.x_train[chunk], task.y_train[chunk])
+        brain.sleep()
+        seconds += time.perf_counter() - started
+        row: list[float | None] = []
+        for j, other in enumerate(scenario.tasks):
+            if j > i and not evaluate_all:
+                row.append(None)
+                continue
+            restrict = other.name if scenario.setting == "task" else None
+            predicted = brain.predict(other.x_test, restrict)
+            row.append(float((predicted == other.y_test).mean()))
+        matrix.append(row)
+    return matrix, seconds
+
+
+def one_run(scenario: Scenario, strategy: str, seed: int, args: argparse.Namespace, url: str | None) -> Run:
+    params = json.loads(args.params).get(strategy, {}) if args.params else {}
+    torch.manual_seed(seed)
+    if args.via == "local":
+        brain: LocalBrain | HttpBrain = LocalBrain(strategy, params, seed=seed, replay=args.replay)
+    else:
+        brain = HttpBrain(url, f"bench-{strategy}-{seed}", strategy, params, seed=seed, replay=args.replay)
+    try:
+        matrix, seconds = run_stream(brain, scenario, epochs=args.epochs, batch=args.batch, seed=seed)
+        memory = brain.memory()
+    finally:
+        brain.close()
+    metrics = cl_metrics(matrix, list(range(len(scenario.tasks))), scenario.chance())
+    return Run(scenario.name, scenario.setting, strategy, seed, args.epochs, args.via, matrix,
+               {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
+               round(seconds, 2), *memory, params=params)
+
+
+# -- Avalanche --------------------------------------------------------------------------------------
+def run_avalanche(scenario: Scenario, args: argparse.Namespace, work: Path) -> list[Run]:
+    from bench import avalanche_env
+
+    python = avalanche_env.ensure_env(Path(args.avalanche_env))
+    npz = avalanche_env.write_scenario(work / f"{scenario.name}.npz", scenario.tasks, setting=scenario.setting)
+    config = {"strategies": [c for c in dict.fromkeys(COUNTERPARTS.values()) if c],
+              "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch, "lr": 1e-3,
+              "memory": args.replay, "hidden": 400, "threads": args.threads}
+    result = avalanche_env.run(npz, config, python)
+    runs = []
+    for r in result["results"]:
+        matrix = r["matrix"]
+        if scenario.setting != "domain":  # our matrices hold only the tasks seen so far
+            matrix = [[v if j <= i or len(matrix) == 1 else None for j, v in enumerate(row)] for i, row in enumerate(matrix)]
+        learned_at = [0] * len(scenario.tasks) if len(matrix) == 1 else list(range(len(scenario.tasks)))
+        metrics = cl_metrics(matrix, learned_at, scenario.chance())
+        runs.append(Run(scenario.name, scenario.setting, f"avalanche:{r['strategy']}", r["seed"], args.epochs,
+                        "avalanche", matrix,
+                        {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
+                        round(r["train_seconds"], 2), 0, 0, int(r.get("memory_samples") or 0), -1,
+                        params=r.get("params", {})))
+    return runs
+
+
+# -- an embedded service for --via http without --url ------------------------------------------------
+@contextmanager
+def embedded_service(data_dir: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BRAIN_JOBS": "inprocess", "BRAIN_LOG_LEVEL": "WARNING"}
+    env.pop("BRAIN_DATABASE_URL", None)
+    env.pop("BRAIN_REDIS_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the service exited: {proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# -- reporting -----------------------------------------------------------------------------------------
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def summarise(runs: list[Run]) -> list[dict]:
+    """Mean and spread over seeds per (scenario, strategy)."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.scenario, r.strategy), []).append(r)
+    rows = []
+    for (scenario, strategy), rs in groups.items():
+        def stat(key: str, rs: list[Run] = rs) -> tuple[float | None, float | None]:
+            values = [r.metrics[key] for r in rs if r.metrics[key] is not None]
+            if not values:
+                return None, None
+            return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+        rows.append({
+            "scenario": scenario, "strategy": strategy, "seeds": len(rs),
+            **{k: stat(k) for k in ("average_accuracy", "forgetting", "backward_transfer", "forward_transfer")},
+            "seconds": statistics.fmean(r.seconds for r in rs),
+            "replay_samples": max(r.replay_samples for r in rs), "stored_samples": max(r.stored_samples for r in rs),
+            "state_mb": max(r.state_bytes for r in rs) / 2**20 if rs[0].state_bytes >= 0 else None,
+        })
+    return rows
+
+
+def markdown(rows: list[dict], args: argparse.Namespace) -> str:
+    by_key = {(r["scenario"], r["strategy"]): r for r in rows}
+    lines = [f"Command: `python -m bench.quality {' '.join(args.argv)}`".rstrip(), ""]
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        lines += [f"### {scenario} ({args.epochs} pass{'es' if args.epochs > 1 else ''}, batch {args.batch}, "
+                  f"replay {args.replay})", "",
+                  "| strategy | accuracy % | forgetting % | BWT % | FWT % | train s | replay + own samples | state MB | Avalanche counterpart | accuracy diff | time ratio |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        ours = [r for r in rows if r["scenario"] == scenario and not r["strategy"].startswith("avalanche:")]
+        ours.sort(key=lambda r: -(r["average_accuracy"][0] or 0))
+        for r in ours:
+            twin_name = COUNTERPARTS.get(r["strategy"])
+            twin = by_key.get((scenario, f"avalanche:{twin_name}")) if twin_name else None
+            acc, spread = r["average_accuracy"]
+            cells = [
+                f"**{r['strategy']}**" if r["strategy"] == DEFAULT_STRATEGY else r["strategy"],
+                f"{_pct(acc)} ± {_pct(spread)}", _pct(r["forgetting"][0]), _pct(r["backward_transfer"][0]),
+                _pct(r["forward_transfer"][0]), f"{r['seconds']:.1f}",
+                f"{r['replay_samples']} + {r['stored_samples']}" if r["replay_samples"] >= 0 else "-",
+                f"{r['state_mb']:.1f}" if r["state_mb"] is not None else "-",
+            ]
+            if twin and twin["average_accuracy"][0] is not None and acc is not None:
+                cells += [f"{twin_name}: {_pct(twin['average_accuracy'][0])} ± {_pct(twin['average_accuracy'][1])}",
+                          f"{100 * (acc - twin['average_accuracy'][0]):+.1f}",
+                          f"{r['seconds'] / max(twin['seconds'], 1e-9):.2f}"]
+            else:
+                cells += [twin_name or "-", "-", "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+        extra = [r for r in rows if r["scenario"] == scenario and r["strategy"].startswith("avalanche:")
+                 and r["strategy"].split(":", 1)[1] not in {COUNTERPARTS.get(o["strategy"]) for o in ours}]
+        for r in extra:
+            lines.append(f"| {r['strategy']} | {_pct(r['average_accuracy'][0])} ± {_pct(r['average_accuracy'][1])} | "
+                         f"{_pct(r['forgetting'][0])} | - | - | {r['seconds']:.1f} | - | - | - | - | - |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(runs: list[Run], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for scenario in dict.fromkeys(r.scenario for r in runs):
+        mine = [r for r in runs if r.scenario == scenario and r.seed == min(x.seed for x in runs) and len(r.matrix) > 1]
+        if not mine:
+            continue
+        cols = min(4, len(mine))
+        rows = (len(mine) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+        for ax, r in zip(axes.flat, mine):
+            data = np.array([[np.nan if v is None else v for v in row] for row in r.matrix], dtype=float)
+            ax.imshow(data, vmin=0, vmax=1, cmap="viridis")
+            for (i, j), v in np.ndenumerate(data):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < 0.6 else "black")
+            ax.set_title(r.strategy, fontsize=9)
+            ax.set_xlabel("task evaluated", fontsize=7)
+            ax.set_ylabel("after task", fontsize=7)
+            ax.set_xticks(range(data.shape[1]))
+            ax.set_yticks(range(data.shape[0]))
+        for ax in list(axes.flat)[len(mine):]:
+            ax.axis("off")
+        fig.suptitle(f"{scenario}: accuracy matrix (seed {mine[0].seed})")
+        fig.tight_layout()
+        path = out / f"{scenario}-matrix.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for r in mine:
+            curve = [np.mean([v for v in row if v is not None]) for row in r.matrix]
+            style = "-" if not r.strategy.startswith("avalanche:") else "--"
+            ax.plot(range(1, len(curve) + 1), curve, style, marker="o", label=r.strategy,
+                    linewidth=2.5 if r.strategy == DEFAULT_STRATEGY else 1.2)
+        ax.set_xlabel("tasks learned")
+        ax.set_ylabel("mean accuracy on tasks evaluated")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{scenario}: accuracy over tasks")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out / f"{scenario}-curves.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# -- command line -----------------------------------------------------------------------------------------
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=1, help="passes over each task before the next")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--replay", type=int, default=500, help="the service's replay buffer (samples)")
+    p.add_argument("--params", default=None, help='JSON: {"strategy": {params}}')
+    p.add_argument("--via", choices=("local", "http"), default="local")
+    p.add_argument("--url", default=None, help="--via http: a running service (default: start one)")
+    p.add_argument("--avalanche", action="store_true", help="also run Avalanche's counterparts")
+    p.add_argument("--avalanche-env", default=".bench-venv/avalanche")
+    p.add_argument("--small", action="store_true", help="1,000 training samples per task (quick look)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (ours and Avalanche's)")
+    p.add_argument("--out", default="docs/bench", help="folder for quality.json, quality.md and plots")
+    args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    strategies = [s for s in args.strategies.split(",") if s]
+    runs: list[Run] = []
+    work = Path(tempfile.mkdtemp(prefix="pb-quality-"))
+    try:
+        with (embedded_service(work / "service") if args.via == "http" and not args.url else _given(args.url)) as url:
+            for name in [s for s in args.scenarios.split(",") if s]:
+                scenario = build(name, small=args.small)
+                for strategy in strategies:
+                    for seed in args.seeds:
+                        run = one_run(scenario, strategy, seed, args, url)
+                        runs.append(run)
+                        print(f"{name:20s} {strategy:10s} seed {seed}: accuracy {_pct(run.metrics['average_accuracy'])}%, "
+                              f"forgetting {_pct(run.metrics['forgetting'])}, {run.seconds:.1f}s", flush=True)
+                if args.avalanche:
+                    for run in run_avalanche(scenario, args, work):
+                        runs.append(run)
+                        print(f"{name:20s} {run.strategy:28s} seed {run.seed}: accuracy "
+                              f"{_pct(run.metrics['average_accuracy'])}%, {run.seconds:.1f}s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = summarise(runs)
+    (out / "quality.json").write_text(json.dumps({"args": args.argv, "runs": [asdict(r) for r in runs],
+                                                  "summary": rows}, indent=1))
+    table = markdown(rows, args)
+    (out / "quality.md").write_text(table + "\n")
+    for path in plots(runs, out):
+        print(f"wrote {path}")
+    print(table)
+    return 0
+
+
+@contextmanager
+def _given(url: str | None):
+    yield url
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
