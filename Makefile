@@ -24,7 +24,7 @@ QUEUES      ?=
 CONCURRENCY ?= 1
 PYTEST_ARGS ?=
 PIP_ARGS    ?=
-EXTRAS      ?= dev,vision,text
+EXTRAS      ?= dev,vision,text,bench
 
 BIN   := $(VENV)/bin
 BRAIN := $(BIN)/brain
@@ -47,7 +47,8 @@ venv: $(BIN)/python
 
 # Order-only on the interpreter: a new venv has no stamp, so it gets installed into;
 # otherwise only a pyproject.toml newer than the stamp triggers pip. EXTRAS: the optional
-# encoders (vision: efficientnet-lite0, text: all-minilm-l6-v2) so the tests cover them too.
+# encoders (vision: efficientnet-lite0, text: all-minilm-l6-v2) and the benchmarks (bench:
+# matplotlib, mlxtend), so the tests cover them too.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(PIP_ARGS) -e '.[$(EXTRAS)]'
 	@touch $@

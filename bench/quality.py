@@ -145,10 +145,8 @@ class LocalBrain:
 class HttpBrain:
     """The same stream through the HTTP API of a running service."""
 
-    def __init__(self, url: str, name: str, strategy: str, params: dict, *, seed: int, replay: int) -> None:
-        import httpx
-
-        self.http = httpx.Client(base_url=url, timeout=600)
+    def __init__(self, http, name: str, strategy: str, params: dict, *, seed: int, replay: int) -> None:  # noqa: ANN001
+        self.http = http  # an httpx.Client on the service (or a FastAPI TestClient)
         self.name = name
         self.http.delete(f"/v1/brains/{name}")
         self._ok(self.http.post("/v1/brains", json={
@@ -187,7 +185,6 @@ class HttpBrain:
 
     def close(self) -> None:
         self.http.delete(f"/v1/brains/{self.name}")
-        self.http.close()
 
 
 # -- one run ----------------------------------------------------------------------------------------
@@ -224,12 +221,17 @@ def one_run(scenario: Scenario, strategy: str, seed: int, args: argparse.Namespa
     if args.via == "local":
         brain: LocalBrain | HttpBrain = LocalBrain(strategy, params, seed=seed, replay=args.replay)
     else:
-        brain = HttpBrain(url, f"bench-{strategy}-{seed}", strategy, params, seed=seed, replay=args.replay)
+        import httpx
+
+        http = httpx.Client(base_url=url, timeout=600)
+        brain = HttpBrain(http, f"bench-{strategy}-{seed}", strategy, params, seed=seed, replay=args.replay)
     try:
         matrix, seconds = run_stream(brain, scenario, epochs=args.epochs, batch=args.batch, seed=seed)
         memory = brain.memory()
     finally:
         brain.close()
+        if args.via == "http":
+            http.close()
     metrics = cl_metrics(matrix, list(range(len(scenario.tasks))), scenario.chance())
     return Run(scenario.name, scenario.setting, strategy, seed, args.epochs, args.via, matrix,
                {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
