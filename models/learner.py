@@ -127,6 +127,20 @@ class Learner(ABC):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what ``state_dict`` returned; afterwards the learner is indistinguishable."""
 
+    # -- input checks shared by the strategies -------------------------------------------------------
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as float32 on the learner's device; ``ValueError`` unless it is ``[B, input_dim]``."""
+        if x.dim() != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"x must have shape [B, {self.input_dim}], got {list(x.shape)}")
+        return x.to(self.device, torch.float32)
+
+    def _labels(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """``y`` as int64 on the device; ``ValueError`` unless ``[batch]`` indices of known classes."""
+        y = y.to(self.device, torch.int64)
+        if y.shape != (batch,) or bool(((y < 0) | (y >= self.num_classes)).any()):
+            raise ValueError(f"y must be [B] class indices in [0, {self.num_classes})")
+        return y
+
     def to(self, device: torch.device | str) -> Learner:
         """Move tensors to ``device``; strategies with tensors override and call super()."""
         self.device = torch.device(device)

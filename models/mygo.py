@@ -104,7 +104,6 @@ from models.learner import Learner, Replay, Stats
 from models.network import Epochs, Hidden, LearningRate
 from models.registry import register
 from models.sample_memory import mix_seed
-from models.task_slots import check_inputs, check_labels
 from models.torch_state import load_network_state, move_optimizer, network_state
 
 UNSEEN = -1e4  # the score of a class never seen: it never wins
@@ -274,8 +273,8 @@ class MyGO(Learner):
 
     # -- wake -------------------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
-        x = check_inputs(x, self.input_dim, self.device)
-        y = check_labels(y, x.shape[0], self.num_classes, self.device)
+        x = self._inputs(x)
+        y = self._labels(y, x.shape[0])
         if x.shape[0] == 0:
             return Stats()
         name = DEFAULT_TASK if task is None else task
@@ -370,8 +369,8 @@ class MyGO(Learner):
 
     # -- sleep ------------------------------------------------------------------------------------
     def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
-        rx = check_inputs(replay.x, self.input_dim, self.device)
-        ry = check_labels(replay.y, rx.shape[0], self.num_classes, self.device)
+        rx = self._inputs(replay.x)
+        ry = self._labels(replay.y, rx.shape[0])
         dreamable = (self.class_task >= 0).nonzero().squeeze(1)
         if budget <= 0 or len(dreamable) == 0:
             return Stats()
@@ -450,7 +449,7 @@ class MyGO(Learner):
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_inputs(x, self.input_dim, self.device)
+        x = self._inputs(x)
         scores = self.core["unified"](self.core["extractor"](x))
         return scores.masked_fill(~self.seen.to(self.device), UNSEEN)
 

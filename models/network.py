@@ -138,17 +138,6 @@ class NetworkLearner(Learner):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self._inputs(x))
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"x must have shape [B, {self.input_dim}], got {list(x.shape)}")
-        return x.to(self.device, torch.float32)
-
-    def _labels(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        y = y.to(self.device, torch.int64)
-        if y.shape != (batch,) or bool(((y < 0) | (y >= self.num_classes)).any()):
-            raise ValueError(f"y must be [B] class indices in [0, {self.num_classes})")
-        return y
-
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {**network_state(self.net, self.optimizer), "task": text_tensor(self.task),

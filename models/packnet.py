@@ -31,7 +31,7 @@ from torch import nn
 from models.learner import Learner, Replay, Stats, _masked_softmax
 from models.network import Epochs, Hidden, LearningRate
 from models.registry import register
-from models.task_slots import TaskSlots, check_inputs, check_labels
+from models.task_slots import TaskSlots
 from models.torch_state import load_network_state, move_optimizer, network_state
 
 MAX_SLOTS = 255  # owners are uint8, 0 meaning free
@@ -85,8 +85,8 @@ class PackNet(Learner):
 
     # -- learning ---------------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
-        x = check_inputs(x, self.input_dim, self.device)
-        y = check_labels(y, x.shape[0], self.num_classes, self.device)
+        x = self._inputs(x)
+        y = self._labels(y, x.shape[0])
         if x.shape[0] == 0:
             return Stats()
         task = self.slots.resolve(task)
@@ -137,8 +137,8 @@ class PackNet(Learner):
         self.optimizer = self._fresh_optimizer()
         x, y = self.store_x, self.store_y
         if replay is not None and len(replay):
-            x = torch.cat([check_inputs(replay.x, self.input_dim, self.device), x])
-            y = torch.cat([check_labels(replay.y, len(replay.x), self.num_classes, self.device), y])
+            x = torch.cat([self._inputs(replay.x), x])
+            y = torch.cat([self._labels(replay.y, len(replay.x)), y])
         replayed = 0
         for _ in range(self.retrain_epochs):
             for start in range(0, len(y), RETRAIN_BATCH):
@@ -194,7 +194,7 @@ class PackNet(Learner):
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class-incremental: the entries of every task (the free ones too while a task is open)."""
-        return self._forward(check_inputs(x, self.input_dim, self.device), self._newest())
+        return self._forward(self._inputs(x), self._newest())
 
     def _newest(self) -> int | None:
         return len(self.slots) - 1 if len(self.slots) else None
@@ -215,7 +215,7 @@ class PackNet(Learner):
     def _probabilities(
         self, x: torch.Tensor, upto: int | None, mask: torch.Tensor | None
     ) -> torch.Tensor:
-        x = check_inputs(x, self.input_dim, self.device)
+        x = self._inputs(x)
         return _masked_softmax(self._forward(x, upto), mask)
 
     # -- state ------------------------------------------------------------------------------------

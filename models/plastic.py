@@ -249,11 +249,6 @@ class Plastic(Learner):
                 raise ValueError(f"layers[{i}]: k ({spec.k}) must be smaller than hidden ({spec.hidden})")
 
     # -- encoding ---------------------------------------------------------------------------------
-    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"x must have shape [B, {self.input_dim}], got {list(x.shape)}")
-        return x.to(self.device, torch.float32)
-
     def _keys(self, xn: torch.Tensor) -> torch.Tensor:
         """What the memory stores and compares: the front end's features, or the normalised input."""
         return self.front.forward(xn) if self.front else xn
@@ -276,7 +271,7 @@ class Plastic(Learner):
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code ``[B, hidden]`` of ``x`` that feeds the readouts. Pure."""
-        return self._top_code(self._keys(normalise(self._check_x(x))))
+        return self._top_code(self._keys(normalise(self._inputs(x))))
 
     # -- readouts ---------------------------------------------------------------------------------
     def _readout_probs(self, code: torch.Tensor, seen: torch.Tensor, core: torch.Tensor) -> torch.Tensor:
@@ -310,7 +305,7 @@ class Plastic(Learner):
         return torch.cat(votes)
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._check_x(x)
+        x = self._inputs(x)
         seen = self.class_counts > 0
         if not bool(seen.any()):
             return torch.full((len(x), self.num_classes), 1 / self.num_classes, device=self.device)
@@ -330,10 +325,8 @@ class Plastic(Learner):
     # -- wake -------------------------------------------------------------------------------------
     @torch.no_grad()
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
-        keys = self._keys(normalise(self._check_x(x)))
-        y = y.to(self.device, torch.int64)
-        if y.shape != (x.shape[0],) or bool(((y < 0) | (y >= self.num_classes)).any()):
-            raise ValueError(f"y must be [B] class indices in [0, {self.num_classes})")
+        keys = self._keys(normalise(self._inputs(x)))
+        y = self._labels(y, x.shape[0])
         batch = x.shape[0]
         if batch == 0:
             return Stats()
@@ -443,7 +436,7 @@ class Plastic(Learner):
         n = min(len(replay), budget)
         if n == 0 or self.importance_rate == 0:
             return None
-        keys = self._keys(normalise(self._check_x(replay.x[:n])))
+        keys = self._keys(normalise(self._inputs(replay.x[:n])))
         y = replay.y[:n].to(self.device, torch.int64)
         code = self._top_code(keys)
         seen = self.class_counts > 0

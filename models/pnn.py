@@ -30,7 +30,7 @@ from torch import nn
 from models.learner import Learner, Replay, Stats
 from models.network import Epochs, LearningRate
 from models.registry import register
-from models.task_slots import TaskSlots, check_inputs, check_labels
+from models.task_slots import TaskSlots
 from models.torch_state import load_network_state, move_optimizer, network_state
 
 SLEEP_BATCH = 32
@@ -100,8 +100,8 @@ class PNN(Learner):
 
     # -- learning ---------------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
-        x = check_inputs(x, self.input_dim, self.device)
-        y = check_labels(y, x.shape[0], self.num_classes, self.device)
+        x = self._inputs(x)
+        y = self._labels(y, x.shape[0])
         if x.shape[0] == 0:
             return Stats()
         task = self.slots.resolve(task)
@@ -117,8 +117,8 @@ class PNN(Learner):
         """Calibrate the newest column against the replayed samples (old classes' too), through
         the combined logits: its classes learn to stay low on the inputs of earlier columns'
         classes. The earlier columns stay frozen. At most ``budget`` samples, one pass."""
-        x = check_inputs(replay.x, self.input_dim, self.device)[:budget]
-        y = check_labels(replay.y, len(replay.x), self.num_classes, self.device)[:budget]
+        x = self._inputs(replay.x)[:budget]
+        y = self._labels(replay.y, len(replay.x))[:budget]
         loss = None
         for start in range(0, len(y) if self.columns else 0, SLEEP_BATCH):
             loss = self._step(
@@ -146,7 +146,7 @@ class PNN(Learner):
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._combined(check_inputs(x, self.input_dim, self.device))
+        return self._combined(self._inputs(x))
 
     def _combined(self, x: torch.Tensor) -> torch.Tensor:
         """Each class's logit from the column that learned it."""

@@ -74,17 +74,3 @@ class TaskSlots:
         self.open = bool(state[f"{prefix}.open"])
         self.class_slot = class_slot.to(torch.int64).cpu().clone()
 
-
-def check_inputs(x: torch.Tensor, input_dim: int, device: torch.device) -> torch.Tensor:
-    if x.dim() != 2 or x.shape[1] != input_dim:
-        raise ValueError(f"x must have shape [B, {input_dim}], got {list(x.shape)}")
-    return x.to(device, torch.float32)
-
-
-def check_labels(
-    y: torch.Tensor, batch: int, num_classes: int, device: torch.device
-) -> torch.Tensor:
-    y = y.to(device, torch.int64)
-    if y.shape != (batch,) or bool(((y < 0) | (y >= num_classes)).any()):
-        raise ValueError(f"y must be [B] class indices in [0, {num_classes})")
-    return y
