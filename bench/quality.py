@@ -393,12 +393,16 @@ def plots(runs: list[Run], out: Path) -> list[Path]:
         written.append(path)
 
         fig, ax = plt.subplots(figsize=(7, 4))
+        ours = [r.strategy for r in mine if not r.strategy.startswith("avalanche:")]
+        colour = {name: plt.cm.tab10(i % 10) for i, name in enumerate(ours)}
+        colour.update({f"avalanche:{COUNTERPARTS[name]}": colour[name] for name in ours if COUNTERPARTS.get(name)})
         for r in mine:
             curve = [np.mean([v for v in row if v is not None]) for row in r.matrix]
             style = "-" if not r.strategy.startswith("avalanche:") else "--"
             ax.plot(range(1, len(curve) + 1), curve, style, marker="o", label=r.strategy,
-                    linewidth=2.5 if r.strategy == DEFAULT_STRATEGY else 1.2)
-        ax.set_xlabel("tasks learned")
+                    color=colour.get(r.strategy, "grey"), linewidth=2.5 if r.strategy == DEFAULT_STRATEGY else 1.2)
+        ax.set_xticks(range(1, max(len(r.matrix) for r in mine) + 1))
+        ax.set_xlabel("tasks learned (dashed: Avalanche's counterpart, same colour)")
         ax.set_ylabel("mean accuracy on tasks evaluated")
         ax.set_ylim(0, 1)
         ax.set_title(f"{scenario}: accuracy over tasks")
@@ -428,6 +432,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--small", action="store_true", help="1,000 training samples per task (quick look)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (ours and Avalanche's)")
     p.add_argument("--out", default="docs/bench", help="folder for quality.json, quality.md and plots")
+    p.add_argument("--from-json", default=None, help="redo the table and plots of an earlier quality.json")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -440,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     strategies = [s for s in args.strategies.split(",") if s]
+    if args.from_json:
+        earlier = json.loads(Path(args.from_json).read_text())
+        args.argv = earlier["args"]
+        return report([Run(**r) for r in earlier["runs"]], args, out)
     runs: list[Run] = []
     work = Path(tempfile.mkdtemp(prefix="pb-quality-"))
     try:
@@ -459,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
                               f"{_pct(run.metrics['average_accuracy'])}%, {run.seconds:.1f}s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return report(runs, args, out)
+
+
+def report(runs: list[Run], args: argparse.Namespace, out: Path) -> int:
     rows = summarise(runs)
     (out / "quality.json").write_text(json.dumps({"args": args.argv, "runs": [asdict(r) for r in runs],
                                                   "summary": rows}, indent=1))
