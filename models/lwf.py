@@ -6,6 +6,12 @@ KL(teacher || student)`` between the temperature-``T`` softmaxes over those old 
 on the current batch: the new model must keep answering like the old one among the old classes
 while it learns the new ones. No samples are stored.
 
+The distillation term carries Hinton's ``T^2`` factor, so ``alpha`` = 0.25 at ``T`` = 2 weighs it
+as Avalanche's ``alpha`` = 1 (which omits the factor). Measured with ``python -m bench.quality``
+(one pass, 3 seeds): Permuted Fashion-MNIST 70.7% with 0.25 against 20.7% with 10 (the
+distillation toward the previous permutation's model drowned the new one), task-incremental Split
+Fashion-MNIST 83.7% against 83.5%; class-incremental stays at 19.9% either way.
+
 CLM's LwF did nothing unless the model had a ``get_last_input()`` method; here the teacher and the
 distillation run on every step after the first boundary (``Stats`` and the tests check that the
 term is nonzero), and the teacher travels in the state dict.
@@ -40,7 +46,7 @@ class LwF(NetworkLearner):
         hidden: Hidden = 400,
         lr: LearningRate = 1e-3,
         epochs_per_batch: Epochs = 1,
-        alpha: Annotated[float, Field(ge=0.0, le=1e6)] = 10.0,
+        alpha: Annotated[float, Field(ge=0.0, le=1e6)] = 0.25,
         temperature: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
