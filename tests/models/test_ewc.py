@@ -67,7 +67,9 @@ def test_it_forgets_less_than_finetune():
     base = finetune()
     # Measured (seed 0): offline 0.52 accuracy, 0.57 forgetting; online 0.55 and 0.25;
     # finetune 0.31 and 0.83.
-    offline, online = stream("ewc"), stream("ewc", online=True, ewc_lambda=1e4)
+    # A strong penalty on this class-incremental stream (the default 100 is Avalanche's, measured
+    # best on Permuted Fashion-MNIST).
+    offline, online = stream("ewc", ewc_lambda=1000.0), stream("ewc", online=True, ewc_lambda=1e4)
     assert offline["forgetting"] < base["forgetting"] - 0.15
     assert offline["average_accuracy"] > base["average_accuracy"] + 0.1
     assert online["forgetting"] < base["forgetting"] - 0.4
