@@ -77,10 +77,13 @@ def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) 
         where = f"{field}[{i}]"
         if item.x is not None:
             out[i] = _vector(item.x, shape, dim, where)
+        elif getattr(item, "x_b64", None) is not None:
+            out[i] = _vector_b64(item.x_b64, dim, where)
         elif kind == "image" and item.image is not None:
             out[i] = _image(item.image, shape, where)
         else:
-            takes = "'x' (a list of numbers)" if kind == "vector" else "'image' (base64 PNG/JPEG) or 'x' (pixels)"
+            takes = ("'x' (a list of numbers) or 'x_b64'" if kind == "vector"
+                     else "'image' (base64 PNG/JPEG), 'x' or 'x_b64' (pixels)")
             raise Invalid(f"{where}: a {kind} brain takes {takes}")
     return out
 
@@ -108,6 +111,22 @@ def _vector(x: list, shape: Sequence[int], dim: int, where: str) -> np.ndarray:
     if np.abs(arr).max(initial=0.0) > 3.0e38:
         raise Invalid(f"{where}.x: values must fit in float32")
     return arr.reshape(dim).astype(np.float32)
+
+
+def _vector_b64(data: str, dim: int, where: str) -> np.ndarray:
+    """Base64 of ``dim`` little-endian float32 values (4 * dim bytes), finite."""
+    if len(data) > (4 * dim + 2) // 3 * 4 + 4:
+        raise Invalid(f"{where}.x_b64: longer than {dim} float32 values")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid(f"{where}.x_b64: not valid base64") from None
+    if len(raw) != 4 * dim:
+        raise Invalid(f"{where}.x_b64: {len(raw)} bytes; {dim} float32 values take {4 * dim}")
+    arr = np.frombuffer(raw, dtype="<f4")
+    if not np.isfinite(arr).all():
+        raise Invalid(f"{where}.x_b64: values must be finite numbers (no NaN or infinity)")
+    return arr.astype(np.float32)
 
 
 def _image(data: str, shape: Sequence[int], where: str) -> np.ndarray:

@@ -81,25 +81,15 @@ class BrainList(BaseModel):
 
 
 # -- samples and predictions ----------------------------------------------------------------------
-class SampleIn(_In):
+class InputIn(_In):
+    """One input, in the form the brain's kind takes."""
+
     x: list[Any] | None = Field(None, description="Numbers, flat or nested to the brain's shape.")
+    x_b64: str | None = Field(
+        None, description="The same numbers, compactly: base64 of little-endian float32, row-major.",
+    )
     image: str | None = Field(None, description="Base64 PNG/JPEG (image brains).")
     text: str | None = Field(None, description="Text (text brains).")
-    label: Label
-    id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
-        None, description="Idempotency key: a sample id seen before is not learned twice."
-    )
-
-    @model_validator(mode="after")
-    def _one_input(self) -> SampleIn:
-        _exactly_one_input(self)
-        return self
-
-
-class InputIn(_In):
-    x: list[Any] | None = None
-    image: str | None = None
-    text: str | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> InputIn:
@@ -107,10 +97,20 @@ class InputIn(_In):
         return self
 
 
+class SampleIn(InputIn):
+    label: Label
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        None, description="Idempotency key: a sample id seen before is not learned twice."
+    )
+
+
 def _exactly_one_input(obj: BaseModel) -> None:
-    given = [k for k in ("x", "image", "text") if getattr(obj, k) is not None]
+    given = [k for k in INPUT_FIELDS if getattr(obj, k) is not None]
     if len(given) != 1:
-        raise ValueError("give exactly one of 'x', 'image' or 'text'")
+        raise ValueError("give exactly one of 'x', 'x_b64', 'image' or 'text'")
+
+
+INPUT_FIELDS = ("x", "x_b64", "image", "text")
 
 
 def _non_empty(message: str) -> AfterValidator:

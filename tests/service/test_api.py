@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import zlib
 
 import numpy as np
@@ -150,6 +151,40 @@ def test_samples_reject_bad_input(client: TestClient, samples: list, reason: str
     assert r.status_code == 422, r.text
     assert reason in str(r.json()["detail"])
     assert client.get("/v1/brains/b").json()["samples_pending"] == 0  # nothing half-written
+
+
+def b64(values) -> str:
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+def test_x_b64_is_the_same_input_as_x(client: TestClient) -> None:
+    make_brain(client)
+    xs, ys = clusters(60, ["a", "b"], seed=1)
+    samples = [{"x_b64": b64(x), "label": y} for x, y in zip(xs, ys)]
+    assert client.post("/v1/brains/b/samples", params={"wait": True},
+                       json={"task": "t", "samples": samples}).status_code == 202
+    tx, _ = clusters(10, ["a", "b"], seed=2)
+    as_list = predict(client, "b", tx)
+    as_b64 = client.post("/v1/brains/b/predict", json={"inputs": [{"x_b64": b64(x)} for x in tx]}).json()
+    assert as_b64 == as_list
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b64([1.0] * (DIM - 1)), "float32 values take"),
+        (b64([1.0] * (DIM + 1)), "float32 values take"),
+        ("not base64!", "not valid base64"),
+        (b64([float("nan")] + [1.0] * (DIM - 1)), "finite"),
+        ("A" * 10_000, "longer than"),
+    ],
+)
+def test_bad_x_b64_is_refused_with_a_reason(client: TestClient, value: str, reason: str) -> None:
+    make_brain(client)
+    r = client.post("/v1/brains/b/samples", json={"task": "t", "samples": [{"x_b64": value, "label": "a"}]})
+    assert r.status_code == 422 and reason in r.json()["detail"]
+    r = client.post("/v1/brains/b/predict", json={"inputs": [{"x_b64": value, "x": [1.0] * DIM}]})
+    assert r.status_code == 422 and "exactly one" in str(r.json()["detail"])
 
 
 def test_nan_and_infinity_rejected(client: TestClient) -> None:
