@@ -41,6 +41,7 @@ import importlib.util
 import math
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,9 @@ class Requirement:
     package: str  # what pip installs
 
 
-class Encoder:
-    """A named, frozen input encoder. Subclasses set the class attributes and ``encode``."""
+class Encoder(ABC):
+    """A named, frozen input encoder. Subclasses set the class attributes, ``output_dim`` and
+    ``encode``."""
 
     name: str = ""
     kinds: tuple[str, ...] = ()
@@ -85,13 +87,14 @@ class Encoder:
     extra: str | None = None  # the plastic-brain extra that installs ``requires``
     max_batch: int | None = None  # inputs a request may send (a pretrained model is slow)
 
+    @abstractmethod
     def output_dim(self, shape: Sequence[int]) -> int:
-        raise NotImplementedError
+        """The size ``D`` of one encoded input of ``shape``."""
 
+    @abstractmethod
     def encode(self, batch: Any, shape: Sequence[int]) -> torch.Tensor:
         """``batch``: what ``service.inputs`` decoded for the brain's kind (``[B, prod(shape)]``
         float32 for vector and image, a list of B strings for text) -> ``[B, D]`` float32."""
-        raise NotImplementedError
 
     def missing_package(self) -> str | None:
         """The pip name of the first required package that is not installed, if any."""
@@ -139,8 +142,9 @@ class _Lazy(Encoder):
                     self._model = self._load()
         return self._model
 
+    @abstractmethod
     def _load(self) -> Any:
-        raise NotImplementedError
+        """Build the frozen model (called once, under the lock, after ``check_available``)."""
 
 
 class EfficientNetLite0(_Lazy):

@@ -21,6 +21,11 @@ import torch
 Setting = Literal["class", "task", "domain"]
 
 
+class Unsupported(Exception):
+    """The strategy does not offer an optional capability (meta-training, reconfiguration); the
+    message names the strategy and the capability."""
+
+
 @dataclass(frozen=True)
 class Replay:
     """Samples drawn from the episodic replay buffer, handed to ``sleep``."""
@@ -92,7 +97,7 @@ class Learner(ABC):
         """Optional (``meta_trainable``): meta-learn on a background set ``(x, y)`` whose labels are
         the set's own (not this learner's classes) so that later ``observe`` learns new classes
         better. ``progress`` receives the fraction done. The base class cannot."""
-        raise NotImplementedError(f"strategy {self.name!r} cannot be meta-trained")
+        raise Unsupported(f"strategy {self.name!r} cannot be meta-trained")
 
     def stored_samples(self) -> int:
         """Raw samples this learner keeps inside its state (its own episodic memories), reported by
@@ -103,7 +108,7 @@ class Learner(ABC):
         """Optional: a learner with the new, validated ``params`` that keeps what this one learned
         (a brain's params changed after creation). Strategies that can override it; the base class
         cannot, since its state's shapes follow the params."""
-        raise NotImplementedError(f"strategy {self.name!r} cannot change its params after creation")
+        raise Unsupported(f"strategy {self.name!r} cannot change its params after creation")
 
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()

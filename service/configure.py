@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from models.learner import Unsupported
 from models.registry import ParamsError, validate_params
 from service import schemas
 from service.brains import get_brain
@@ -35,7 +36,7 @@ def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:
     learner = rt.versions.load(brain, brain.current_version, device=rt.device)
     try:
         learner = learner.reconfigure(params)
-    except NotImplementedError as exc:
+    except Unsupported as exc:
         raise Invalid(f"params: {exc}; create a new brain instead") from None
     except (ValueError, ParamsError) as exc:  # the new params do not fit what the brain holds
         raise Invalid(f"params: {exc}") from None

@@ -9,7 +9,7 @@ import torch
 
 from models import create
 from models.anml import ANML
-from models.learner import Replay
+from models.learner import Replay, Unsupported
 
 DIM = 40
 FAST = {"hidden": 64, "nm_hidden": 32, "meta_lr": 0.003}
@@ -131,7 +131,7 @@ def test_meta_training_needs_two_classes_and_other_strategies_refuse_it() -> Non
         learner.meta_train(x[:10, :5], torch.arange(10), steps=1, inner_steps=1)
     finetune = create("finetune", input_dim=DIM, num_classes=10, params={"hidden": 8})
     assert ANML.meta_trainable and not finetune.meta_trainable
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(Unsupported, match="cannot be meta-trained"):
         finetune.meta_train(x[:10], torch.arange(10), steps=1, inner_steps=1)
 
 
