@@ -41,6 +41,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -92,15 +93,17 @@ class LocalBrain:
         self.learner: Learner = create(strategy, input_dim=784, num_classes=capacity, seed=seed,
                                        params=params, input_shape=list(SHAPE))
         self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed)
-        self.index: dict[int, int] = {}  # client label -> class index, in order of first appearance
+        self.labels = SimpleNamespace(labels=[])  # the label registry, as service.brains keeps it
+        self.label_limit = capacity
         self.task_labels: dict[str, list[int]] = {}
         self.version = 1  # the service publishes version 1 at creation
         self.learned = 0
 
     def _indices(self, y: np.ndarray) -> np.ndarray:
-        for label in y.tolist():
-            self.index.setdefault(int(label), len(self.index))
-        return np.array([self.index[int(label)] for label in y.tolist()], dtype=np.int64)
+        from service.brains import label_indices
+
+        idx = label_indices(self.labels, [int(v) for v in y.tolist()], grow=True, limit=self.label_limit)
+        return np.array(idx, dtype=np.int64)
 
     def learn(self, task: str, x: np.ndarray, y: np.ndarray) -> None:
         idx = self._indices(y)
@@ -124,8 +127,8 @@ class LocalBrain:
         """Client labels predicted for ``x`` (restricted to ``task``'s labels when given)."""
         from service.inference import class_mask
 
-        allowed = self.task_labels[task] if task else list(self.index.values())
-        labels = np.array(list(self.index), dtype=np.int64)  # class index -> client label
+        labels = np.array(self.labels.labels, dtype=np.int64)  # class index -> client label
+        allowed = self.task_labels[task] if task else list(range(len(labels)))
         out = []
         for lo in range(0, len(x), PREDICT_CHUNK):
             probs = self.learner.predict(torch.from_numpy(x[lo: lo + PREDICT_CHUNK]),
@@ -145,7 +148,7 @@ class LocalBrain:
 class HttpBrain:
     """The same stream through the HTTP API of a running service."""
 
-    def __init__(self, http, name: str, strategy: str, params: dict, *, seed: int, replay: int) -> None:  # noqa: ANN001
+    def __init__(self, http, name: str, strategy: str, params: dict, *, seed: int, replay: int) -> None:
         self.http = http  # an httpx.Client on the service (or a FastAPI TestClient)
         self.name = name
         self.http.delete(f"/v1/brains/{name}")
@@ -154,7 +157,7 @@ class HttpBrain:
             "params": params, "seed": seed, "replay": {"size": replay, "policy": "reservoir"},
         }))
 
-    def _ok(self, r):  # noqa: ANN001, ANN202
+    def _ok(self, r):
         if r.status_code >= 400:
             raise RuntimeError(f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text[:500]}")
         return r.json()
@@ -324,8 +327,9 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     by_key = {(r["scenario"], r["strategy"]): r for r in rows}
     lines = [f"Command: `python -m bench.quality {' '.join(args.argv)}`".rstrip(), ""]
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        lines += [f"### {scenario} ({args.epochs} pass{'es' if args.epochs > 1 else ''}, batch {args.batch}, "
-                  f"replay {args.replay})", "",
+        heading = (f"### {scenario} ({args.epochs} pass{'es' if args.epochs > 1 else ''}, "
+                   f"batch {args.batch}, replay {args.replay})")
+        lines += [heading, "",
                   "| strategy | accuracy % | forgetting % | BWT % | FWT % | train s | replay + own samples | state MB | Avalanche counterpart | accuracy diff | time ratio |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         ours = [r for r in rows if r["scenario"] == scenario and not r["strategy"].startswith("avalanche:")]

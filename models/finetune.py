@@ -11,7 +11,7 @@ continues training exactly as the original would have.
 
 from __future__ import annotations
 
-from models.network import Epochs, Hidden, LearningRate, NetworkLearner
+from models.network import NetworkLearner
 from models.registry import register
 
 
@@ -19,16 +19,3 @@ from models.registry import register
 class Finetune(NetworkLearner):
     name = "finetune"
     settings = ("class", "task", "domain")
-
-    def __init__(
-        self,
-        *,
-        input_dim: int,
-        num_classes: int,
-        seed: int = 0,
-        hidden: Hidden = 400,
-        lr: LearningRate = 1e-3,
-        epochs_per_batch: Epochs = 1,
-    ) -> None:
-        super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
-                         lr=lr, epochs_per_batch=epochs_per_batch)

@@ -51,8 +51,8 @@ class NetworkLearner(Learner):
     #: Mini-batch size of rehearsal during ``sleep``.
     sleep_batch: ClassVar[int] = 32
 
-    def __init__(self, *, input_dim: int, num_classes: int, seed: int = 0, hidden: int = 400,
-                 lr: float = 1e-3, epochs_per_batch: int = 1) -> None:
+    def __init__(self, *, input_dim: int, num_classes: int, seed: int = 0, hidden: Hidden = 400,
+                 lr: LearningRate = 1e-3, epochs_per_batch: Epochs = 1) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed)
         self.epochs_per_batch = epochs_per_batch
         self.net = build_mlp(input_dim, hidden, num_classes, seed)

@@ -118,17 +118,17 @@ def delete_brain(rt: Runtime, *, name: str) -> None:
 
 
 # -- labels ---------------------------------------------------------------------------------------
-def _label_key(label: str | int) -> str:
+def label_key(label: str | int) -> str:
     return json.dumps(label)  # "3" and 3 stay distinct
 
 
 def label_indices(brain: Brain, labels: list[str | int], *, grow: bool, limit: int) -> list[int | None]:
     """Map client labels to class indices; with ``grow``, unseen labels get new indices."""
-    index = {_label_key(v): i for i, v in enumerate(brain.labels)}
+    index = {label_key(v): i for i, v in enumerate(brain.labels)}
     known = list(brain.labels)
     out: list[int | None] = []
     for label in labels:
-        key = _label_key(label)
+        key = label_key(label)
         if key not in index and grow:
             if len(known) >= limit:
                 raise Invalid(f"label {label!r} would be label number {len(known) + 1}; this brain holds at most {limit}")

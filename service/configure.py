@@ -3,15 +3,13 @@ what it learned, published as a new version) and its sleep policy."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from models.learner import Unsupported
 from models.registry import ParamsError, validate_params
 from service import schemas
 from service.brains import get_brain
 from service.errors import Invalid
 from service.runtime import Runtime
-from service.tables import Brain, Version
+from service.tables import Brain
 
 
 def update_brain(rt: Runtime, *, name: str, body: schemas.BrainUpdate) -> None:
@@ -40,13 +38,6 @@ def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:
         raise Invalid(f"params: {exc}; create a new brain instead") from None
     except (ValueError, ParamsError) as exc:  # the new params do not fit what the brain holds
         raise Invalid(f"params: {exc}") from None
-    previous = s.scalar(
-        select(Version).where(Version.brain_id == brain.id, Version.number == brain.current_version)
-    )
     changed = sorted(k for k in params if params[k] != brain.params.get(k))
     brain.params = params
-    rt.versions.publish(
-        s, brain, learner, kind="reconfigure", log_position=previous.log_position,
-        samples_learned=previous.samples_learned, tasks_seen=previous.tasks_seen,
-        stats={"changed": changed},
-    )
+    rt.versions.publish_over_current(s, brain, learner, kind="reconfigure", stats={"changed": changed})

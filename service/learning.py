@@ -19,7 +19,6 @@ tasks (``workers.tasks``) both call :func:`run_job`. Every job is idempotent:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -35,7 +34,8 @@ from sqlalchemy import func, select
 from models.learner import Learner
 from models.registry import STRATEGIES
 from service import schemas
-from service.errors import Invalid, NotFound
+from service.brains import get_brain, label_key
+from service.errors import Invalid
 from service.inputs import decode
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
@@ -221,14 +221,10 @@ def sleep(rt: Runtime, job: Job) -> dict:
         rt.jobs.progress(job.id, 0.9, "publishing")
         with rt.db.session() as s:
             row = s.get(Brain, brain.id)
-            previous = s.scalar(
-                select(Version).where(Version.brain_id == brain.id, Version.number == row.current_version)
-            )
             row.samples_since_sleep = 0
             row.last_sleep_at = utcnow()
-            version = rt.versions.publish(
-                s, row, learner, kind="sleep", log_position=previous.log_position,
-                samples_learned=previous.samples_learned, tasks_seen=previous.tasks_seen,
+            version = rt.versions.publish_over_current(
+                s, row, learner, kind="sleep",
                 stats={**stats.as_dict(), "seconds": seconds, "replayed": len(replay),
                        "reason": job.payload.get("reason", "request")},
                 replay=buffer.snapshot(),
@@ -247,9 +243,7 @@ def submit_meta_train(rt: Runtime, *, name: str, body: schemas.MetaTrainIn) -> s
     from safetensors.torch import save_file
 
     with rt.db.session() as s:
-        brain = s.scalar(select(Brain).where(Brain.name == name))
-        if brain is None:
-            raise NotFound(f"brain {name!r} not found")
+        brain = get_brain(s, name)
         s.expunge(brain)
     cls = STRATEGIES.get(brain.strategy)
     if cls is None or not cls.meta_trainable:
@@ -259,7 +253,7 @@ def submit_meta_train(rt: Runtime, *, name: str, body: schemas.MetaTrainIn) -> s
     if len(body.samples) > limit:
         raise Invalid(f"{len(body.samples)} background samples; the limit is {limit} (BRAIN_MAX_META_SAMPLES)")
     index: dict[str, int] = {}
-    y = [index.setdefault(json.dumps(smp.label), len(index)) for smp in body.samples]  # "3" != 3
+    y = [index.setdefault(label_key(smp.label), len(index)) for smp in body.samples]  # "3" != 3
     if len(index) < 2:
         raise Invalid(f"meta-training needs at least two distinct labels in the background set, got {len(index)}")
     x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder)
@@ -308,13 +302,8 @@ def meta_train(rt: Runtime, job: Job) -> dict:
             seconds = time.perf_counter() - started
             rt.jobs.progress(job.id, 0.95, "publishing")
             with rt.db.session() as s:
-                row = s.get(Brain, brain.id)
-                previous = s.scalar(
-                    select(Version).where(Version.brain_id == brain.id, Version.number == row.current_version)
-                )
-                version = rt.versions.publish(
-                    s, row, learner, kind="meta", log_position=previous.log_position,
-                    samples_learned=previous.samples_learned, tasks_seen=previous.tasks_seen,
+                version = rt.versions.publish_over_current(
+                    s, s.get(Brain, brain.id), learner, kind="meta",
                     stats={**stats.as_dict(), "seconds": seconds},
                     replay=buffer.snapshot() if rt.embedded_replay else None,
                 )

@@ -118,6 +118,28 @@ class VersionStore:
         self._retain(session, brain)
         return version
 
+    def publish_over_current(
+        self,
+        session: Session,
+        brain: Brain,
+        learner: Learner,
+        *,
+        kind: str,
+        stats: dict,
+        replay: dict[str, torch.Tensor] | None = None,
+    ) -> Version:
+        """Publish a learner changed without learning from the log (sleep, meta-training,
+        reconfiguration): log position, samples learned and tasks seen carry over from the
+        current version."""
+        current = session.scalar(
+            select(Version).where(Version.brain_id == brain.id, Version.number == brain.current_version)
+        )
+        return self.publish(
+            session, brain, learner, kind=kind, log_position=current.log_position,
+            samples_learned=current.samples_learned, tasks_seen=current.tasks_seen, stats=stats,
+            replay=replay,
+        )
+
     def promote(self, session: Session, brain: Brain, number: int) -> Version | None:
         version = session.scalar(
             select(Version).where(Version.brain_id == brain.id, Version.number == number)

@@ -109,12 +109,7 @@ def sleep(
     """Consolidate now: replay and distill, then publish a new version. Poll ``GET /v1/jobs/{job}``."""
     with rt.db.session() as s:
         brain_id = brains.get_brain(s, name).id
-    job_id = rt.jobs.submit("sleep", brain_id, {"reason": "request"})
-    job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds) if wait else None
-    return schemas.SleepAccepted(
-        job=job_id, state=job.state if job else "queued",
-        result=job.result if job else None, error=job.error if job else None,
-    )
+    return _job_answer(rt, rt.jobs.submit("sleep", brain_id, {"reason": "request"}), wait)
 
 
 @router.post("/{name}/meta-train", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)
@@ -127,7 +122,11 @@ def meta_train(
     """Meta-learn how to learn (strategies that can, e.g. "anml") on a background set of classes,
     then publish a version of kind "meta". The background samples and labels are the set's own:
     they never enter the brain's labels, tasks, sample log or replay. Poll ``GET /v1/jobs/{job}``."""
-    job_id = submit_meta_train(rt, name=name, body=body)
+    return _job_answer(rt, submit_meta_train(rt, name=name, body=body), wait)
+
+
+def _job_answer(rt: Runtime, job_id: str, wait: bool) -> schemas.SleepAccepted:
+    """The submitted job: its end state when ``wait`` (up to the wait timeout), else "queued"."""
     job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds) if wait else None
     return schemas.SleepAccepted(
         job=job_id, state=job.state if job else "queued",
