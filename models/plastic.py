@@ -52,7 +52,7 @@ Modes (``mode``):
   the episodic memory are left untouched. Switching back to ``plastic`` lets the context decay
   back (per wake step and at sleep), and what was known before the shift is intact. Measured on
   Fashion-MNIST (one sparse layer of 1,024 units, k = 128; 6,000 images learned and a sleep, then
-  2,000 colour-inverted ones; the 2,000 first test images, seed 0):
+  2,000 colour-inverted ones; the 2,000 first test images, seed 0; ``python -m bench.panic``):
   - with ``readout="delta"`` and a 5,000-sample memory, the inverted test images reach 73.3% in
     panic against 50.2% in plastic mode, and on switching back the normal ones are at 84.8% (84.2%
     before the storm; after it in plastic mode: 83.7%);
@@ -70,11 +70,12 @@ Defaults come from Split Fashion-MNIST, class-incremental (5 tasks of 2 classes,
 of 128, a sleep with 500 reservoir-replayed samples after each task, the 2,000 test images of each
 task), seed 0: the defaults (eyes + closed form, no memory) reach 89.6% after the last task
 (forgetting 5.6 points; 89.6% just before the last sleep too); the sparse code of the pixels alone
-85.3%; the delta core with a 5,000-sample memory 88.5%; fine-tuning 19.9%. A sparse layer of
+85.4%; the delta core with a 5,000-sample memory 88.5%; fine-tuning 19.9%. A sparse layer of
 2,048 units (k = 256) stacked on the eyes: 83.4%; Hebbian learning in the pixels' sparse layer
 (``hebbian_lr`` 0.05): 81.9% against 85.4% without. Neither helps a closed-form readout: a random
 sparse recoding loses information, and every change of the code makes the statistics gathered
-before it stale.
+before it stale. Each of these is ``python -m bench.quality --scenarios split-fmnist-class
+--strategies plastic --seeds 0 --params '{"plastic": {...}}'`` with the variant's params.
 
 There is no randomness after the seeded initialisation of the layers, and all state is tensors, so
 a reloaded learner predicts and learns exactly as the original would.
