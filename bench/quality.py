@@ -14,9 +14,9 @@ service's replay buffer of ``--replay`` samples (reservoir).
 - ``--via http`` does exactly that against the HTTP API (``POST /v1/brains``, ``/samples?wait=true``,
   ``/sleep?wait=true``, ``/predict``).
 - ``--via local`` calls the learners directly, with the service's own pieces and in the same order:
-  labels mapped to indices in order of first appearance, ``num_classes`` = the service's label
-  capacity, the same replay buffer and its seeds (the version number at sleep), the same masks at
-  prediction. For the same seed both give the same accuracy.
+  labels mapped to indices in order of first appearance, ``num_classes`` = the brain's ``max_labels``
+  (the scenario's classes, as in Avalanche's 10-output head), the same replay buffer and its seeds
+  (the version number at sleep), the same sleep budget, the same masks at prediction. For the same seed both give the same accuracy.
 
 For every run: the accuracy matrix, average accuracy, backward and forward transfer, forgetting,
 wall time, the replay buffer's samples and bytes, and the samples the strategy keeps in its own
@@ -83,21 +83,20 @@ class Run:
 class LocalBrain:
     """A learner driven exactly as the service drives it (``service.learning``), without HTTP."""
 
-    def __init__(self, strategy: str, params: dict, *, seed: int, replay: int) -> None:
-        from service.learning import DEFAULT_SLEEP_BUDGET, WAKE_BATCH
+    def __init__(self, strategy: str, params: dict, *, seed: int, replay: int, max_labels: int) -> None:
+        from service.learning import WAKE_BATCH
         from service.replay import MemoryStore, ReplayBuffer
-        from service.settings import Settings
 
-        self.wake_batch, self.sleep_budget = WAKE_BATCH, DEFAULT_SLEEP_BUDGET
-        capacity = Settings().max_labels
-        self.learner: Learner = create(strategy, input_dim=784, num_classes=capacity, seed=seed,
+        self.wake_batch = WAKE_BATCH
+        self.learner: Learner = create(strategy, input_dim=784, num_classes=max_labels, seed=seed,
                                        params=params, input_shape=list(SHAPE))
         self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed)
         self.labels = SimpleNamespace(labels=[])  # the label registry, as service.brains keeps it
-        self.label_limit = capacity
+        self.label_limit = max_labels
         self.task_labels: dict[str, list[int]] = {}
         self.version = 1  # the service publishes version 1 at creation
         self.learned = 0
+        self.since_sleep = 0
 
     def _indices(self, y: np.ndarray) -> np.ndarray:
         from service.brains import label_indices
@@ -114,13 +113,17 @@ class LocalBrain:
             self.learner.observe(torch.from_numpy(xb), torch.from_numpy(yb), task)
             self.buffer.add(xb, yb.tolist())
         self.learned += len(idx)
+        self.since_sleep += len(idx)
         self.version += 1
 
     def sleep(self) -> None:
+        from service.learning import sleep_budget
+
         if self.learned == 0:
             return
         replay = self.buffer.sample(None, seed=self.version)
-        self.learner.sleep(replay, budget=self.sleep_budget)
+        self.learner.sleep(replay, budget=sleep_budget({}, self.since_sleep))
+        self.since_sleep = 0
         self.version += 1
 
     def predict(self, x: np.ndarray, task: str | None) -> np.ndarray:
@@ -148,13 +151,15 @@ class LocalBrain:
 class HttpBrain:
     """The same stream through the HTTP API of a running service."""
 
-    def __init__(self, http, name: str, strategy: str, params: dict, *, seed: int, replay: int) -> None:
+    def __init__(self, http, name: str, strategy: str, params: dict, *, seed: int, replay: int,
+                 max_labels: int) -> None:
         self.http = http  # an httpx.Client on the service (or a FastAPI TestClient)
         self.name = name
         self.http.delete(f"/v1/brains/{name}")
         self._ok(self.http.post("/v1/brains", json={
             "name": name, "input": {"kind": "vector", "shape": list(SHAPE)}, "strategy": strategy,
             "params": params, "seed": seed, "replay": {"size": replay, "policy": "reservoir"},
+            "max_labels": max_labels,
         }))
 
     def _ok(self, r):
@@ -222,12 +227,14 @@ def one_run(scenario: Scenario, strategy: str, seed: int, args: argparse.Namespa
     params = json.loads(args.params).get(strategy, {}) if args.params else {}
     torch.manual_seed(seed)
     if args.via == "local":
-        brain: LocalBrain | HttpBrain = LocalBrain(strategy, params, seed=seed, replay=args.replay)
+        brain: LocalBrain | HttpBrain = LocalBrain(strategy, params, seed=seed, replay=args.replay,
+                                                   max_labels=scenario.num_classes)
     else:
         import httpx
 
         http = httpx.Client(base_url=url, timeout=600)
-        brain = HttpBrain(http, f"bench-{strategy}-{seed}", strategy, params, seed=seed, replay=args.replay)
+        brain = HttpBrain(http, f"bench-{strategy}-{seed}", strategy, params, seed=seed, replay=args.replay,
+                          max_labels=scenario.num_classes)
     try:
         matrix, seconds = run_stream(brain, scenario, epochs=args.epochs, batch=args.batch, seed=seed)
         memory = brain.memory()

@@ -1,7 +1,8 @@
 """Strategy "ewc": elastic weight consolidation (Kirkpatrick et al., 2017), offline or online.
 
 At each consolidation the diagonal empirical Fisher information ``F_i = E[(d log p(y|x) / d
-theta_i)^2]`` is computed from per-sample gradients (``torch.func``) on real data: a reservoir of
+theta_i)^2]`` is computed from per-sample gradients on real data (in closed form for Linear layers,
+``(d*d)^T (a*a)``; with ``torch.func`` otherwise): a reservoir of
 up to ``fisher_samples`` samples of the batches seen since the last consolidation, plus the replay
 handed to ``sleep``. Training then adds ``ewc_lambda / 2 * sum_i F_i (theta_i - theta*_i)^2``.
 Consolidation happens when the ``task`` argument changes and at ``sleep``.
@@ -39,7 +40,8 @@ class EWC(NetworkLearner):
     name = "ewc"
     settings = ("class", "task", "domain")
     state_prefixes = ("ewc.",)
-    chunk = 64  # samples per vmap call when computing the Fisher
+    chunk = 64  # samples per vmap call when computing the Fisher of a general network
+    linear_chunk = 1024  # samples per pass when computing it for Linear layers in closed form
 
     def __init__(
         self,
@@ -103,6 +105,48 @@ class EWC(NetworkLearner):
 
     def empirical_fisher(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean over samples of the squared per-sample gradient of ``log p(y | x)``."""
+        linears = {name: m for name, m in self.net.named_modules() if isinstance(m, nn.Linear)}
+        covered = {f"{name}.{kind}" for name, m in linears.items() for kind, _ in m.named_parameters()}
+        if covered == {n for n, _ in self.net.named_parameters()}:
+            total = self._linear_fisher_sum(x, y, linears)
+        else:
+            total = self._vmap_fisher_sum(x, y)
+        return {n: t / len(y) for n, t in total.items()}
+
+    def _linear_fisher_sum(self, x: torch.Tensor, y: torch.Tensor,
+                           linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
+        """The sum of squared per-sample gradients of a network whose parameters are all in Linear
+        layers, without materialising them: sample i's weight gradient is ``d_i a_i^T`` (``a_i`` the
+        layer's input, ``d_i`` the loss gradient at its output), so the sum of its squares is
+        ``(d*d)^T (a*a)``; one forward and one backward pass per chunk."""
+        inputs: dict[str, torch.Tensor] = {}
+        outputs: dict[str, torch.Tensor] = {}
+
+        def keep(name: str):
+            def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+                inputs[name], outputs[name] = args[0], out
+            return hook
+
+        handles = [m.register_forward_hook(keep(name)) for name, m in linears.items()]
+        total = {n: torch.zeros_like(p) for n, p in self.net.named_parameters()}
+        try:
+            for start in range(0, len(y), self.linear_chunk):
+                xs, ys = x[start: start + self.linear_chunk], y[start: start + self.linear_chunk]
+                loss = nn.functional.cross_entropy(self.net(xs), ys, reduction="sum")
+                names = list(linears)
+                deltas = torch.autograd.grad(loss, [outputs[n] for n in names])
+                for name, d in zip(names, deltas):
+                    d2, a2 = d.detach() ** 2, inputs[name].detach() ** 2
+                    total[f"{name}.weight"] += d2.T @ a2
+                    if linears[name].bias is not None:
+                        total[f"{name}.bias"] += d2.sum(0)
+        finally:
+            for h in handles:
+                h.remove()
+        return total
+
+    def _vmap_fisher_sum(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The same sum for any network, from materialised per-sample gradients (``torch.func``)."""
         params = {n: p.detach() for n, p in self.net.named_parameters()}
 
         def nll(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
@@ -114,7 +158,7 @@ class EWC(NetworkLearner):
             grads = per_sample(params, x[start : start + self.chunk], y[start : start + self.chunk])
             for n, g in grads.items():
                 total[n] += (g**2).sum(0)
-        return {n: t / len(y) for n, t in total.items()}
+        return total
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {**self.pending.state("ewc.pending"),

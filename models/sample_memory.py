@@ -2,7 +2,7 @@
 
 ``SampleMemory`` keeps up to ``capacity`` samples chosen by a replay selection policy
 (``models.replay.POLICIES``). Its randomness is reproducible from its state alone: the policy's
-``random.Random`` is reseeded for every offered sample from ``(seed, seen)``, and each batch drawn
+``random.Random`` is seeded for every offered batch from ``(seed, seen)``, and each batch drawn
 gets a ``torch.Generator`` seeded from ``(seed, seen, draws)``. A learner reloaded from
 ``state()`` (seed included) thus keeps and draws exactly the samples the original would have.
 """
@@ -37,8 +37,8 @@ class SampleMemory:
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Offer each sample of the batch to the policy, in order."""
         labels, writes = self.y.tolist(), []
+        rng = random.Random(mix_seed(self.seed, self.seen))
         for i, label in enumerate(y.tolist()):
-            rng = random.Random(mix_seed(self.seed, self.seen))
             slot = self.policy.slot_for(label=label, seen=self.seen, capacity=self.capacity,
                                         slot_labels=labels, rng=rng)
             self.seen += 1
@@ -51,8 +51,9 @@ class SampleMemory:
         grow = len(labels) - len(self)
         if grow:
             self.x = torch.cat([self.x, self.x.new_zeros(grow, self.x.shape[1])])
-        for slot, i in writes:
-            self.x[slot] = x[i]
+        if writes:
+            slots, rows = zip(*dict(writes).items())  # a later sample may take the same slot
+            self.x[torch.tensor(slots, device=self.x.device)] = x[torch.tensor(rows, device=x.device)].to(self.x.device)
         self.y = torch.tensor(labels, dtype=torch.int64, device=self.y.device)
 
     def generator(self) -> torch.Generator:

@@ -37,6 +37,9 @@ def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
     dim = input_dim(body.input.shape, encoder)
     if dim > rt.settings.max_input_dim:
         raise Invalid(f"encoder {encoder!r} gives {dim} values; the limit is {rt.settings.max_input_dim}")
+    max_labels = body.max_labels or rt.settings.max_labels
+    if max_labels > rt.settings.max_labels:
+        raise Invalid(f"max_labels {max_labels} is above the service's limit of {rt.settings.max_labels} (BRAIN_MAX_LABELS)")
     try:
         params = validate_params(strategy, body.params)
     except ParamsError as exc:
@@ -48,7 +51,7 @@ def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
             name=body.name, input_kind=body.input.kind, input_shape=list(body.input.shape),
             strategy=strategy, encoder=encoder, params=params,
             sleep_policy=body.sleep_policy.model_dump(exclude_none=True),
-            replay=body.replay.model_dump(), seed=body.seed, num_classes=rt.settings.max_labels,
+            replay=body.replay.model_dump(), seed=body.seed, num_classes=max_labels,
             labels=[], learned_position=0, samples_learned=0, samples_since_sleep=0,
         )
         try:  # params valid alone may still not fit this input (e.g. a conv layer on a vector)
@@ -101,7 +104,7 @@ def brain_out(s: Session, brain: Brain) -> schemas.BrainOut:
         input=schemas.InputSpec(kind=brain.input_kind, shape=brain.input_shape),
         strategy=brain.strategy, encoder=brain.encoder, params=brain.params,
         sleep_policy=schemas.SleepPolicy(**brain.sleep_policy), replay=schemas.ReplaySpec(**brain.replay),
-        seed=brain.seed, labels=brain.labels, current_version=brain.current_version,
+        seed=brain.seed, max_labels=brain.num_classes, labels=brain.labels, current_version=brain.current_version,
         samples_learned=brain.samples_learned, samples_pending=int(pending or 0), created_at=brain.created_at,
     )
 

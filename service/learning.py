@@ -46,7 +46,16 @@ log = logging.getLogger(__name__)
 
 WAKE_CHUNK = 4096  # log rows read per query
 WAKE_BATCH = 128  # samples per observe() call
-DEFAULT_SLEEP_BUDGET = 10_000
+SLEEP_BUDGET_RANGE = (1_000, 10_000)  # default sleep budget: samples learned since the last sleep, clamped
+
+
+def sleep_budget(policy: dict, samples_since_sleep: int) -> int:
+    """Samples one sleep rehearses: the policy's ``budget``, else as many as were learned since the
+    last sleep, clamped to ``SLEEP_BUDGET_RANGE``, so that consolidation costs about what waking did."""
+    if policy.get("budget"):
+        return int(policy["budget"])
+    low, high = SLEEP_BUDGET_RANGE
+    return max(low, min(high, int(samples_since_sleep)))
 
 
 class _TrainingCache:
@@ -212,7 +221,7 @@ def sleep(rt: Runtime, job: Job) -> dict:
         learner = _cache.checkout(rt, brain)
         buffer = rt.replay(brain)
         _ensure_replay(rt, brain, buffer)
-        budget = int(brain.sleep_policy.get("budget") or DEFAULT_SLEEP_BUDGET)
+        budget = sleep_budget(brain.sleep_policy, brain.samples_since_sleep)
         replay = buffer.sample(None, seed=brain.current_version or 0)
         rt.jobs.progress(job.id, 0.2, f"consolidating over {len(replay)} replayed samples")
         started = time.perf_counter()

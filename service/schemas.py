@@ -33,7 +33,11 @@ class InputSpec(_In):
 class SleepPolicy(_In):
     every_samples: int | None = Field(None, ge=1, description="Sleep after this many new samples.")
     every_seconds: float | None = Field(None, ge=1, description="Sleep at most this often when new samples came.")
-    budget: int | None = Field(None, ge=1, le=10_000_000, description="Work bound of one sleep.")
+    budget: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="Samples one sleep rehearses. Default: as many as were learned since the last "
+        "sleep, at least 1,000 and at most 10,000.",
+    )
 
 
 class ReplaySpec(_In):
@@ -47,6 +51,10 @@ class BrainCreate(_In):
     strategy: str | None = Field(None, description="A registered strategy; default: the best measured.")
     encoder: str | None = Field(None, description="Input encoder; vector brains use 'flatten'.")
     params: dict[str, Any] = Field(default_factory=dict, description="The strategy's hyperparameters.")
+    max_labels: int | None = Field(
+        None, ge=2, description="Most distinct labels the brain will learn: its classifier's outputs. "
+        "Default and upper bound: the service's BRAIN_MAX_LABELS.",
+    )
     sleep_policy: SleepPolicy = Field(default_factory=SleepPolicy)
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -69,6 +77,7 @@ class BrainOut(BaseModel):
     sleep_policy: SleepPolicy
     replay: ReplaySpec
     seed: int
+    max_labels: int
     labels: list[str | int]
     current_version: int | None
     samples_learned: int

@@ -73,3 +73,14 @@ def test_it_forgets_less_than_finetune():
     assert offline["forgetting"] < base["forgetting"] - 0.15
     assert offline["average_accuracy"] > base["average_accuracy"] + 0.1
     assert online["forgetting"] < base["forgetting"] - 0.4
+
+
+def test_the_closed_form_fisher_of_linear_layers_equals_the_per_sample_gradients():
+    torch.manual_seed(0)
+    learner = EWC(input_dim=20, num_classes=5, hidden=32)
+    x, y = torch.randn(300, 20), torch.randint(0, 5, (300,))
+    fast = learner.empirical_fisher(x, y)
+    reference = learner._vmap_fisher_sum(x, y)
+    assert set(fast) == set(reference) == {n for n, _ in learner.net.named_parameters()}
+    for name in fast:
+        assert torch.allclose(fast[name], reference[name] / 300, rtol=1e-4, atol=1e-8), name

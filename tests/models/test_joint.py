@@ -26,7 +26,7 @@ def test_sleep_trains_on_everything():
     learner = Joint(input_dim=20, num_classes=4, hidden=32)
     learner.observe(x, y)
     before = learner.state_dict()["optim.net.0.weight.step"]
-    learner.sleep(Replay(x[:0], y[:0]), budget=320)
+    learner.sleep(Replay(x[:0], y[:0]), budget=10 * Joint.sleep_batch)
     assert float(learner.state_dict()["optim.net.0.weight.step"]) == float(before) + 10
 
 

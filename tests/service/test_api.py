@@ -216,6 +216,18 @@ def test_too_many_labels(client: TestClient, settings) -> None:
     assert r.status_code == 422 and "at most" in r.json()["detail"]
 
 
+def test_a_brain_can_hold_fewer_labels_than_the_service_allows(client: TestClient, settings) -> None:
+    brain = make_brain(client, max_labels=3)
+    assert brain["max_labels"] == 3
+    assert make_brain(client, "default")["max_labels"] == settings.max_labels
+    samples = [{"x": [float(i)] * DIM, "label": f"l{i}"} for i in range(4)]
+    r = client.post("/v1/brains/b/samples", json={"task": "t", "samples": samples})
+    assert r.status_code == 422 and "at most 3" in r.json()["detail"]
+    r = client.post("/v1/brains", json={"name": "big", "input": {"kind": "vector", "shape": [DIM]},
+                                        "max_labels": settings.max_labels + 1})
+    assert r.status_code == 422 and "BRAIN_MAX_LABELS" in r.json()["detail"]
+
+
 def test_unknown_brain_everywhere(client: TestClient) -> None:
     x = {"x": [0.0] * DIM}
     for method, path, body in [

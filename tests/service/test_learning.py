@@ -6,7 +6,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from service.learning import recover, wake
+from service.learning import SLEEP_BUDGET_RANGE, recover, sleep_budget, wake
 from service.tables import Job
 from tests.service.test_api import clusters, make_brain, post
 
@@ -77,3 +77,22 @@ def test_sleep_on_empty_brain_is_skipped(client: TestClient) -> None:
     r = client.post("/v1/brains/b/sleep", params={"wait": True}).json()
     assert r["state"] == "succeeded" and r["result"]["skipped"] == "nothing learned yet"
     assert len(versions(client)) == 1
+
+
+def test_the_sleep_budget_follows_what_was_learned_unless_the_policy_sets_it() -> None:
+    low, high = SLEEP_BUDGET_RANGE
+    assert sleep_budget({}, 10) == low
+    assert sleep_budget({}, low + 500) == low + 500
+    assert sleep_budget({}, 10 * high) == high
+    assert sleep_budget({"budget": 7}, 10 * high) == 7
+
+
+def test_a_sleep_rehearses_its_budget(client: TestClient) -> None:
+    make_brain(client, "r", strategy="replay", params={"hidden": 16})
+    post(client, "r", "t", *clusters(30, ["a", "b"], seed=1))
+    first = client.post("/v1/brains/r/sleep", params={"wait": True}).json()["result"]
+    assert first["samples"] == SLEEP_BUDGET_RANGE[0]  # 30 learned: the floor
+    client.patch("/v1/brains/r", json={"sleep_policy": {"budget": 300}})
+    post(client, "r", "t", *clusters(30, ["a", "b"], seed=2))
+    second = client.post("/v1/brains/r/sleep", params={"wait": True}).json()["result"]
+    assert second["samples"] == 300
