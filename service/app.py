@@ -8,17 +8,20 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import OperationalError
 
-from service.api import brains, health, jobs, learning, metrics
+from service import schemas
+from service.api import brains, fastjson, health, jobs, learning, metrics
 from service.errors import BrainError
 from service.inference import InferenceCache
 from service.learning import check_sleep_due, recover
 from service.locks import BrainLockTimeout
 from service.runtime import Runtime, build_runtime
+from service.serving import MicroBatcher, ServingCache
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         rt = build_runtime(settings)
         app.state.runtime = rt
         app.state.inference = InferenceCache(rt.versions)
+        app.state.serving = ServingCache(rt, app.state.inference, settings.serving_ttl_seconds)
+        app.state.batcher = MicroBatcher()
+        rt.changes.subscribe()
         recover(rt, orphaned_jobs=not settings.uses_celery)
         scheduler = None
         if not settings.uses_celery:
@@ -58,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if scheduler is not None:
                 scheduler.stop.set()
+            app.state.batcher.close()
             rt.close()
 
     app = FastAPI(
@@ -71,7 +80,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     _errors(app)
     _limits_and_metrics(app, settings)
+    _openapi(app)
     return app
+
+
+def _openapi(app: FastAPI) -> None:
+    """The document FastAPI builds, plus the bodies of routes that parse their own (``fastjson``)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = fastjson.add_schemas(build(), schemas.PredictIn)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _errors(app: FastAPI) -> None:
@@ -109,18 +131,42 @@ def _limits_and_metrics(app: FastAPI, settings: Settings) -> None:
         "brain_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
     )
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body of {length} bytes exceeds the limit of {settings.max_body_bytes}"},
+    app.add_middleware(_Observe, max_body=settings.max_body_bytes, requests=requests, latency=latency)
+
+
+class _Observe:
+    """Refuses bodies over the limit (413) and counts requests and their latency per route.
+
+    Plain ASGI: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) runs every request
+    through an extra task and memory stream."""
+
+    def __init__(self, app, *, max_body: int, requests: Counter, latency: Histogram) -> None:
+        self.app, self.max_body, self.requests, self.latency = app, max_body, requests, latency
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body:
+            refuse = JSONResponse(
+                {"detail": f"request body of {int(length)} bytes exceeds the limit of {self.max_body}"},
                 status_code=413,
             )
+            await refuse(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        requests.labels(request.method, path, str(response.status_code)).inc()
-        latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+        status = 500
+
+        async def send_observed(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], path, str(status)).inc()
+            self.latency.labels(scope["method"], path).observe(time.perf_counter() - started)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from service.changes import BrainChanges
 from service.db import Database
 from service.jobs import CeleryJobs, InProcessJobs, Jobs
 from service.locks import Locks, RedisLocks, ThreadLocks
@@ -32,6 +33,7 @@ class Runtime:
     jobs: Jobs
     redis: object | None = None  # redis.Redis on the full stack
     memory: MemoryStores = field(default_factory=MemoryStores)
+    changes: BrainChanges = field(default_factory=BrainChanges)
 
     @property
     def device(self) -> str:
@@ -60,6 +62,7 @@ class Runtime:
             RedisStore(self.redis, brain_id, dim=0).clear()
 
     def close(self) -> None:
+        self.changes.close()
         self.jobs.shutdown()
         self.db.dispose()
 
@@ -79,7 +82,10 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
         else ThreadLocks(settings.lock_timeout_seconds)
     )
     jobs = Jobs(db)
-    rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client)
+    changes = BrainChanges(redis_client)
+    changes.attach(db.sessions)
+    rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,
+                 changes=changes)
     if executor:
         if settings.uses_celery:
             assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"

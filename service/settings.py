@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     wait_timeout_seconds: float = Field(120.0, gt=0, description="Longest ?wait=true wait.")
     lock_timeout_seconds: float = Field(600.0, gt=0, description="Expiry of a brain's writer lock.")
 
+    # serving
+    serving_ttl_seconds: float = Field(
+        30.0, gt=0, description="Longest a prediction trusts its in-memory copy of a brain without "
+        "re-reading it; changes are announced at once, this only bounds a lost announcement.",
+    )
+    torch_threads: int = Field(0, ge=0, description="torch threads of the API process; 0: torch's default.")
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.inference import InferenceCache
 from service.runtime import Runtime
+from service.serving import MicroBatcher, ServingCache
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -28,3 +29,15 @@ def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Sessio
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CacheDep = Annotated[InferenceCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_serving(request: Request) -> ServingCache:
+    return request.app.state.serving
+
+
+def get_batcher(request: Request) -> MicroBatcher:
+    return request.app.state.batcher
+
+
+ServingDep = Annotated[ServingCache, Depends(get_serving)]
+BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]

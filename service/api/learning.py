@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Query, status
+import orjson
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from service import brains, schemas
-from service.api.deps import CacheDep, RuntimeDep
+from service.api import fastjson
+from service.api.deps import BatcherDep, CacheDep, RuntimeDep, ServingDep
 from service.errors import NotFound
 from service.inference import predict as run_predict
 from service.inputs import decode
@@ -70,15 +73,26 @@ def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
     return list(row.labels)
 
 
-@router.post("/{name}/predict", response_model=schemas.PredictOut)
-def predict(name: str, body: schemas.PredictIn, rt: RuntimeDep, cache: CacheDep) -> schemas.PredictOut:
-    brain, version, learner = _loaded(rt, cache, name)
-    x = decode(body.inputs, brain.input_kind, brain.input_shape, field="inputs", encoder=brain.encoder)
-    idx, conf = run_predict(learner, x, _allowed(rt, brain, body.task))
-    return schemas.PredictOut(
-        version=version,
-        predictions=[schemas.Prediction(label=brain.labels[i], confidence=c) for i, c in zip(idx, conf)],
-    )
+@router.post("/{name}/predict", response_model=schemas.PredictOut,
+             openapi_extra=fastjson.body_schema(schemas.PredictIn))
+async def predict(name: str, request: Request, serving: ServingDep, batcher: BatcherDep) -> Response:
+    """The current version's best label and its probability for each input (restricted to a
+    task's labels when ``task`` is given). Served from memory: no database round trip while the
+    brain has not changed; concurrent requests share forward passes."""
+    body = fastjson.parse(schemas.PredictIn, await request.body())
+    entry = serving.peek(name) or await run_in_threadpool(serving.load, name)
+    if entry.raw_inputs and all(item.x is not None or item.x_b64 is not None for item in body.inputs):
+        x = decode(body.inputs, entry.kind, entry.shape, field="inputs", encoder=entry.encoder)
+    else:  # images and encoders (pretrained networks) are slow: not on the event loop
+        x = await run_in_threadpool(decode, body.inputs, entry.kind, entry.shape, field="inputs",
+                                    encoder=entry.encoder)
+    entry.check_width(x)
+    idx, conf = await batcher.predict(entry, body.task, x)
+    labels = entry.labels
+    return Response(orjson.dumps({
+        "version": entry.version,
+        "predictions": [{"label": labels[i], "confidence": c} for i, c in zip(idx.tolist(), conf.tolist())],
+    }), media_type="application/json")
 
 
 @router.post("/{name}/evaluate", response_model=schemas.EvaluateOut)
