@@ -67,7 +67,6 @@ PREDICT = "/v1/brains/{name}/predict"
 BARE_ANSWER = b'{"version":1,"predictions":[{"label":0,"confidence":1.0}]}'
 BRAIN = "bench"
 DIM = 784
-INGEST_SECONDS = 3.0  # at least: a POST of 64 samples can take most of a second
 
 
 # -- the ceiling: a bare endpoint and the forward pass alone -----------------------------------------
@@ -376,21 +375,23 @@ def latency_during_jobs(server: Server, api: Api, x: np.ndarray, y: np.ndarray, 
     """1-client predict on the benchmark brain: idle, while ``other`` sleeps, while it wakes."""
     body = predict_bodies(x)["predict x1"]
     url = server.url + PREDICT.format(name=BRAIN)
-    out: dict[str, Any] = {"idle": load(url, body, concurrency=1, args=args, work=work)}
+    out: dict[str, Any] = {"idle": load(url, body, concurrency=1, args=args, work=work, duration=args.job_duration)}
     api("PATCH", f"/v1/brains/{other}", json={"sleep_policy": {"budget": args.job_budget}})
-    with Background(lambda: api("POST", f"/v1/brains/{other}/sleep", params={"wait": "true"})):
+    with Background(lambda: api("POST", f"/v1/brains/{other}/sleep", params={"wait": "true"})) as sleeping:
         time.sleep(0.2)  # the job has started
-        out["during sleep"] = load(url, body, concurrency=1, args=args, work=work)
+        out["during sleep"] = load(url, body, concurrency=1, args=args, work=work, duration=args.job_duration)
         out["during sleep"]["job_budget"] = args.job_budget
     big = samples_body(np.resize(x, (2048, DIM)), np.resize(y, 2048))
     with Background(lambda: api("POST", f"/v1/brains/{other}/samples", params={"wait": "true"}, content=big,
-                                headers={"content-type": "application/json"})):
+                                headers={"content-type": "application/json"})) as waking:
         time.sleep(0.2)
-        out["during wake"] = load(url, body, concurrency=1, args=args, work=work)
+        out["during wake"] = load(url, body, concurrency=1, args=args, work=work, duration=args.job_duration)
         out["during wake"]["job_samples"] = 2048
+    out["during sleep"]["jobs"], out["during wake"]["jobs"] = sleeping.calls, waking.calls
     idle = out["idle"]["p99_ms"]
     for key in ("during sleep", "during wake"):
-        out[key]["p99_ratio_to_idle"] = out[key]["p99_ms"] / idle if idle else None
+        p99 = out[key]["p99_ms"]
+        out[key]["p99_ratio_to_idle"] = p99 / idle if idle and p99 is not None else None
     return out
 
 
@@ -434,7 +435,7 @@ def ingest(server: Server, x: np.ndarray, y: np.ndarray, api: Api, args: argpars
     create_brain(api, name, x[:64], y[:64])
     body = samples_body(x[:64], y[:64])
     result = load(f"{server.url}/v1/brains/{name}/samples", body, concurrency=16, args=args, work=work, expect=202,
-                  duration=max(args.duration, INGEST_SECONDS))
+                  duration=args.ingest_duration)
     result["samples_per_s"] = result["rps"] * 64
     started = time.perf_counter()
     done = api("POST", f"/v1/brains/{name}/samples", params={"wait": "true"}, content=samples_body(x[:1], y[:1]),
@@ -465,7 +466,7 @@ def run_embedded(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     x, y = data(args.teach)
     data_dir = work / "embedded"
     out: dict[str, Any] = {}
-    with (phase(out, "start"),
+    with (phase(out, "total"),
           process("bare", bare_cmd(), service_env(data_dir), work, health="/healthz") as bare,
           process("ours", serve_cmd(), service_env(data_dir, BRAIN_JOBS="inprocess"), work, health="/healthz") as ours):
         api = Api(ours.url)
@@ -488,7 +489,7 @@ def run_embedded(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 out["ingest"] = ingest(ours, x, y, api, args, work)
                 out["ingest_bare"] = load(f"{bare.url}/v1/brains/ingest/samples", samples_body(x[:64], y[:64]),
                                               concurrency=16, args=args, work=work, expect=202,
-                                              duration=max(args.duration, INGEST_SECONDS))
+                                              duration=args.ingest_duration)
                 out["ingest_bare"]["samples_per_s"] = out["ingest_bare"]["rps"] * 64
             with phase(out, "sleep"):
                 create_brain(api, "replay", x, y, strategy="replay")
@@ -721,6 +722,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sleep-budget", type=int, default=None, help="samples per measured sleep (default 10000; --quick 2000)")
     p.add_argument("--job-budget", type=int, default=None,
                    help="sleep budget while predict latency is measured (default 100000; --quick 5000)")
+    p.add_argument("--ingest-duration", type=float, default=None,
+                   help="seconds of the ingest cells (default 3: a POST of 64 can take most of a second; --quick 1)")
+    p.add_argument("--job-duration", type=float, default=None,
+                   help="seconds of the predict cells during a job (default max(duration, 2); --quick 1)")
     p.add_argument("--memory-brains", type=int, default=None, help="extra brains for memory (default 5; --quick 2)")
     p.add_argument("--forward-seconds", type=float, default=None, help="timing of the forward pass per batch size")
     p.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
@@ -734,10 +739,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                 "warmup": 0.3 if quick else 0.5, "concurrency": "1,16" if quick else "1,16,64",
                 "teach": 1000 if quick else 2000, "rounds": 5 if quick else 20,
                 "sleep_budget": 2000 if quick else 10_000, "job_budget": 5000 if quick else 100_000,
-                "memory_brains": 2 if quick else 5, "forward_seconds": 0.5 if quick else 2.0}
+                "memory_brains": 2 if quick else 5, "ingest_duration": 1.0 if quick else 3.0, "forward_seconds": 0.5 if quick else 2.0}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.job_duration is None:
+        args.job_duration = 1.0 if quick else max(args.duration, 2.0)
     args.concurrency = [int(c) for c in str(args.concurrency).split(",") if c]
     args.memory_samples = 200 if quick else 500
     return args
