@@ -4,7 +4,8 @@ request after another for a bounded time (closed loop), on raw ``asyncio.open_co
     python -m bench.loadgen --url http://127.0.0.1:8000/v1/brains/bench/predict --body-file body.json \\
         --concurrency 16 --duration 5 --warmup 0.5
 
-prints one JSON object on stdout: ``requests`` (completed after the warm-up), ``seconds``,
+prints one JSON object on stdout: ``requests`` (responses that arrived in the ``--duration`` window
+after the warm-up, whenever they were sent), ``seconds``,
 ``rps``, ``p50_ms``/``p90_ms``/``p99_ms``/``max_ms`` latency, ``errors`` (a status other than
 ``--expect``, or a broken connection; a broken connection is reopened) and ``statuses``.
 
@@ -101,10 +102,10 @@ async def _connection(host: str, port: int, request: bytes, *, expect: int, warm
             reader = writer = None
             await asyncio.sleep(0.01)
             continue
-        if started < warm_until:
-            continue
+        if done < warm_until:
+            continue  # throughput and latency: the responses that arrive inside the window
         if done > stop_at:
-            break  # a request that ends after the window is not counted
+            break
         latencies.append(done - started)
         result.statuses[str(status)] = result.statuses.get(str(status), 0) + 1
         if status != expect:
