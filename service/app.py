@@ -90,7 +90,7 @@ def _openapi(app: FastAPI) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = fastjson.add_schemas(build(), schemas.PredictIn)
+            app.openapi_schema = fastjson.add_schemas(build(), schemas.PredictIn, schemas.SamplesIn, schemas.EvaluateIn)
         return app.openapi_schema
 
     app.openapi = openapi

@@ -35,13 +35,20 @@ def wait_for(rt: Runtime, job_id: str, timeout: float) -> Job:
         delay = min(delay * 1.5, 0.25)
 
 
-@router.post("/{name}/samples", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SamplesAccepted)
-def post_samples(
+@router.post("/{name}/samples", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SamplesAccepted,
+             openapi_extra=fastjson.body_schema(schemas.SamplesIn))
+async def post_samples(
     name: str,
-    body: schemas.SamplesIn,
+    request: Request,
     rt: RuntimeDep,
     wait: bool = Query(False, description="Answer when the samples have been learned."),
 ) -> schemas.SamplesAccepted:
+    """Append labelled samples to the brain's log and queue a wake job that learns them."""
+    body = await fastjson.parse_off_loop(schemas.SamplesIn, await request.body())
+    return await run_in_threadpool(_accept, rt, name, body, wait)
+
+
+def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> schemas.SamplesAccepted:
     brain_id, accepted, duplicates = brains.ingest(rt, name=name, body=body)
     if not accepted:
         return schemas.SamplesAccepted(accepted=0, duplicates=duplicates, job=None)
@@ -79,7 +86,7 @@ async def predict(name: str, request: Request, serving: ServingDep, batcher: Bat
     """The current version's best label and its probability for each input (restricted to a
     task's labels when ``task`` is given). Served from memory: no database round trip while the
     brain has not changed; concurrent requests share forward passes."""
-    body = fastjson.parse(schemas.PredictIn, await request.body())
+    body = await fastjson.parse_off_loop(schemas.PredictIn, await request.body())
     entry = serving.peek(name) or await run_in_threadpool(serving.load, name)
     if entry.raw_inputs and all(item.x is not None or item.x_b64 is not None for item in body.inputs):
         x = decode(body.inputs, entry.kind, entry.shape, field="inputs", encoder=entry.encoder)
@@ -95,10 +102,16 @@ async def predict(name: str, request: Request, serving: ServingDep, batcher: Bat
     }), media_type="application/json")
 
 
-@router.post("/{name}/evaluate", response_model=schemas.EvaluateOut)
-def evaluate(name: str, body: schemas.EvaluateIn, rt: RuntimeDep, cache: CacheDep) -> schemas.EvaluateOut:
+@router.post("/{name}/evaluate", response_model=schemas.EvaluateOut,
+             openapi_extra=fastjson.body_schema(schemas.EvaluateIn))
+async def evaluate(name: str, request: Request, rt: RuntimeDep, cache: CacheDep) -> schemas.EvaluateOut:
     """Accuracy of the current version on held-out samples (never learned from), recorded for the
     accuracy matrix of ``GET .../metrics``."""
+    body = await fastjson.parse_off_loop(schemas.EvaluateIn, await request.body())
+    return await run_in_threadpool(_evaluate, rt, cache, name, body)
+
+
+def _evaluate(rt: Runtime, cache: CacheDep, name: str, body: schemas.EvaluateIn) -> schemas.EvaluateOut:
     brain, version, learner = _loaded(rt, cache, name)
     x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder)
     truth = brains.label_indices(brain, [smp.label for smp in body.samples], grow=False, limit=brain.num_classes)
