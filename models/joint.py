@@ -2,9 +2,13 @@
 
 It is experience replay whose memory keeps every sample (up to ``max_samples``; beyond that a
 uniform reservoir sample of the stream): each observed batch is trained on together with an equally
-sized random batch of everything seen before, and ``sleep`` rehearses about ``budget`` more samples
-of everything (plus the given replay). With enough sleep it approaches i.i.d. training on the union
-of all tasks, which no continual strategy should beat.
+sized random batch of everything seen before, and ``sleep`` rehearses at least one pass over
+everything it holds (more when ``budget`` asks for more), plus the given replay. After a sleep it has
+had i.i.d. training on the union of all tasks, which no continual strategy should beat.
+
+Measured (``python -m bench.quality --strategies joint``, 3 seeds): with sleeps of the service's
+budget only, Split Fashion-MNIST class-incremental 82.7% against Avalanche's one-epoch
+JointTraining 84.2%, and Split MNIST-5k 76.6% against 85.8%.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Annotated
 from pydantic import Field
 
 from models.experience_replay import ExperienceReplay
+from models.learner import Replay, Stats
 from models.network import Epochs, Hidden, LearningRate
 from models.registry import register
 
@@ -36,3 +41,6 @@ class Joint(ExperienceReplay):
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
                          lr=lr, epochs_per_batch=epochs_per_batch, memory_size=max_samples)
+
+    def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
+        return super().sleep(replay, max(budget, len(self.memory) + len(replay)))
