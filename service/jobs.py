@@ -15,6 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from sqlalchemy import select
+
 from service.db import Database
 from service.tables import Job, utcnow
 
@@ -69,7 +71,23 @@ class Jobs:
         self.db = db
         self.executor = executor
 
-    def submit(self, kind: str, brain_id: int, payload: dict | None = None) -> str:
+    def submit(self, kind: str, brain_id: int, payload: dict | None = None, *, join_queued: bool = False) -> str:
+        """Record and dispatch a job; its id.
+
+        ``join_queued``: when a job of this kind for this brain is still queued, return its id
+        instead (adding ``payload["samples"]`` to its own). For wake jobs, which learn everything
+        in the log when they start: a stream of small POSTs then becomes a few jobs that each
+        learn many samples, not one job and one version per POST."""
+        if join_queued:
+            with self.db.session() as s:
+                queued = s.scalar(
+                    select(Job).where(Job.brain_id == brain_id, Job.kind == kind, Job.state == "queued")
+                    .order_by(Job.created_at.desc()).limit(1)
+                )
+                if queued is not None:
+                    samples = int(queued.payload.get("samples", 0)) + int((payload or {}).get("samples", 0))
+                    queued.payload = {**queued.payload, "samples": samples}
+                    return queued.id
         job_id = str(uuid.uuid4())
         with self.db.session() as s:
             s.add(Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload or {}))

@@ -52,7 +52,7 @@ def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> sche
     brain_id, accepted, duplicates = brains.ingest(rt, name=name, body=body)
     if not accepted:
         return schemas.SamplesAccepted(accepted=0, duplicates=duplicates, job=None)
-    job_id = rt.jobs.submit("wake", brain_id, {"samples": accepted})
+    job_id = rt.jobs.submit("wake", brain_id, {"samples": accepted}, join_queued=True)
     out = schemas.SamplesAccepted(accepted=accepted, duplicates=duplicates, job=job_id, state="queued")
     if wait:
         job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds)

@@ -96,3 +96,42 @@ def test_a_sleep_rehearses_its_budget(client: TestClient) -> None:
     post(client, "r", "t", *clusters(30, ["a", "b"], seed=2))
     second = client.post("/v1/brains/r/sleep", params={"wait": True}).json()["result"]
     assert second["samples"] == 300
+
+
+class _Held:
+    """An executor that runs nothing until told: jobs stay queued."""
+
+    def __init__(self) -> None:
+        self.dispatched: list[str] = []
+
+    def dispatch(self, job_id: str, kind: str) -> None:
+        self.dispatched.append(job_id)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_posts_join_a_queued_wake_job_instead_of_queueing_one_each(client: TestClient) -> None:
+    make_brain(client)
+    rt = client.app.state.runtime
+    real, held = rt.jobs.executor, _Held()
+    rt.jobs.executor = held
+    try:
+        ids = [post(client, "b", "t", *clusters(10, ["a", "b"], seed=i), wait=False).json()["job"]
+               for i in range(4)]
+        assert len(set(ids)) == 1 and held.dispatched == ids[:1]
+        with rt.db.session() as s:
+            job = s.get(Job, ids[0])
+            assert job.payload["samples"] == 40
+            job.state = "running"  # once it runs, it may have read the log: a new job is needed
+        later = post(client, "b", "t", *clusters(10, ["a", "b"], seed=9), wait=False).json()["job"]
+        assert later != ids[0] and held.dispatched == [ids[0], later]
+    finally:
+        rt.jobs.executor = real
+    with rt.db.session() as s:
+        s.get(Job, ids[0]).state = "queued"
+    for job_id in held.dispatched:  # now run them: every sample is learned once
+        real.dispatch(job_id, "wake")
+    wait_until(lambda: all(client.get(f"/v1/jobs/{j}").json()["state"] == "succeeded" for j in held.dispatched))
+    assert sum(client.get(f"/v1/jobs/{j}").json()["result"]["learned"] for j in held.dispatched) == 50
+    assert client.get("/v1/brains/b").json()["samples_learned"] == 50
