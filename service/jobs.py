@@ -10,6 +10,8 @@ A job message carries only the job id; the job reads everything else from the da
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +37,13 @@ class Executor(Protocol):
 
 
 class InProcessJobs:
-    def __init__(self, run: Callable[[str], None], workers: int = 2) -> None:
+    """Jobs on threads of the API process. The threads run at a lower CPU priority (``nice``, on
+    Linux a thread's own) so that training yields the CPU to the requests being served."""
+
+    def __init__(self, run: Callable[[str], None], workers: int = 2, nice: int = 10) -> None:
         self.run = run
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-job")
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-job",
+                                       initializer=_lower_priority, initargs=(nice,))
 
     def dispatch(self, job_id: str, kind: str) -> None:
         self.pool.submit(self._run, job_id)
@@ -50,6 +56,14 @@ class InProcessJobs:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)
+
+
+def _lower_priority(nice: int) -> None:
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run at normal priority
+        log.debug("job thread priority unchanged: %s", exc)
 
 
 class CeleryJobs:

@@ -135,3 +135,16 @@ def test_posts_join_a_queued_wake_job_instead_of_queueing_one_each(client: TestC
     wait_until(lambda: all(client.get(f"/v1/jobs/{j}").json()["state"] == "succeeded" for j in held.dispatched))
     assert sum(client.get(f"/v1/jobs/{j}").json()["result"]["learned"] for j in held.dispatched) == 50
     assert client.get("/v1/brains/b").json()["samples_learned"] == 50
+
+
+def test_in_process_jobs_run_at_a_lower_priority_than_serving() -> None:
+    import os
+    import threading
+
+    from service.jobs import InProcessJobs
+
+    seen: list[int] = []
+    jobs = InProcessJobs(lambda job_id: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    jobs.dispatch("job", "wake")
+    jobs.shutdown()
+    assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)]
