@@ -271,8 +271,11 @@ def test_learn_sleep_and_survive_worker_and_api_restarts(stack: Stack) -> None:
         assert _create(api1, name)["current_version"] == 1
         first = _learn(api1, name, "t1", data.samples(TASK1, 50, seed=1))
         assert first["version"] == 2
+        assert _predict(api1, name, probe)[0] == 2  # the API now serves version 2 from memory
         second = _learn(api1, name, "t2", data.samples(TASK2, 50, seed=2))
         assert second["version"] == 3
+        # the worker's version reaches the API through Redis, long before the cache's 30 s expiry
+        _poll(lambda: _predict(api1, name, probe)[0] == 3, "version 3 served", timeout=2.0)
 
         held_out, truth = data.inputs([*TASK1, *TASK2], 20, seed=7)
         version, predictions = _predict(api1, name, held_out)
