@@ -101,16 +101,17 @@ def _text(item: object, where: str) -> str:
 
 def _vector(x: list, shape: Sequence[int], dim: int, where: str) -> np.ndarray:
     try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
+        with np.errstate(over="ignore"):
+            arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
         raise Invalid(f"{where}.x: expected numbers shaped {list(shape)}, got ragged or non-numeric values") from None
     if arr.shape != tuple(shape) and arr.shape != (dim,):
         raise Invalid(f"{where}.x: expected shape {list(shape)} ({dim} values), got shape {list(arr.shape)}")
-    if not np.isfinite(arr).all():
+    if not np.isfinite(arr).all():  # NaN or infinity given, or a number too large for float32
+        if np.isfinite(np.asarray(x, dtype=np.float64)).all():
+            raise Invalid(f"{where}.x: values must fit in float32")
         raise Invalid(f"{where}.x: values must be finite numbers (no NaN or infinity)")
-    if np.abs(arr).max(initial=0.0) > 3.0e38:
-        raise Invalid(f"{where}.x: values must fit in float32")
-    return arr.reshape(dim).astype(np.float32)
+    return arr.reshape(dim)
 
 
 def _vector_b64(data: str, dim: int, where: str) -> np.ndarray:

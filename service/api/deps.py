@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from service.inference import InferenceCache
 from service.runtime import Runtime
-from service.serving import MicroBatcher, ServingCache
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -30,14 +29,3 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CacheDep = Annotated[InferenceCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
-
-def get_serving(request: Request) -> ServingCache:
-    return request.app.state.serving
-
-
-def get_batcher(request: Request) -> MicroBatcher:
-    return request.app.state.batcher
-
-
-ServingDep = Annotated[ServingCache, Depends(get_serving)]
-BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]

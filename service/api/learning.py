@@ -11,12 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from service import brains, schemas
 from service.api import fastjson
-from service.api.deps import BatcherDep, CacheDep, RuntimeDep, ServingDep
+from service.api.deps import CacheDep, RuntimeDep
 from service.errors import NotFound
 from service.inference import predict as run_predict
 from service.inputs import decode
 from service.learning import submit_meta_train
 from service.runtime import Runtime
+from service.serving import MicroBatcher, ServingCache
 from service.tables import Brain, Job, Task
 
 router = APIRouter(prefix="/v1/brains", tags=["learning"])
@@ -82,10 +83,12 @@ def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
 
 @router.post("/{name}/predict", response_model=schemas.PredictOut,
              openapi_extra=fastjson.body_schema(schemas.PredictIn))
-async def predict(name: str, request: Request, serving: ServingDep, batcher: BatcherDep) -> Response:
+async def predict(name: str, request: Request) -> Response:
     """The current version's best label and its probability for each input (restricted to a
     task's labels when ``task`` is given). Served from memory: no database round trip while the
     brain has not changed; concurrent requests share forward passes."""
+    serving: ServingCache = request.app.state.serving  # not Depends: this route is the hot path
+    batcher: MicroBatcher = request.app.state.batcher
     body = await fastjson.parse_off_loop(schemas.PredictIn, await request.body())
     entry = serving.peek(name) or await run_in_threadpool(serving.load, name)
     if entry.raw_inputs and all(item.x is not None or item.x_b64 is not None for item in body.inputs):
