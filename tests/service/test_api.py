@@ -139,6 +139,7 @@ def test_duplicate_sample_ids_are_not_learned_twice(client: TestClient) -> None:
         ([{"x": [1.0] * DIM + [2.0], "label": "a"}], "expected shape"),
         ([{"x": [[1.0, 2.0], [3.0]], "label": "a"}], "ragged"),
         ([{"x": ["a"] * DIM, "label": "a"}], "non-numeric"),
+        ([{"x": [1e39] + [1.0] * (DIM - 1), "label": "a"}], "fit in float32"),
         ([{"x": [1.0] * DIM}], "label"),
         ([{"x": [1.0] * DIM, "label": "a", "image": "Zm9v"}], "exactly one"),
         ([{"x": [1.0] * DIM, "label": ""}], "label"),
