@@ -444,6 +444,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (ours and Avalanche's)")
     p.add_argument("--out", default="docs/bench", help="folder for quality.json, quality.md and plots")
     p.add_argument("--from-json", default=None, help="redo the table and plots of an earlier quality.json")
+    p.add_argument("--update", default=None, metavar="QUALITY_JSON",
+                   help="rerun the given scenarios x strategies x seeds and replace those runs in an earlier "
+                        "quality.json (the others are kept: runs are independent and deterministic)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -479,7 +482,22 @@ def main(argv: list[str] | None = None) -> int:
                               f"{_pct(run.metrics['average_accuracy'])}%, {run.seconds:.1f}s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.update:
+        earlier = json.loads(Path(args.update).read_text())
+        runs = replace_runs([Run(**r) for r in earlier["runs"]], runs)
+        args.argv = [*earlier["args"], "&&", "python", "-m", "bench.quality", *args.argv]
     return report(runs, args, out)
+
+
+def replace_runs(earlier: list[Run], fresh: list[Run]) -> list[Run]:
+    """``earlier`` with the runs of the same scenario, strategy, seed, passes and path as one in
+    ``fresh`` replaced by it."""
+    def key(run: Run) -> tuple:
+        return run.scenario, run.strategy, run.seed, run.epochs, run.via
+
+    new = {key(r): r for r in fresh}
+    kept = [new.pop(key(r), r) for r in earlier]
+    return kept + list(new.values())
 
 
 def report(runs: list[Run], args: argparse.Namespace, out: Path) -> int:

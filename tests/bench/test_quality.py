@@ -28,8 +28,8 @@ def tiny(setting: str = "class") -> Scenario:
 def test_local_and_http_give_the_same_accuracy_matrix(client: TestClient, strategy: str, setting: str) -> None:
     scenario = tiny(setting)
     params = {"hidden": 32} if strategy == "finetune" else {}
-    local = quality.LocalBrain(strategy, params, seed=3, replay=50)
-    http = quality.HttpBrain(client, "b", strategy, params, seed=3, replay=50)
+    local = quality.LocalBrain(strategy, params, seed=3, replay=50, max_labels=10)
+    http = quality.HttpBrain(client, "b", strategy, params, seed=3, replay=50, max_labels=10)
     local_matrix, _ = quality.run_stream(local, scenario, epochs=1, batch=64, seed=3)
     http_matrix, _ = quality.run_stream(http, scenario, epochs=1, batch=64, seed=3)
     assert local_matrix == http_matrix
@@ -54,6 +54,17 @@ def test_a_run_reports_metrics_memory_and_writes_the_table_and_plots(tmp_path) -
     assert {p.name for p in written} == {"split-fmnist-class-matrix.png", "split-fmnist-class-curves.png"}
     assert all(p.stat().st_size > 5000 for p in written)
     json.dumps([quality.asdict(r) for r in runs])  # the JSON report is plain data
+
+
+def test_update_replaces_the_rerun_runs_and_keeps_the_others() -> None:
+    def run(strategy: str, seed: int, accuracy: float) -> quality.Run:
+        return quality.Run(scenario="s", setting="class", strategy=strategy, seed=seed, epochs=1, via="local",
+                           matrix=[[accuracy]], metrics={"average_accuracy": accuracy}, seconds=1.0,
+                           replay_samples=0, replay_bytes=0, stored_samples=0, state_bytes=0)
+
+    earlier = [run("a", 0, 0.1), run("b", 0, 0.2), run("b", 1, 0.3)]
+    merged = quality.replace_runs(earlier, [run("b", 1, 0.9), run("c", 0, 0.5)])
+    assert [(r.strategy, r.seed, r.matrix[0][0]) for r in merged] == [("a", 0, 0.1), ("b", 0, 0.2), ("b", 1, 0.9), ("c", 0, 0.5)]
 
 
 def test_permuted_tasks_share_labels_and_are_evaluated_ahead() -> None:
