@@ -205,10 +205,14 @@ def process(name: str, cmd: list[str], env: dict[str, str], work: Path, *, healt
 
 
 def service_env(data_dir: Path, **brain_vars: str) -> dict[str, str]:
-    """The environment of ``brain serve`` / ``brain worker``: ``BRAIN_*`` from ``brain_vars`` only."""
+    """The environment of ``brain serve`` / ``brain worker``: ``BRAIN_*`` from ``brain_vars`` and
+    ``--service-env`` only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAIN_")}
-    env.update({"BRAIN_DATA_DIR": str(data_dir), "BRAIN_LOG_LEVEL": "WARNING", **brain_vars})
+    env.update({"BRAIN_DATA_DIR": str(data_dir), "BRAIN_LOG_LEVEL": "WARNING", **SERVICE_ENV, **brain_vars})
     return env
+
+
+SERVICE_ENV: dict[str, str] = {}  # --service-env
 
 
 def serve_cmd() -> list[str]:
@@ -731,8 +735,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
                    help="full stack: a Postgres server (its database is only used to create ours)")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="full stack: flushed before and after")
+    p.add_argument("--service-env", action="append", default=[], metavar="BRAIN_NAME=VALUE",
+                   help="a setting for the service and worker, e.g. BRAIN_TORCH_THREADS=1 (repeatable)")
     p.add_argument("--out", default="docs/bench", help="folder for serve.json and serve.md")
     args = p.parse_args(argv)
+    for item in args.service_env:
+        name, _, value = item.partition("=")
+        if not name.startswith("BRAIN_") or not _:
+            p.error(f"--service-env takes BRAIN_NAME=VALUE, got {item!r}")
+        SERVICE_ENV[name] = value
     args.argv = list(argv if argv is not None else sys.argv[1:])
     quick = args.quick
     defaults = {"stack": "embedded" if quick else "both", "duration": 1.0 if quick else 5.0,

@@ -12,12 +12,14 @@ forget everything: the subscription was broken and messages may have been lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
 from collections.abc import Callable
 from itertools import chain
 
+from redis.exceptions import RedisError
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,7 +74,7 @@ class BrainChanges:
             return
         try:
             self.redis.publish(CHANNEL, f"{self.origin} {','.join(map(str, sorted(ids)))}")
-        except Exception as exc:  # the commit stands; other processes catch up on resubscribing
+        except (RedisError, OSError) as exc:  # the commit stands; the others catch up when they resubscribe
             log.warning("could not announce brain changes %s: %s", sorted(ids), exc)
 
     def _tell(self, ids: set[int] | list[int] | None) -> None:
@@ -93,6 +95,8 @@ class BrainChanges:
 
     def close(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3)  # it checks the flag at least once a second
 
     def _hear(self) -> None:
         delay = 0.1
@@ -106,16 +110,16 @@ class BrainChanges:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._heard(message["data"])
-            except Exception as exc:
+            except (RedisError, OSError, ValueError) as exc:  # ValueError: a connection closed under it
+                if self._stop.is_set():
+                    return
                 log.warning("brain change subscription lost (%s); retrying in %.1f s", exc, delay)
                 self._tell(None)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                try:
+                with contextlib.suppress(RedisError, OSError, ValueError):
                     pubsub.close()
-                except Exception:
-                    pass
 
     def _heard(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else str(data)

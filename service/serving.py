@@ -171,7 +171,7 @@ class MicroBatcher:
                         idx, conf = entry.forward(x, mask)  # alone: a thread hop would only add latency
                     else:
                         idx, conf = await loop.run_in_executor(self._pool, entry.forward, x, mask)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - it belongs to the requests of this batch
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
