@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from models import encoders as encoder_registry
@@ -165,11 +165,11 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
         task = _task(s, brain, body.task)
         task.labels = sorted(set(task.labels) | {int(v) for v in labels})
         task.samples += len(keep)
-        s.add_all(
-            Sample(brain_id=brain.id, task_id=task.id, sample_key=body.samples[i].id, label=int(label),
-                   x=x[i].astype("<f4").tobytes())
+        s.execute(insert(Sample), [  # a bulk insert: no ORM objects for thousands of rows
+            {"brain_id": brain.id, "task_id": task.id, "sample_key": body.samples[i].id, "label": int(label),
+             "x": x[i].astype("<f4").tobytes()}
             for i, label in zip(keep, labels)
-        )
+        ])
         return brain.id, len(keep), duplicates
 
 

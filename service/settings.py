@@ -48,7 +48,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Longest a prediction trusts its in-memory copy of a brain without "
         "re-reading it; changes are announced at once, this only bounds a lost announcement.",
     )
-    torch_threads: int = Field(0, ge=0, description="torch threads of the API process; 0: torch's default.")
+    torch_threads: int = Field(
+        1, ge=0, description="torch threads of the API process (0: torch's default, one per core). One "
+        "per process measured best: more contend with the event loop, the jobs and the other workers.",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
