@@ -461,8 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     strategies = [s for s in args.strategies.split(",") if s]
     if args.from_json:
         earlier = json.loads(Path(args.from_json).read_text())
-        args.argv = earlier["args"]
-        return report([Run(**r) for r in earlier["runs"]], args, out)
+        first = earlier["args"][: earlier["args"].index("&&")] if "&&" in earlier["args"] else earlier["args"]
+        saved = parse(first)  # the run's passes, batch and replay name its tables
+        saved.argv = earlier["args"]
+        return report([Run(**r) for r in earlier["runs"]], saved, out)
     runs: list[Run] = []
     work = Path(tempfile.mkdtemp(prefix="pb-quality-"))
     try:
