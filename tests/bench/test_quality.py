@@ -74,3 +74,17 @@ def test_permuted_tasks_share_labels_and_are_evaluated_ahead() -> None:
     assert set(np.unique(first.y_train)) == set(range(10)) == set(np.unique(second.y_train))
     assert not np.array_equal(first.x_test.sum(axis=0), second.x_test.sum(axis=0))  # permuted pixels
     assert scenario.chance() == [0.1] * 5
+
+
+def test_from_json_redraws_an_earlier_run_with_its_own_settings(tmp_path) -> None:
+    run = quality.Run(scenario="split-fmnist-class", setting="class", strategy="plastic", seed=0, epochs=5,
+                      via="local", matrix=[[0.99, None], [0.95, 0.9]],
+                      metrics={"average_accuracy": 0.925, "forgetting": 0.04, "backward_transfer": -0.04,
+                               "forward_transfer": None},
+                      seconds=1.0, replay_samples=500, replay_bytes=1, stored_samples=0, state_bytes=1)
+    saved = tmp_path / "quality.json"
+    saved.write_text(json.dumps({"args": ["--epochs", "5", "--replay", "200"], "runs": [quality.asdict(run)]}))
+    assert quality.main(["--from-json", str(saved), "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "quality.md").read_text()
+    assert "### split-fmnist-class (5 passes, batch 128, replay 200)" in table
+    assert "| **plastic** | 92.5" in table
