@@ -92,17 +92,28 @@ def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) 
 
 
 def _all_flat_vectors(items: Sequence, dim: int) -> np.ndarray | None:
-    """Every item a flat, finite ``x`` of ``dim`` numbers: all rows converted in one call (for 64
-    rows of 784: 1.1 ms against 1.6 ms row by row). ``None`` when anything is off, so that the row
-    by row path names the first bad input and why."""
-    rows = [item.x for item in items]
-    if any(row is None or len(row) != dim for row in rows):
-        return None
-    try:
-        with np.errstate(over="ignore"):
-            out = np.asarray(rows, dtype=np.float32)
-    except (TypeError, ValueError, OverflowError):
-        return None
+    """Every item a flat, finite ``x`` of ``dim`` numbers, or every item an ``x_b64`` of ``dim``
+    float32: all rows converted in one call (64 rows of 784 numbers: 1.1 ms against 1.6 ms row by
+    row). ``None`` when anything is off, so that the row by row path names the first bad input and
+    why."""
+    encoded = [getattr(item, "x_b64", None) for item in items]
+    if all(e is not None for e in encoded):
+        try:  # row by row: each row's base64 may end in padding
+            raw = b"".join(base64.b64decode(e, validate=True) for e in encoded)
+        except (binascii.Error, ValueError):
+            return None
+        if any(len(e) != (4 * dim + 2) // 3 * 4 for e in encoded) or len(raw) != 4 * dim * len(items):
+            return None
+        out = np.frombuffer(raw, dtype="<f4").reshape(len(items), dim).astype(np.float32)
+    else:
+        rows = [item.x for item in items]
+        if any(row is None or len(row) != dim for row in rows):
+            return None
+        try:
+            with np.errstate(over="ignore"):
+                out = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):
+            return None
     if out.shape != (len(items), dim) or not np.isfinite(out).all():
         return None
     return out
