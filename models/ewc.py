@@ -129,11 +129,11 @@ class EWC(NetworkLearner):
 
         handles = [m.register_forward_hook(keep(name)) for name, m in linears.items()]
         total = {n: torch.zeros_like(p) for n, p in self.net.named_parameters()}
+        names = list(linears)
         try:
             for start in range(0, len(y), self.linear_chunk):
                 xs, ys = x[start: start + self.linear_chunk], y[start: start + self.linear_chunk]
                 loss = nn.functional.cross_entropy(self.net(xs), ys, reduction="sum")
-                names = list(linears)
                 deltas = torch.autograd.grad(loss, [outputs[n] for n in names])
                 for name, d in zip(names, deltas):
                     d2, a2 = d.detach() ** 2, inputs[name].detach() ** 2

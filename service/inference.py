@@ -69,12 +69,23 @@ def class_mask(num_classes: int, allowed: list[int]) -> torch.Tensor:
     return mask
 
 
+def check_width(learner: Learner, x: np.ndarray) -> None:
+    """422 unless ``x`` is rows of the learner's input size."""
+    if x.ndim != 2 or x.shape[1] != learner.input_dim:
+        raise Invalid(f"inputs encode to {list(x.shape[1:])} values; this brain's learner takes {learner.input_dim}")
+
+
+def best(learner: Learner, x: np.ndarray, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Best class index and its probability for each row, among the classes ``mask`` allows."""
+    with torch.inference_mode():
+        conf, idx = learner.predict(torch.from_numpy(x), mask).max(dim=1)
+    return idx.numpy(), conf.numpy()
+
+
 def predict(learner: Learner, x: np.ndarray, allowed: list[int]) -> tuple[list[int], list[float]]:
     """Best class index and its probability for each row, among the ``allowed`` classes."""
     if not allowed:
         raise Conflict("the brain has not learned any label yet")
-    if x.ndim != 2 or x.shape[1] != learner.input_dim:
-        raise Invalid(f"inputs encode to {list(x.shape[1:])} values; this brain's learner takes {learner.input_dim}")
-    probs = learner.predict(torch.from_numpy(x), class_mask(learner.num_classes, allowed))
-    conf, idx = probs.max(dim=1)
+    check_width(learner, x)
+    idx, conf = best(learner, x, class_mask(learner.num_classes, allowed))
     return idx.tolist(), conf.tolist()

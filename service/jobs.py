@@ -92,19 +92,18 @@ class Jobs:
         instead (adding ``payload["samples"]`` to its own). For wake jobs, which learn everything
         in the log when they start: a stream of small POSTs then becomes a few jobs that each
         learn many samples, not one job and one version per POST."""
-        if join_queued:
-            with self.db.session() as s:
-                queued = s.scalar(
-                    select(Job).where(Job.brain_id == brain_id, Job.kind == kind, Job.state == "queued")
-                    .order_by(Job.created_at.desc()).limit(1)
-                )
-                if queued is not None:
-                    samples = int(queued.payload.get("samples", 0)) + int((payload or {}).get("samples", 0))
-                    queued.payload = {**queued.payload, "samples": samples}
-                    return queued.id
-        job_id = str(uuid.uuid4())
+        payload = payload or {}
         with self.db.session() as s:
-            s.add(Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload or {}))
+            queued = s.scalar(
+                select(Job).where(Job.brain_id == brain_id, Job.kind == kind, Job.state == "queued")
+                .order_by(Job.created_at.desc()).limit(1)
+            ) if join_queued else None
+            if queued is not None:
+                samples = int(queued.payload.get("samples", 0)) + int(payload.get("samples", 0))
+                queued.payload = {**queued.payload, "samples": samples}
+                return queued.id
+            job_id = str(uuid.uuid4())
+            s.add(Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload))
         if self.executor is None:
             raise RuntimeError("this process has no job executor")
         self.executor.dispatch(job_id, kind)

@@ -28,8 +28,8 @@ from sqlalchemy import select
 from models import encoders
 from models.learner import Learner
 from service.brains import get_brain
-from service.errors import Conflict, Invalid, NotFound
-from service.inference import InferenceCache, class_mask
+from service.errors import Conflict, NotFound
+from service.inference import InferenceCache, best, check_width, class_mask
 from service.runtime import Runtime
 from service.tables import Task
 
@@ -71,15 +71,11 @@ class Serving:
         return mask
 
     def check_width(self, x: np.ndarray) -> None:
-        if x.ndim != 2 or x.shape[1] != self.learner.input_dim:
-            raise Invalid(f"inputs encode to {list(x.shape[1:])} values; this brain's learner takes "
-                          f"{self.learner.input_dim}")
+        check_width(self.learner, x)
 
     def forward(self, x: np.ndarray, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Best class index and its probability per row."""
-        with torch.inference_mode():
-            conf, idx = self.learner.predict(torch.from_numpy(x), mask).max(dim=1)
-        return idx.numpy(), conf.numpy()
+        return best(self.learner, x, mask)
 
 
 class ServingCache:
@@ -133,10 +129,10 @@ class MicroBatcher:
 
     ``max_rows`` bounds a batch (a single request larger than it still runs whole). A request of at
     most ``inline_rows`` rows that finds nothing else waiting runs on the event loop itself: at
-    one client a thread hop costs more than it saves (measured with ``python -m bench.serve``:
-    1-input predict p50 2.7 ms inline against 3.9 ms through the thread, 1 client); under load the
-    thread lets the loop parse the next requests while torch computes (642 against 392 requests/s
-    at 16 clients)."""
+    one client a thread hop costs more than it saves (``bench.loadgen`` against ``brain serve``,
+    while another benchmark held a core: 1-input predict p50 2.7-2.8 ms inline against 3.0-3.9 ms
+    through the thread); under load the thread lets the loop parse the next requests while torch
+    computes (642 against 392 requests/s at 16 clients)."""
 
     def __init__(self, max_rows: int = 4096, inline_rows: int = 16) -> None:
         self.max_rows, self.inline_rows = max_rows, inline_rows

@@ -28,4 +28,3 @@ def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Sessio
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CacheDep = Annotated[InferenceCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
-
