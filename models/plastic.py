@@ -274,7 +274,11 @@ class Plastic(Learner):
         return code, passes
 
     def _top_code(self, keys: torch.Tensor) -> torch.Tensor:
-        return self._forward(keys)[0]
+        """The top code alone, as ``_forward`` computes it (prediction and sleep need nothing else)."""
+        code = keys
+        for i, layer in enumerate(self.layers):
+            code = layer.code(normalise(code) if i else code)
+        return code
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
