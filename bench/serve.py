@@ -588,6 +588,9 @@ def run_full(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     out["time_to_learn"] = time_to_learn(api, BRAIN, x, y, rounds=args.rounds)
                     out["ingest"] = ingest(ours, x, y, api, args, work)
                     out["redis"] = redis_bytes_per_sample(args.redis_url, database_url, BRAIN)
+                    create_brain(api, "replay", x, y, strategy="replay")
+                    # the jobs run in the worker process here: the API's event loop only shares the CPUs
+                    out["during_jobs"] = latency_during_jobs(ours, api, x, y, other="replay", args=args, work=work)
                 finally:
                     api.close()
     finally:
@@ -640,13 +643,7 @@ def table_rows(report: dict) -> list[list[str]]:
     for strategy, s in emb.get("sleep", {}).items():
         rows.append([f"sleep, {strategy}: s per 10,000 replayed", _f(s["seconds_per_10k"], 2),
                      f"{_f(s['seconds'], 2)} s for {s['budget']:,}", "-"])
-    during = emb.get("during_jobs")
-    if during:
-        idle = during["idle"]
-        for key in ("during sleep", "during wake"):
-            d = during[key]
-            rows.append([f"predict x1, 1 client, {key}: p50/p99 ms", f"{_f(d['p50_ms'], 2)}/{_f(d['p99_ms'], 2)}",
-                         f"idle {_f(idle['p50_ms'], 2)}/{_f(idle['p99_ms'], 2)}", _f(d["p99_ratio_to_idle"], 2)])
+    rows += during_job_rows(emb.get("during_jobs"))
     if "memory" in emb:
         m = emb["memory"]
         rows.append([f"resident memory per loaded brain ({m['brains']} brains): MiB", _f(m["mib_per_brain"], 1),
@@ -668,6 +665,19 @@ def table_rows(report: dict) -> list[list[str]]:
         rows.append(["full stack: Redis bytes per replayed sample", _f(r["bytes_per_sample"], 0),
                      f"raw {r['raw_bytes_per_sample']} (784 float32)", _f(r["bytes_per_sample"] / r["raw_bytes_per_sample"], 2)
                      if r["bytes_per_sample"] else "-"])
+        rows += during_job_rows(full.get("during_jobs"), prefix="full stack: ")
+    return rows
+
+
+def during_job_rows(during: dict | None, prefix: str = "") -> list[list[str]]:
+    """p50/p99 of 1-client predict while a job runs, against idle (``latency_during_jobs``)."""
+    if not during:
+        return []
+    idle, rows = during["idle"], []
+    for key in ("during sleep", "during wake"):
+        d = during[key]
+        rows.append([f"{prefix}predict x1, 1 client, {key}: p50/p99 ms", f"{_f(d['p50_ms'], 2)}/{_f(d['p99_ms'], 2)}",
+                     f"idle {_f(idle['p50_ms'], 2)}/{_f(idle['p99_ms'], 2)}", _f(d["p99_ratio_to_idle"], 2)])
     return rows
 
 

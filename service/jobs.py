@@ -43,7 +43,7 @@ class InProcessJobs:
     def __init__(self, run: Callable[[str], None], workers: int = 2, nice: int = 10) -> None:
         self.run = run
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-job",
-                                       initializer=_lower_priority, initargs=(nice,))
+                                       initializer=lower_priority, initargs=(nice,))
 
     def dispatch(self, job_id: str, kind: str) -> None:
         self.pool.submit(self._run, job_id)
@@ -58,7 +58,11 @@ class InProcessJobs:
         self.pool.shutdown(wait=True, cancel_futures=False)
 
 
-def _lower_priority(nice: int) -> None:
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (on Linux a thread's own; elsewhere the
+    process's). Training calls it so that it yields the CPU to the requests being served."""
+    if nice <= 0:
+        return
     try:
         thread = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
@@ -67,6 +71,11 @@ def _lower_priority(nice: int) -> None:
 
 
 class CeleryJobs:
+    # A broker message can be lost while its job row stays "queued": the API died between the
+    # row's commit and the send, or Redis restarted empty. A job joined by a later submit is
+    # therefore sent again; a message for a job that has already run is a no-op (``Jobs.start``).
+    redispatch_joined = True
+
     def __init__(self, broker_url: str) -> None:
         from celery import Celery
 

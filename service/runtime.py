@@ -93,5 +93,5 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
         else:
             from service.learning import run_job
 
-            jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id))
+            jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id), nice=settings.job_nice)
     return rt

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         "re-reading it; changes are announced at once, this only bounds a lost announcement.",
     )
     torch_threads: int = Field(
+    job_nice: int = Field(
+        10, ge=0, le=19, description="How much lower the CPU priority of training is than serving's (a "
+        "nice increment): in-process job threads and Celery worker processes. 0 keeps it equal.",
+    )
         1, ge=0, description="torch threads of the API process (0: torch's default, one per core). One "
         "per process measured best: more contend with the event loop, the jobs and the other workers.",
     )

@@ -9,7 +9,7 @@ import threading
 from celery import Celery
 from celery.signals import worker_ready
 
-from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK
+from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK, lower_priority
 from service.learning import check_sleep_due, recover, run_job
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
@@ -18,15 +18,20 @@ log = logging.getLogger(__name__)
 
 
 class _ProcessRuntime:
-    """One Runtime per worker process, built on first use (after the pool forks)."""
+    """One Runtime per worker process, built on first use (after the pool forks). A thread that
+    asks for it runs jobs: its CPU priority is lowered by ``settings.job_nice`` first."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._rt: Runtime | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._niced = threading.local()
 
     def get(self) -> Runtime:
+        if not getattr(self._niced, "done", False):  # the thread that runs jobs yields to the API
+            lower_priority(self.settings.job_nice)
+            self._niced.done = True
         with self._lock:
             if self._rt is None or self._pid != os.getpid():
                 self._rt = build_runtime(self.settings)

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from service.learning import SLEEP_BUDGET_RANGE, recover, sleep_budget, wake
 from service.tables import Job
+from tests.conftest import make_settings
 from tests.service.test_api import clusters, make_brain, post
 
 
@@ -148,3 +149,28 @@ def test_in_process_jobs_run_at_a_lower_priority_than_serving() -> None:
     jobs.dispatch("job", "wake")
     jobs.shutdown()
     assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)]
+
+
+def test_celery_job_threads_run_at_the_configured_lower_priority(tmp_path) -> None:
+    import os
+    import threading
+
+    from workers.tasks import _ProcessRuntime
+
+    def priority_after_get(nice: int) -> int:
+        seen: list[int] = []
+
+        def job() -> None:
+            runtime = _ProcessRuntime(make_settings(tmp_path / f"var{nice}", job_nice=nice))
+            runtime._rt, runtime._pid = object(), os.getpid()  # no runtime to build: only the priority
+            runtime.get()
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert priority_after_get(0) == base
+    assert priority_after_get(7) == min(19, base + 7)
