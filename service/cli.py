@@ -1,8 +1,8 @@
-"""The ``brain`` command: serve the API, run a Celery worker or beat, apply migrations."""
+"""The ``brain`` command: serve the API, run a Celery worker or beat, apply migrations; and, through
+``brain_client.cli``, talk to a running service (brains, learn, predict, sleep, job, demo)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from service.observability import configure_logging
 from service.settings import Settings
 
 app = typer.Typer(help="plastic-brain: a continual-learning service.", no_args_is_help=True)
@@ -20,7 +21,7 @@ def _settings(data_dir: Path | None) -> Settings:
     if data_dir is not None:
         os.environ["BRAIN_DATA_DIR"] = str(data_dir)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -55,9 +56,10 @@ def serve(
     console.print(f"[bold]plastic-brain[/bold] on http://{host}:{port} — {mode}, data in {settings.data_dir}")
     if workers > 1 and not settings.uses_celery:
         raise typer.BadParameter("several API workers need the full stack (in-process jobs live in one process)")
-    uvicorn.run(
+    json_logs = {"log_config": None, "access_log": False} if settings.log_format == "json" else {}
+    uvicorn.run(  # JSON logs: uvicorn logs through ours, and the app writes the access lines
         "service.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level=settings.log_level.lower(),
+        log_level=settings.log_level.lower(), **json_logs,
     )
 
 
@@ -89,6 +91,14 @@ def _redact(url: str | None) -> str:
 
     return make_url(url).render_as_string(hide_password=True) if url else ""
 
+
+def _client_commands() -> None:
+    from brain_client.cli import register
+
+    register(app)
+
+
+_client_commands()  # brains, learn, predict, sleep, job, demo: brain_client.cli
 
 if __name__ == "__main__":
     app()

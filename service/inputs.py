@@ -4,7 +4,9 @@
 - ``image`` brains (shape ``[H, W]`` grey or ``[C, H, W]`` with C = 1 or 3) take ``image``: a
   base64 PNG or JPEG, converted to the brain's channels, resized to H x W (torchvision) and scaled
   to [0, 1]; or ``x``: raw pixels of exactly the brain's shape, already in [0, 1].
-  An image's header is read first, so an oversized image is refused before it is decoded. Bytes
+  An image's header is read first, so an oversized image is refused before it is decoded; so is
+  one past ``MAX_REQUEST_PIXELS``, the pixels all images of one request may have (a PNG of 4096 x
+  4096 pixels of one colour compresses to 16 kB: a 64 MiB body carries 3,000, 50 G pixels). Bytes
   are decoded by Pillow, which raises on corrupt data: torchvision.io's decoder (libpng) was seen to
   crash the whole process with a segmentation fault on a corrupt PNG, which a client must never
   be able to do.
@@ -31,6 +33,7 @@ from service.errors import Invalid
 SUPPORTED_KINDS = ("vector", "image", "text")
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_REQUEST_PIXELS = 32 * MAX_IMAGE_PIXELS
 MAX_TEXT_CHARS = 10_000
 TEXT_SHAPE = [1]
 
@@ -38,10 +41,26 @@ TEXT_SHAPE = [1]
 def check_kind(kind: str, shape: Sequence[int] | None = None) -> None:
     if kind not in SUPPORTED_KINDS:
         raise Invalid(f"input kind {kind!r} is not supported yet; supported: {', '.join(SUPPORTED_KINDS)}")
+    if shape is not None and (not shape or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in shape)):
+        raise Invalid(f"an input shape is a list of positive integers, got {list(shape)}")
     if kind == "image" and shape is not None and not (len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))):
         raise Invalid(f"an image brain's shape is [H, W] or [C, H, W] with C 1 or 3, got {list(shape)}")
     if kind == "text" and shape is not None and list(shape) != TEXT_SHAPE:
         raise Invalid(f"a text brain's shape is {TEXT_SHAPE} (one string a sample), got {list(shape)}")
+
+
+def check_limits(items: Sequence, *, field: str, max_items: int, setting: str, max_text_chars: int) -> None:
+    """The limits of one request, checked before anything is decoded: at most ``max_items`` inputs
+    (``setting`` names the ``BRAIN_*`` variable that sets it) and texts of at most ``max_text_chars``
+    characters (``BRAIN_MAX_TEXT_CHARS``; :func:`decode` alone holds texts to ``MAX_TEXT_CHARS``)."""
+    if len(items) > max_items:
+        raise Invalid(f"{field}: {len(items)} in one request; the limit is {max_items} ({setting})")
+    for i, item in enumerate(items):
+        text = getattr(item, "text", None)
+        if isinstance(text, str) and len(text) > max_text_chars:
+            raise Invalid(
+                f"{field}[{i}].text: {len(text)} characters; the limit is {max_text_chars} (BRAIN_MAX_TEXT_CHARS)"
+            )
 
 
 def decode(
@@ -50,6 +69,7 @@ def decode(
     """``items`` have ``x`` / ``image`` / ``text``; returns the learner's input, ``[len(items), D]``
     float32: the raw values (:func:`decode_raw`) through ``encoder`` (default: the kind's default,
     ``flatten`` / ``pixels`` / ``all-minilm-l6-v2``)."""
+    check_kind(kind, shape)
     name = encoder or encoders.DEFAULTS[kind]
     try:
         enc = encoders.get(name)
@@ -76,6 +96,7 @@ def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) 
     if fast is not None:
         return fast
     out = np.empty((len(items), dim), dtype=np.float32)
+    pixels_left = [MAX_REQUEST_PIXELS]
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         if item.x is not None:
@@ -83,7 +104,7 @@ def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) 
         elif getattr(item, "x_b64", None) is not None:
             out[i] = _vector_b64(item.x_b64, dim, where)
         elif kind == "image" and item.image is not None:
-            out[i] = _image(item.image, shape, where)
+            out[i] = _image(item.image, shape, where, pixels_left)
         else:
             takes = ("'x' (a list of numbers) or 'x_b64'" if kind == "vector"
                      else "'image' (base64 PNG/JPEG), 'x' or 'x_b64' (pixels)")
@@ -161,7 +182,9 @@ def _vector_b64(data: str, dim: int, where: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _image(data: str, shape: Sequence[int], where: str) -> np.ndarray:
+def _image(data: str, shape: Sequence[int], where: str, pixels_left: list[int]) -> np.ndarray:
+    """The image's pixels, resized to ``shape``; ``pixels_left[0]``: what the request's images may
+    still have (less this one's, after)."""
     import torch
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.functional import resize
@@ -180,10 +203,20 @@ def _image(data: str, shape: Sequence[int], where: str) -> np.ndarray:
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise Invalid(f"{where}.image: {w}x{h} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
+            if w * h > pixels_left[0]:
+                used = MAX_REQUEST_PIXELS - pixels_left[0]
+                raise Invalid(f"{where}.image: {w}x{h} pixels; the images of one request may have "
+                              f"{MAX_REQUEST_PIXELS} in all (MAX_REQUEST_PIXELS), the ones before it have {used}")
+            pixels_left[0] -= w * h
             pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    except Invalid:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own check, in open(), of a header far over ours
+        raise Invalid(f"{where}.image: more pixels than the limit of {MAX_IMAGE_PIXELS}") from None
     except UnidentifiedImageError:
         raise Invalid(f"{where}.image: not a PNG or JPEG image") from None
-    except (OSError, SyntaxError, ValueError):
+    except Exception:  # noqa: BLE001 - corrupt data surfaces as OSError, ValueError, SyntaxError,
+        # struct.error, zlib.error, EOFError... whatever a decoder hits: all the client's fault
         raise Invalid(f"{where}.image: the image data is corrupt") from None
     tensor = torch.from_numpy(pixels.copy())
     tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)

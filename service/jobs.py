@@ -110,12 +110,24 @@ class Jobs:
             if queued is not None:
                 samples = int(queued.payload.get("samples", 0)) + int(payload.get("samples", 0))
                 queued.payload = {**queued.payload, "samples": samples}
-                return queued.id
-            job_id = str(uuid.uuid4())
-            s.add(Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload))
+                joined = queued.id
+            else:
+                joined = None
+                job_id = str(uuid.uuid4())
+                s.add(Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload))
+        if joined is not None:
+            if getattr(self.executor, "redispatch_joined", False):
+                self.executor.dispatch(joined, kind)
+            return joined
         if self.executor is None:
             raise RuntimeError("this process has no job executor")
-        self.executor.dispatch(job_id, kind)
+        try:
+            self.executor.dispatch(job_id, kind)
+        except BaseException as exc:  # never sent: not left "queued" for ever (nor joined by later submits)
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                job.state, job.error, job.finished_at = "failed", f"not dispatched: {type(exc).__name__}: {exc}", utcnow()
+            raise
         return job_id
 
     def progress(self, job_id: str, fraction: float, phase: str | None = None) -> None:

@@ -85,7 +85,20 @@ class _TrainingCache:
 _cache = _TrainingCache()
 
 
-def run_job(rt: Runtime, job_id: str) -> dict | None:
+def transient(exc: BaseException) -> bool:
+    """A backend that went away (Postgres, Redis): the same job can succeed once it is back."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, BrokerError))
+
+
+def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict | None:
+    """Run a job and record its end. ``retry_transient`` (the Celery task, which retries): a job
+    that failed because a backend went away (:func:`transient`) is not marked failed but queued
+    again, and the error re-raised for the caller to retry it."""
     job = rt.jobs.start(job_id)
     if job is None:
         return None
@@ -95,11 +108,26 @@ def run_job(rt: Runtime, job_id: str) -> dict | None:
             raise ValueError(f"unknown job kind {job.kind!r}")
         result = handler(rt, job)
     except Exception as exc:
-        log.exception("job %s (%s) failed", job_id, job.kind)
-        rt.jobs.finish(job_id, error=f"{type(exc).__name__}: {exc}")
+        if retry_transient and transient(exc):
+            log.warning("job %s (%s) interrupted, to be retried: %s", job_id, job.kind, exc)
+            _requeue(rt, job_id, exc)
+        else:
+            log.exception("job %s (%s) failed", job_id, job.kind)
+            rt.jobs.finish(job_id, error=f"{type(exc).__name__}: {exc}")
         raise
     rt.jobs.finish(job_id, result=result)
     return result
+
+
+def _requeue(rt: Runtime, job_id: str, exc: BaseException) -> None:
+    """Best effort (the database may be the backend that is gone): the job is queued, not failed."""
+    try:
+        with rt.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.state == "running":
+                job.state, job.phase = "queued", f"retrying after {type(exc).__name__}"
+    except Exception as again:  # noqa: BLE001 - the row stays "running"; the retry runs it all the same
+        log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
 
 
 def _brain(rt: Runtime, brain_id: int) -> Brain | None:

@@ -16,12 +16,15 @@ from pydantic import (
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 TaskName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=256)] | int
+# integer labels fit in 64 bits: the JSON encoder of predictions (orjson) refuses larger ones
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256)] | Annotated[
+    int, Field(ge=-(2**63), le=2**63 - 1)
+]
 JobState = Literal["queued", "running", "succeeded", "failed"]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / Infinity: 422, never stored
 
 
 # -- brains ---------------------------------------------------------------------------------------
@@ -32,7 +35,9 @@ class InputSpec(_In):
 
 class SleepPolicy(_In):
     every_samples: int | None = Field(None, ge=1, description="Sleep after this many new samples.")
-    every_seconds: float | None = Field(None, ge=1, description="Sleep at most this often when new samples came.")
+    every_seconds: float | None = Field(  # at most 100 years: a timedelta of more overflowed in the wake job
+        None, ge=1, le=100 * 365 * 86400, description="Sleep at most this often when new samples came.",
+    )
     budget: int | None = Field(
         None, ge=1, le=10_000_000,
         description="Samples one sleep rehearses. Default: as many as were learned since the last "
@@ -258,3 +263,48 @@ class MetricsOut(BaseModel):
     forward_transfer: float | None
     forgetting: float | None
     history: list[HistoryRow]
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut] = Field(description="Newest first.")
+
+
+class ReplayOut(BaseModel):
+    size: int = Field(description="Samples held.")
+    capacity: int
+    policy: str
+    seen: int = Field(description="Samples ever offered to the buffer.")
+    per_label: dict[str, int] = Field(description="Samples held per label (labels as strings).")
+
+
+# -- API keys (service.auth) ----------------------------------------------------------------------
+Access = Literal["read", "write"]
+
+
+class KeyCreate(_In):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        ..., description="Who or what the key is for (shown in listings and errors)."
+    )
+    admin: bool = Field(False, description="May do everything: create and delete brains, manage keys.")
+    brains: dict[Name, Access] = Field(
+        default_factory=dict, description='Brain name -> "read" (GET, predict) or "write" (read, and '
+        "everything that changes the brain).",
+    )
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart; not a secret.")
+    admin: bool
+    brains: dict[str, Access]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where workers train.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object a line (with request ids and, for "
+        "each request, method, path, status and milliseconds).",
+    )
 
     # limits on what a client may send
     max_batch: int = Field(2048, ge=1, description="Samples per POST.")
@@ -37,11 +41,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Request body size.")
     max_meta_samples: int = Field(20_000, ge=2, description="Background samples per meta-train request.")
 
+    # limits: per request, checked before decoding (service.inputs.check_limits)
+    max_predict_inputs: int = Field(2048, ge=1, description="Inputs per predict request.")
+    max_text_chars: int = Field(
+        10_000, ge=1, le=10_000, description="Characters of one text input (at most 10,000: the text "
+        "encoders read only the first few hundred words).",
+    )
+
     # versions and schedules
     keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
     sleep_check_seconds: float = Field(5.0, gt=0, description="How often sleep policies are checked.")
     wait_timeout_seconds: float = Field(120.0, gt=0, description="Longest ?wait=true wait.")
     lock_timeout_seconds: float = Field(600.0, gt=0, description="Expiry of a brain's writer lock.")
+    job_nice: int = Field(
+        10, ge=0, le=19, description="How much lower the CPU priority of training is than serving's (a "
+        "nice increment): in-process job threads and Celery worker processes. 0 keeps it equal.",
+    )
 
     # serving
     serving_ttl_seconds: float = Field(
@@ -49,12 +64,19 @@ class Settings(BaseSettings):
         "re-reading it; changes are announced at once, this only bounds a lost announcement.",
     )
     torch_threads: int = Field(
-    job_nice: int = Field(
-        10, ge=0, le=19, description="How much lower the CPU priority of training is than serving's (a "
-        "nice increment): in-process job threads and Celery worker processes. 0 keeps it equal.",
-    )
         1, ge=0, description="torch threads of the API process (0: torch's default, one per core). One "
         "per process measured best: more contend with the event loop, the jobs and the other workers.",
+    )
+
+    # auth
+    admin_key: SecretStr | None = Field(
+        None, description="The admin API key (Authorization: Bearer ...): manages brains and keys. Auth is "
+        "on when this is set or any key exists in the database; off (an open API) only when neither.",
+    )
+    require_auth: bool = Field(False, description="Refuse to start the API without an admin key.")
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="How long a process trusts its memory of a key; a key revoked in another "
+        "process stops working here within this time (at once in the process that revoked it).",
     )
 
     @model_validator(mode="after")

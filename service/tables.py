@@ -8,6 +8,8 @@
 - ``versions``: immutable numbered checkpoints (files under the data dir) of a brain.
 - ``jobs``: wake and sleep jobs, their state and progress.
 - ``evaluations``: accuracy per task per version, the source of the accuracy matrix.
+- ``api_keys`` and ``api_key_grants``: API keys (only their sha256 is stored) and the brains each
+  may read or change (``service.auth``).
 """
 
 from __future__ import annotations
@@ -151,3 +153,29 @@ class Evaluation(Base):
     samples: Mapped[int] = mapped_column(Integer)
     tasks_seen: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key; the key itself is shown once at creation and never stored (``key_hash``: sha256)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, for display
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiKeyGrant(Base):
+    """What a non-admin key may do with one brain: "read" or "write" (read and change)."""
+
+    __tablename__ = "api_key_grants"
+    __table_args__ = (UniqueConstraint("key_id", "brain_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    access: Mapped[str] = mapped_column(String(8))  # read | write

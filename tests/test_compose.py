@@ -28,6 +28,9 @@ APP_SERVICES = ("api", "worker", "beat")  # built from ./Dockerfile, run `brain 
 ALL_SERVICES = (*APP_SERVICES, "postgres", "redis")
 DATA_DIR = "/data"
 ENV_PREFIX = "BRAIN_"
+# variables compose requires (`${X:?message}`): `docker compose` refuses to run without them, so the
+# tests read the file as an operator who set them would
+REQUIRED_ENV = {"BRAIN_ADMIN_KEY": "compose-test-admin-key-0123456789abcdef"}
 
 
 # --- readers ---------------------------------------------------------------------------------
@@ -40,7 +43,8 @@ _VAR = re.compile(
 
 
 def interpolate(value: object) -> object:
-    """Compose's variable substitution as with an empty environment: `${X:-d}` gives d."""
+    """Compose's variable substitution as with an empty environment (but REQUIRED_ENV): `${X:-d}`
+    gives d, `${X:?message}` the value in REQUIRED_ENV (fails for any other variable)."""
     if not isinstance(value, str):
         return value
 
@@ -51,6 +55,8 @@ def interpolate(value: object) -> object:
         if op.endswith("-"):
             return m["arg"]
         if op.endswith("?"):
+            if m["braced"] in REQUIRED_ENV:
+                return REQUIRED_ENV[m["braced"]]
             pytest.fail(f"{value!r}: ${{{m['braced']}}} is required and has no default")
         return ""
 
@@ -527,3 +533,27 @@ def test_workers_consume_every_celery_queue(services, image, scripts, monkeypatc
             consumed |= {q.strip() for q in str(queues).split(",") if q.strip()}
     missing = needed - consumed
     assert not missing, f"no compose worker consumes the Celery queues {sorted(missing)} (it consumes {sorted(consumed)})"
+
+
+def test_the_api_requires_an_admin_key_and_only_the_api_gets_it(services, monkeypatch, tmp_path):
+    """The full stack never serves an open API: BRAIN_REQUIRE_AUTH is on and BRAIN_ADMIN_KEY must
+    come from the operator's environment (`${BRAIN_ADMIN_KEY:?...}`: no default, no secret in the
+    file); the worker and beat serve no HTTP and do not get it."""
+    from service.app import create_app
+    from service.auth import AuthConfigError
+
+    raw = services["api"].get("environment") or {}
+    assert isinstance(raw, dict), "api: environment should be a mapping"
+    assert str(raw.get("BRAIN_REQUIRE_AUTH")).lower() == "true", "api: BRAIN_REQUIRE_AUTH must be true"
+    assert re.fullmatch(r"\$\{BRAIN_ADMIN_KEY:\?[^}]+\}", str(raw.get("BRAIN_ADMIN_KEY"))), (
+        f"api: BRAIN_ADMIN_KEY must be ${{BRAIN_ADMIN_KEY:?message}}, not {raw.get('BRAIN_ADMIN_KEY')!r}"
+    )
+    for name in ("worker", "beat"):
+        assert "BRAIN_ADMIN_KEY" not in environment(services[name]), f"{name} needs no admin key"
+    settings = _settings_from_compose(services["api"], monkeypatch, tmp_path)
+    assert settings.require_auth
+    assert settings.admin_key.get_secret_value() == REQUIRED_ENV["BRAIN_ADMIN_KEY"]
+    create_app(settings)  # starts: the key is there
+    monkeypatch.delenv("BRAIN_ADMIN_KEY")
+    with pytest.raises(AuthConfigError, match="BRAIN_ADMIN_KEY"):
+        create_app(type(settings)())

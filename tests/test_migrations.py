@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 from service.db import downgrade, make_engine, upgrade
 from service.tables import Base
 
-APP_TABLES = {"brains", "tasks", "samples", "versions", "jobs", "evaluations"}
+APP_TABLES = {"brains", "tasks", "samples", "versions", "jobs", "evaluations", "api_keys", "api_key_grants"}
 
 
 def test_orm_tables_are_the_expected_ones() -> None:
@@ -98,7 +98,7 @@ def _round_trip(url: str) -> None:
     assert head is not None
     assert _schema_diff(url) == []
     indexes = _indexes(url)
-    for table in APP_TABLES - {"brains"}:  # every child table is indexed by its brain
+    for table in APP_TABLES - {"brains", "api_keys"}:  # every child table is indexed by its brain
         assert f"ix_{table}_brain_id" in indexes[table], (table, indexes[table])
 
     downgrade(url, "base")

@@ -10,11 +10,12 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK, lower_priority
-from service.learning import check_sleep_due, recover, run_job
+from service.learning import check_sleep_due, recover, run_job, transient
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+RETRIES = 20  # of a job interrupted by a backend that went away: about 8 minutes of retries
 
 
 class _ProcessRuntime:
@@ -42,9 +43,18 @@ class _ProcessRuntime:
 def register(app: Celery, settings: Settings) -> None:
     runtime = _ProcessRuntime(settings)
 
-    @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
-    def run_job_task(job_id: str) -> None:
-        run_job(runtime.get(), job_id)
+    @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRIES)
+    def run_job_task(self, job_id: str) -> None:
+        """A job interrupted by a backend that went away (Postgres or Redis restarting) is retried
+        with a growing delay (1 s, 2 s, .. at most 30 s), ``RETRIES`` times; the last try records
+        the failure."""
+        last = self.request.retries >= RETRIES
+        try:
+            run_job(runtime.get(), job_id, retry_transient=not last)
+        except Exception as exc:
+            if last or not transient(exc):
+                raise
+            raise self.retry(exc=exc, countdown=min(30.0, 2.0 ** self.request.retries)) from exc
 
     @app.task(name=CHECK_SLEEP_TASK, ignore_result=True)
     def check_sleep_task() -> list[str]:

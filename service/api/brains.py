@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
 from sqlalchemy import select
 
 from service import brains, configure, schemas
-from service.api.deps import CacheDep, RuntimeDep, SessionDep
+from service.api import fastjson
+from service.api.deps import AdminOnly, AuthDep, CacheDep, Caller, CanRead, CanWrite, RuntimeDep, SessionDep
 from service.errors import NotFound
 from service.tables import Brain, Task, Version
 
-router = APIRouter(prefix="/v1/brains", tags=["brains"])
+router = APIRouter(prefix="/v1/brains", tags=["brains"], route_class=fastjson.SafeErrorsRoute)
+#: version numbers are 32-bit in the database: a larger one is a 422, not an overflow there
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.BrainOut)
-def create_brain(body: schemas.BrainCreate, rt: RuntimeDep) -> schemas.BrainOut:
+def create_brain(body: schemas.BrainCreate, rt: RuntimeDep, _: AdminOnly) -> schemas.BrainOut:
     brain = brains.create_brain(rt, body=body)
     with rt.db.session() as s:
         return brains.brain_out(s, s.get(Brain, brain.id))
 
 
 @router.get("", response_model=schemas.BrainList)
-def list_brains(s: SessionDep) -> schemas.BrainList:
-    rows = s.scalars(select(Brain).order_by(Brain.name)).all()
+def list_brains(s: SessionDep, caller: Caller) -> schemas.BrainList:
+    """The brains the caller may read."""
+    rows = [b for b in s.scalars(select(Brain).order_by(Brain.name)).all() if caller.can(b.name, "read")]
     return schemas.BrainList(brains=[brains.brain_out(s, b) for b in rows])
 
 
 @router.get("/{name}", response_model=schemas.BrainOut)
-def get_brain(name: str, s: SessionDep) -> schemas.BrainOut:
+def get_brain(name: str, s: SessionDep, _: CanRead) -> schemas.BrainOut:
     return brains.brain_out(s, brains.get_brain(s, name))
 
 
 @router.patch("/{name}", response_model=schemas.BrainOut)
-def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep) -> schemas.BrainOut:
+def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep, _: CanWrite) -> schemas.BrainOut:
     """Change the strategy's params (published as a new version of kind "reconfigure" that keeps
     what the brain learned; 422 for strategies that cannot) or the sleep policy."""
     configure.update_brain(rt, name=name, body=body)
@@ -41,16 +47,17 @@ def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep) -> schema
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_brain(name: str, rt: RuntimeDep, cache: CacheDep) -> Response:
+def delete_brain(name: str, rt: RuntimeDep, cache: CacheDep, authenticator: AuthDep, _: AdminOnly) -> Response:
     with rt.db.session() as s:
         brain_id = brains.get_brain(s, name).id
     brains.delete_brain(rt, name=name)
     cache.forget(brain_id)
+    authenticator.forget()  # keys' grants on it went with it
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{name}/tasks", response_model=schemas.TaskList)
-def list_tasks(name: str, s: SessionDep) -> schemas.TaskList:
+def list_tasks(name: str, s: SessionDep, _: CanRead) -> schemas.TaskList:
     brain = brains.get_brain(s, name)
     tasks = s.scalars(select(Task).where(Task.brain_id == brain.id).order_by(Task.ordinal)).all()
     return schemas.TaskList(tasks=[brains.task_out(brain, t) for t in tasks])
@@ -65,14 +72,14 @@ def _version_out(brain: Brain, v: Version) -> schemas.VersionOut:
 
 
 @router.get("/{name}/versions", response_model=schemas.VersionList)
-def list_versions(name: str, s: SessionDep) -> schemas.VersionList:
+def list_versions(name: str, s: SessionDep, _: CanRead) -> schemas.VersionList:
     brain = brains.get_brain(s, name)
     rows = s.scalars(select(Version).where(Version.brain_id == brain.id).order_by(Version.number)).all()
     return schemas.VersionList(current=brain.current_version, versions=[_version_out(brain, v) for v in rows])
 
 
 @router.post("/{name}/versions/{number}/promote", response_model=schemas.VersionOut)
-def promote(name: str, number: int, rt: RuntimeDep) -> schemas.VersionOut:
+def promote(name: str, number: VersionNumber, rt: RuntimeDep, _: CanWrite) -> schemas.VersionOut:
     """Make version ``number`` current (roll back or forward). Samples already learned by later
     versions are not learned again; samples not yet learned are learned on top of it."""
     with rt.db.session() as s:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from service import auth
 from service.inference import InferenceCache
 from service.runtime import Runtime
 
@@ -25,6 +27,46 @@ def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Sessio
         yield s
 
 
+def get_authenticator(request: Request) -> auth.Authenticator:
+    return request.app.state.auth
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CacheDep = Annotated[InferenceCache, Depends(get_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
+AuthDep = Annotated[auth.Authenticator, Depends(get_authenticator)]
+
+# -- who may do what (service.auth): 401 without a valid key, 403 without access ------------------
+bearer = HTTPBearer(
+    auto_error=False, scheme_name="APIKey",
+    description="An API key: `Authorization: Bearer <key>`. Not needed while the service has none.",
+)
+
+
+async def get_principal(
+    authenticator: AuthDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> auth.Principal:
+    return await auth.authenticate(authenticator, credentials.credentials if credentials else None)
+
+
+Caller = Annotated[auth.Principal, Depends(get_principal)]
+
+
+async def can_read(name: str, caller: Caller) -> auth.Principal:
+    """The caller, when it may read brain ``name`` (the route's path parameter)."""
+    return auth.require(caller, name, "read")
+
+
+async def can_write(name: str, caller: Caller) -> auth.Principal:
+    """The caller, when it may change brain ``name`` (the route's path parameter)."""
+    return auth.require(caller, name, "write")
+
+
+async def admin_only(caller: Caller) -> auth.Principal:
+    return auth.require_admin(caller)
+
+
+CanRead = Annotated[auth.Principal, Depends(can_read)]
+CanWrite = Annotated[auth.Principal, Depends(can_write)]
+AdminOnly = Annotated[auth.Principal, Depends(admin_only)]

@@ -10,9 +10,13 @@ bodies off the event loop.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -28,7 +32,53 @@ def parse(model: type[M], raw: bytes) -> M:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors, body=raw[:1000]) from None
+        raise RequestValidationError(safe_errors(errors), body=raw[:1000]) from None
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` (an input a validation error echoes) made writable as JSON: NaN and infinities
+    (which Python's and pydantic's JSON parsers accept) as their names, strings with lone
+    surrogates (which Python's parser accepts) and bytes that are not UTF-8 (a body pydantic could
+    not parse) with those escaped. Without this, the 422 that names them fails to render and the
+    client gets a 500."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (bytes, bytearray)):  # a body that is not UTF-8, echoed whole
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if depth > 32 and isinstance(value, (dict, list, tuple)):
+        return "..."
+    if isinstance(value, dict):
+        return {json_safe(k, depth + 1): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in value]
+    return value
+
+
+def safe_errors(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors whose echoed ``input`` is :func:`json_safe`."""
+    return [{**e, "input": json_safe(e["input"])} if "input" in e else e for e in errors]
+
+
+class SafeErrorsRoute(APIRoute):
+    """An ``APIRoute`` whose 422 for a body FastAPI parsed itself is always writable as JSON
+    (:func:`safe_errors`): ``{"sleep_policy": {"every_seconds": NaN}}`` gave a 500."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def safe(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise RequestValidationError(safe_errors(exc.errors()), body=exc.body) from None
+
+        return safe
 
 
 async def parse_off_loop(model: type[M], raw: bytes) -> M:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
-from service import schemas
-from service.api.deps import SessionDep
+from service import auth, schemas
+from service.api.deps import Caller, SessionDep
 from service.errors import NotFound
 from service.tables import Brain, Job
 
@@ -23,8 +23,14 @@ def job_out(s: Session, job: Job) -> schemas.JobOut:
 
 
 @router.get("/{job_id}", response_model=schemas.JobOut)
-def get_job(job_id: str, s: SessionDep) -> schemas.JobOut:
+def get_job(job_id: str, s: SessionDep, caller: Caller) -> schemas.JobOut:
+    """A job, for keys that may read its brain."""
     job = s.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id!r} not found")
-    return job_out(s, job)
+    out = job_out(s, job)
+    if out.brain is None:
+        auth.require_admin(caller)
+    else:
+        auth.require(caller, out.brain, "read")
+    return out

@@ -9,18 +9,18 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from service import brains, schemas
+from service import auth, brains, schemas
 from service.api import fastjson
-from service.api.deps import CacheDep, RuntimeDep
+from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep
 from service.errors import NotFound
 from service.inference import predict as run_predict
-from service.inputs import decode
+from service.inputs import check_limits, decode
 from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.serving import MicroBatcher, ServingCache
-from service.tables import Brain, Job, Task
+from service.tables import Brain, Job, Sample, Task
 
-router = APIRouter(prefix="/v1/brains", tags=["learning"])
+router = APIRouter(prefix="/v1/brains", tags=["learning"], route_class=fastjson.SafeErrorsRoute)
 
 
 def wait_for(rt: Runtime, job_id: str, timeout: float) -> Job:
@@ -42,17 +42,22 @@ async def post_samples(
     name: str,
     request: Request,
     rt: RuntimeDep,
+    _: CanWrite,
     wait: bool = Query(False, description="Answer when the samples have been learned."),
 ) -> schemas.SamplesAccepted:
     """Append labelled samples to the brain's log and queue a wake job that learns them."""
     body = await fastjson.parse_off_loop(schemas.SamplesIn, await request.body())
+    check_limits(body.samples, field="samples", max_items=rt.settings.max_batch, setting="BRAIN_MAX_BATCH",
+                 max_text_chars=rt.settings.max_text_chars)
     return await run_in_threadpool(_accept, rt, name, body, wait)
 
 
 def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> schemas.SamplesAccepted:
     brain_id, accepted, duplicates = brains.ingest(rt, name=name, body=body)
-    if not accepted:
+    if not accepted and not _unlearned(rt, brain_id):
         return schemas.SamplesAccepted(accepted=0, duplicates=duplicates, job=None)
+    # accepted == 0 with samples still unlearned: a client resending a batch whose first request
+    # was logged but never answered (the API died, or the job could not be sent); a job learns them
     job_id = rt.jobs.submit("wake", brain_id, {"samples": accepted}, join_queued=True)
     out = schemas.SamplesAccepted(accepted=accepted, duplicates=duplicates, job=job_id, state="queued")
     if wait:
@@ -62,6 +67,12 @@ def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> sche
             with rt.db.session() as s:  # this job may have found its samples learned by an earlier one
                 out.version = s.get(Brain, brain_id).current_version
     return out
+
+
+def _unlearned(rt: Runtime, brain_id: int) -> bool:
+    with rt.db.session() as s:
+        position = s.scalar(select(Brain.learned_position).where(Brain.id == brain_id))
+        return s.scalar(select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position).limit(1)) is not None
 
 
 def _loaded(rt: Runtime, cache: CacheDep, name: str):
@@ -83,7 +94,7 @@ def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
 
 @router.post("/{name}/predict", response_model=schemas.PredictOut,
              openapi_extra=fastjson.body_schema(schemas.PredictIn))
-async def predict(name: str, request: Request) -> Response:
+async def predict(name: str, request: Request, _: CanRead) -> Response:
     """The current version's best label and its probability for each input (restricted to a
     task's labels when ``task`` is given). Served from memory: no database round trip while the
     brain has not changed; concurrent requests share forward passes."""
@@ -95,9 +106,15 @@ async def serve_predict(request: Request) -> Response:
     of FastAPI's (which stays for the OpenAPI document): FastAPI's route matching and parameter
     solving were a third of a small request's time."""
     name = request.path_params["name"]
-    serving: ServingCache = request.app.state.serving  # not Depends: this route is the hot path
+    # not Depends: this route is the hot path; keys are checked from memory (service.auth)
+    caller = await auth.authenticate(request.app.state.auth, auth.bearer_token(request.headers.get("authorization")))
+    auth.require(caller, name, "read")
+    serving: ServingCache = request.app.state.serving
     batcher: MicroBatcher = request.app.state.batcher
     body = await fastjson.parse_off_loop(schemas.PredictIn, await request.body())
+    limits = request.app.state.runtime.settings
+    check_limits(body.inputs, field="inputs", max_items=limits.max_predict_inputs, setting="BRAIN_MAX_PREDICT_INPUTS",
+                 max_text_chars=limits.max_text_chars)
     entry = serving.peek(name) or await run_in_threadpool(serving.load, name)
     if entry.raw_inputs and all(item.x is not None or item.x_b64 is not None for item in body.inputs):
         x = decode(body.inputs, entry.kind, entry.shape, field="inputs", encoder=entry.encoder)
@@ -115,10 +132,12 @@ async def serve_predict(request: Request) -> Response:
 
 @router.post("/{name}/evaluate", response_model=schemas.EvaluateOut,
              openapi_extra=fastjson.body_schema(schemas.EvaluateIn))
-async def evaluate(name: str, request: Request, rt: RuntimeDep, cache: CacheDep) -> schemas.EvaluateOut:
+async def evaluate(name: str, request: Request, rt: RuntimeDep, cache: CacheDep, _: CanWrite) -> schemas.EvaluateOut:
     """Accuracy of the current version on held-out samples (never learned from), recorded for the
     accuracy matrix of ``GET .../metrics``."""
     body = await fastjson.parse_off_loop(schemas.EvaluateIn, await request.body())
+    check_limits(body.samples, field="samples", max_items=rt.settings.max_batch, setting="BRAIN_MAX_BATCH",
+                 max_text_chars=rt.settings.max_text_chars)
     return await run_in_threadpool(_evaluate, rt, cache, name, body)
 
 
@@ -142,6 +161,7 @@ def _evaluate(rt: Runtime, cache: CacheDep, name: str, body: schemas.EvaluateIn)
 def sleep(
     name: str,
     rt: RuntimeDep,
+    _: CanWrite,
     wait: bool = Query(False, description="Answer when the sleep has finished."),
 ) -> schemas.SleepAccepted:
     """Consolidate now: replay and distill, then publish a new version. Poll ``GET /v1/jobs/{job}``."""
@@ -155,11 +175,14 @@ def meta_train(
     name: str,
     body: schemas.MetaTrainIn,
     rt: RuntimeDep,
+    _: CanWrite,
     wait: bool = Query(False, description="Answer when the meta-training has finished."),
 ) -> schemas.SleepAccepted:
     """Meta-learn how to learn (strategies that can, e.g. "anml") on a background set of classes,
     then publish a version of kind "meta". The background samples and labels are the set's own:
     they never enter the brain's labels, tasks, sample log or replay. Poll ``GET /v1/jobs/{job}``."""
+    check_limits(body.samples, field="samples", max_items=rt.settings.max_meta_samples,
+                 setting="BRAIN_MAX_META_SAMPLES", max_text_chars=rt.settings.max_text_chars)
     return _job_answer(rt, submit_meta_train(rt, name=name, body=body), wait)
 
 

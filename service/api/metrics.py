@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 
 from service import brains, schemas
-from service.api.deps import SessionDep
+from service.api.deps import CanRead, SessionDep
 
 router = APIRouter(prefix="/v1/brains", tags=["metrics"])
 
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/brains", tags=["metrics"])
 def get_metrics(
     name: str,
     s: SessionDep,
+    _: CanRead,
     mode: Literal["class", "task"] = Query("class", description="Which evaluations to use."),
 ) -> schemas.MetricsOut:
     """Accuracy matrix (rows: evaluated versions in order, columns: tasks in arrival order), average
