@@ -60,6 +60,11 @@ def _answer(call: Call, response: httpx.Response | None, error: httpx.TransportE
 class _Api:
     """The client's calls, shared by both clients; ``_run`` carries one out (or returns an awaitable)."""
 
+    def __init__(self, http: Any, *, own_http: bool, api_key: str | None, retry: RetryPolicy | None) -> None:
+        self.http, self._own_http = http, own_http
+        self.retry = retry or RetryPolicy()
+        self.headers = _headers(api_key)
+
     def _run(self, steps: Steps[Any]) -> Any:  # pragma: no cover - both clients override it
         raise NotImplementedError
 
@@ -149,10 +154,8 @@ class Client(_Api):
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
                  retry: RetryPolicy | None = None, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
                  http: httpx.Client | None = None) -> None:
-        self.retry = retry or RetryPolicy()
-        self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
-        self._own_http = http is None
-        self.headers = _headers(api_key)
+        super().__init__(http or httpx.Client(base_url=base_url, timeout=timeout), own_http=http is None,
+                         api_key=api_key, retry=retry)
 
     def __enter__(self) -> Self:
         return self
@@ -198,10 +201,8 @@ class AsyncClient(_Api):
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
                  retry: RetryPolicy | None = None, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
                  http: httpx.AsyncClient | None = None) -> None:
-        self.retry = retry or RetryPolicy()
-        self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout)
-        self._own_http = http is None
-        self.headers = _headers(api_key)
+        super().__init__(http or httpx.AsyncClient(base_url=base_url, timeout=timeout), own_http=http is None,
+                         api_key=api_key, retry=retry)
 
     async def __aenter__(self) -> Self:
         return self

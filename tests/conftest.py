@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,9 +59,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture
-def live_server(settings: Settings) -> Iterator[str]:
-    """The embedded app behind a real uvicorn server on a free port, in a thread; its base URL."""
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """The app of ``settings`` behind a real uvicorn server on a free port, in a thread; its URL."""
     import uvicorn
 
     with socket.socket() as s:
@@ -73,9 +74,18 @@ def live_server(settings: Settings) -> Iterator[str]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[str]:
+    """The embedded app (the ``settings`` fixture) behind a real HTTP server."""
+    with serve(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

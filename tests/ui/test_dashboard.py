@@ -16,7 +16,7 @@ from PIL import Image
 
 from brain_client import Client
 from service.db import upgrade
-from tests.conftest import IN_CI, make_settings
+from tests.conftest import IN_CI, make_settings, serve
 from tests.service.test_api import DIM, SMALL, clusters
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -119,26 +119,9 @@ def test_dashboard_follows_a_running_job(browser, live_server: str) -> None:
 
 
 def test_dashboard_asks_for_the_key_when_the_service_has_keys(browser, tmp_path: Path) -> None:
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    from service.app import create_app
-
     settings = make_settings(tmp_path / "var", admin_key="admin-secret")
     upgrade(settings.database_url)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with serve(settings) as url:
         with Client(url, api_key="admin-secret") as admin:
             admin.create_brain("b", kind="vector", shape=[DIM], params=SMALL)
         page, _ = open_dashboard(browser, url)
@@ -149,6 +132,3 @@ def test_dashboard_asks_for_the_key_when_the_service_has_keys(browser, tmp_path:
         page.wait_for_selector("#brains a:has-text('b')")
         page.wait_for_selector("#brain:not([hidden])")
         assert page.inner_text("#brain-name") == "b"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
