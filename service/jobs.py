@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from service.db import Database
 from service.tables import Job, utcnow
 
 log = logging.getLogger(__name__)
+
+ROLE = "api"  # who records job events from this process; ``brain worker`` sets "worker"
+MAX_EVENTS = 50  # events kept per job: the first few and the latest (redelivered messages add some)
 
 RUN_JOB_TASK = "plastic_brain.run_job"
 CHECK_SLEEP_TASK = "plastic_brain.check_sleep"
@@ -114,7 +118,9 @@ class Jobs:
             else:
                 joined = None
                 job_id = str(uuid.uuid4())
-                s.add(Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload))
+                job = Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload, events=[])
+                append_event(job, "queued")
+                s.add(job)
         if joined is not None:
             if getattr(self.executor, "redispatch_joined", False):
                 self.executor.dispatch(joined, kind)
@@ -127,8 +133,16 @@ class Jobs:
             with self.db.session() as s:
                 job = s.get(Job, job_id)
                 job.state, job.error, job.finished_at = "failed", f"not dispatched: {type(exc).__name__}: {exc}", utcnow()
+                append_event(job, "failed", error=job.error)
             raise
         return job_id
+
+    def event(self, job_id: str, event: str, **detail: object) -> None:
+        """Add an event to the job's history (see :func:`append_event`); nothing if it is unknown."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                append_event(job, event, **detail)
 
     def progress(self, job_id: str, fraction: float, phase: str | None = None) -> None:
         with self.db.session() as s:
@@ -146,6 +160,7 @@ class Jobs:
             job.state = "running"
             job.started_at = utcnow()
             job.attempts += 1
+            append_event(job, "started", attempt=job.attempts)
             return job
 
     def finish(self, job_id: str, *, result: dict | None = None, error: str | None = None) -> None:
@@ -158,7 +173,23 @@ class Jobs:
             job.error = error
             job.progress = 1.0 if error is None else job.progress
             job.finished_at = utcnow()
+            append_event(job, job.state, **({"error": error[:500]} if error else {}))
 
     def shutdown(self) -> None:
         if self.executor is not None:
             self.executor.shutdown()
+
+
+def whoami() -> str:
+    """``role@host:pid`` of the calling process (read at each call: worker processes fork)."""
+    return f"{ROLE}@{socket.gethostname()}:{os.getpid()}"
+
+
+def append_event(job: Job, event: str, **detail: object) -> None:
+    """Record ``event`` (queued, received, started, retrying, succeeded, failed, ...) with the time
+    and the process; the list is reassigned, so the JSON column is written. Past
+    :data:`MAX_EVENTS`, the oldest after the first ten are dropped."""
+    events = [*(job.events or []), {"at": utcnow().isoformat(), "event": event, "by": whoami(), **detail}]
+    if len(events) > MAX_EVENTS:
+        events = events[:10] + events[-(MAX_EVENTS - 10):]
+    job.events = events

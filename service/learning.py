@@ -37,6 +37,7 @@ from service import schemas
 from service.brains import get_brain, label_key
 from service.errors import Invalid
 from service.inputs import decode
+from service.jobs import append_event
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
 from service.tables import Brain, Job, Sample, Task, Version, utcnow
@@ -126,6 +127,7 @@ def _requeue(rt: Runtime, job_id: str, exc: BaseException) -> None:
             job = s.get(Job, job_id)
             if job is not None and job.state == "running":
                 job.state, job.phase = "queued", f"retrying after {type(exc).__name__}"
+                append_event(job, "retrying", error=f"{type(exc).__name__}: {exc}"[:500])
     except Exception as again:  # noqa: BLE001 - the row stays "running"; the retry runs it all the same
         log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
 

@@ -216,6 +216,12 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    attempts: int = Field(0, description="Times a process started it (more than 1: redelivered or retried).")
+    events: list[dict[str, Any]] = Field(
+        default_factory=list, description="What happened to it, in order: {at, event, by (role@host:pid), ...}; "
+        "events: queued, received (by a Celery worker; redelivered true after a worker was lost), started, "
+        "retrying, succeeded, failed.",
+    )
 
 
 class TaskOut(BaseModel):

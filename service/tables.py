@@ -136,6 +136,8 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # what happened to it, in order: {"at", "event", "by" (role@host:pid), ...} (service.jobs.Jobs.event)
+    events: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)  # None: made before 0003
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

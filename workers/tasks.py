@@ -7,8 +7,9 @@ import os
 import threading
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import task_received, worker_ready
 
+from service import jobs
 from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK, lower_priority
 from service.learning import check_sleep_due, recover, run_job, transient
 from service.runtime import Runtime, build_runtime
@@ -41,7 +42,20 @@ class _ProcessRuntime:
 
 
 def register(app: Celery, settings: Settings) -> None:
+    jobs.ROLE = "worker"  # job events recorded by this process say so
     runtime = _ProcessRuntime(settings)
+
+    @task_received.connect(weak=False)
+    def _received(request=None, **_: object) -> None:
+        """The job's record shows each message a worker took, and whether it was a redelivery."""
+        if request is None or request.name != RUN_JOB_TASK or not request.args:
+            return
+        try:
+            redelivered = bool((request.delivery_info or {}).get("redelivered"))
+            runtime.get().jobs.event(str(request.args[0]), "received", worker=request.hostname,
+                                     redelivered=redelivered)
+        except Exception as exc:  # noqa: BLE001 - a record, never a reason to drop the message
+            log.warning("could not record the receipt of job %s: %s", request.args[0], exc)
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRIES)
     def run_job_task(self, job_id: str) -> None:

@@ -19,6 +19,7 @@ def job_out(s: Session, job: Job) -> schemas.JobOut:
         id=job.id, brain=brain.name if brain else None, kind=job.kind, state=job.state,
         progress=job.progress, phase=job.phase, result=job.result, error=job.error,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        attempts=job.attempts, events=job.events or [],
     )
 
 

@@ -193,7 +193,9 @@ function jobsTable(jobs) {
     const bar = document.createElement("progress");
     bar.max = 1; bar.value = job.progress;
     const state = document.createElement("span");
-    state.textContent = job.state; state.className = `state-${job.state}`;
+    state.textContent = job.attempts > 1 ? `${job.state} (attempt ${job.attempts})` : job.state;
+    state.className = `state-${job.state}`;
+    state.title = (job.events || []).map((e) => `${when(e.at)}  ${e.event}  ${e.by}${e.attempt ? `  attempt ${e.attempt}` : ""}${e.error ? `  ${e.error}` : ""}`).join("\n");
     const result = job.error || (job.result ? Object.entries(job.result).map(([k, v]) => `${k} ${typeof v === "number" ? +v.toFixed(3) : v}`).join(", ") : "");
     body.appendChild(row([job.kind, state, bar, job.phase || "", when(job.created_at), result]));
   }

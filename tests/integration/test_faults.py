@@ -304,6 +304,14 @@ def test_worker_killed_mid_sleep_job_is_redelivered_and_published_once(fresh_pg,
         assert job["result"]["version"] == 4
         with api.app.state.runtime.db.session() as s:
             assert s.get(Job, job_id).attempts == 2  # the first, killed, and the redelivery
+        # the job's record tells the story: queued by the API, taken and started by one worker
+        # process, then taken again and finished by another
+        events = job["events"]
+        assert events[0]["event"] == "queued" and events[0]["by"].startswith("api@")
+        started = [e for e in events if e["event"] == "started"]
+        assert [e["attempt"] for e in started] == [1, 2]
+        assert all(e["by"].startswith("worker@") for e in started) and started[0]["by"] != started[1]["by"]
+        assert sum(e["event"] == "received" for e in events) >= 2 and events[-1]["event"] == "succeeded"
         kinds = [(v["number"], v["kind"]) for v in _versions(api, name)]
         assert kinds == [(1, "init"), (2, "wake"), (3, "wake"), (4, "sleep")]  # published once
         version, _ = _after_the_fault(stack, api, name, acknowledged=180, probe=probe)

@@ -174,3 +174,41 @@ def test_celery_job_threads_run_at_the_configured_lower_priority(tmp_path) -> No
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert priority_after_get(0) == base
     assert priority_after_get(7) == min(19, base + 7)
+
+
+def test_a_jobs_record_holds_its_events_in_order(client: TestClient) -> None:
+    make_brain(client, "b")
+    x, y = clusters(20, ["a", "b"], seed=0)
+    job_id = post(client, "b", "t1", x, y).json()["job"]
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert [e["event"] for e in job["events"]] == ["queued", "started", "succeeded"]
+    assert job["attempts"] == 1 and job["events"][1]["attempt"] == 1
+    assert all(e["by"].startswith("api@") for e in job["events"])  # the embedded executor
+    stamps = [e["at"] for e in job["events"]]
+    assert stamps == sorted(stamps)
+
+    from service.jobs import MAX_EVENTS
+
+    rt = client.app.state.runtime
+    for i in range(MAX_EVENTS + 5):  # e.g. a message redelivered again and again: bounded
+        rt.jobs.event(job_id, "received", n=i)
+    events = client.get(f"/v1/jobs/{job_id}").json()["events"]
+    assert len(events) == MAX_EVENTS and events[0]["event"] == "queued" and events[-1]["n"] == MAX_EVENTS + 4
+
+
+def test_a_failed_job_records_why(client: TestClient, monkeypatch) -> None:
+    import service.learning
+
+    make_brain(client, "b")
+    x, y = clusters(20, ["a", "b"], seed=0)
+    post(client, "b", "t1", x, y)
+
+    def broken(rt, job):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setitem(service.learning.__dict__, "sleep", broken)
+    job_id = client.post("/v1/brains/b/sleep").json()["job"]
+    wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["state"] == "failed")
+    events = client.get(f"/v1/jobs/{job_id}").json()["events"]
+    assert [e["event"] for e in events] == ["queued", "started", "failed"]
+    assert "the disk is full" in events[-1]["error"]
