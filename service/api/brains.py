@@ -9,7 +9,16 @@ from sqlalchemy import select
 
 from service import brains, configure, schemas
 from service.api import fastjson
-from service.api.deps import AdminOnly, AuthDep, CacheDep, Caller, CanRead, CanWrite, RuntimeDep, SessionDep
+from service.api.deps import (
+    AdminOnly,
+    AuthDep,
+    CacheDep,
+    Caller,
+    CanRead,
+    CanWrite,
+    RuntimeDep,
+    SessionDep,
+)
 from service.errors import NotFound
 from service.tables import Brain, Task, Version
 
