@@ -1,4 +1,5 @@
-"""The ``brain`` command: serve the API, run a Celery worker or beat, apply migrations; and, through
+"""The ``brain`` command: serve the API, run a Celery worker or beat, apply migrations, run the
+benchmarks; and, through
 ``brain_client.cli``, talk to a running service (brains, learn, predict, sleep, job, demo)."""
 
 from __future__ import annotations
@@ -84,6 +85,26 @@ def beat(data_dir: DataDir = None) -> None:
     celery = create_celery(_settings(data_dir))
     # the in-memory scheduler: the schedule is one interval, nothing worth a (pickled) shelve file
     celery.start(["beat", "--loglevel", "INFO", "--scheduler", "celery.beat:Scheduler"])
+
+
+BENCHMARKS = {
+    "quality": "bench.quality", "serve": "bench.serve", "soak": "bench.soak", "stream": "bench.stream",
+    "panic": "bench.panic",
+}
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def bench(
+    ctx: typer.Context,
+    which: Annotated[str, typer.Argument(help=f"One of: {', '.join(BENCHMARKS)}.")],
+) -> None:
+    """Run a benchmark with its own options, e.g. `brain bench serve --quick` or `brain bench
+    quality --avalanche` (`brain bench serve --help` lists them; docs/benchmarks.md explains them)."""
+    import importlib
+
+    if which not in BENCHMARKS:
+        raise typer.BadParameter(f"no benchmark {which!r}; choose one of {', '.join(BENCHMARKS)}", param_hint="WHICH")
+    raise typer.Exit(importlib.import_module(BENCHMARKS[which]).main(list(ctx.args)) or 0)
 
 
 def _redact(url: str | None) -> str:

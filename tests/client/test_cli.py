@@ -97,3 +97,12 @@ def test_demo_shows_the_fine_tune_brain_forgetting_and_ours_not(server: str) -> 
 def test_demo_command_prints_the_table_and_summary(server: str) -> None:
     out = run("demo", "--train-per-task", "100", "--test-per-task", "40", "--no-sleep", "--prefix", "cli", url=server)
     assert "fine-tune" in out and "task 5" in out and "ours keeps" in out and "/ui" in out
+
+
+def test_brain_bench_hands_its_arguments_to_the_benchmark() -> None:
+    helped = runner.invoke(brain, ["bench", "serve", "--help"])
+    assert helped.exit_code == 0 and "usage: python -m bench.serve" in helped.output and "--quick" in helped.output
+    wrong = runner.invoke(brain, ["bench", "soak", "--no-such-option"])
+    assert wrong.exit_code == 2 and "unrecognized arguments: --no-such-option" in wrong.output
+    unknown = runner.invoke(brain, ["bench", "nope"])
+    assert unknown.exit_code == 2 and "no benchmark 'nope'" in unknown.output
