@@ -8,7 +8,11 @@ had i.i.d. training on the union of all tasks, which no continual strategy shoul
 
 Measured (``python -m bench.quality --avalanche``, 3 seeds): with sleeps of the service's budget
 only, Split Fashion-MNIST class-incremental 82.7% against Avalanche's one-epoch JointTraining
-84.2%, and Split MNIST-5k 49.2% against 85.8%; with a pass over everything, 86.0% and 82.6%.
+84.2%, and Split MNIST-5k 49.2% against 85.8%; with a pass over everything, 86.0% and 82.6%. A
+small memory (MNIST-5k: 4,000 samples) needs more than one pass: with at least
+``min_sleep_samples`` (10,000) rehearsed a sleep, MNIST-5k reaches 91.3 +- 0.3%
+(``--scenarios split-mnist5k --strategies joint --seeds 0,1,2``); the larger scenarios hold more
+than that after their first task, so their sleeps are unchanged.
 """
 
 from __future__ import annotations
@@ -38,9 +42,13 @@ class Joint(ExperienceReplay):
         lr: LearningRate = 1e-3,
         epochs_per_batch: Epochs = 1,
         max_samples: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000,
+        min_sleep_samples: Annotated[int, Field(
+            ge=0, le=10_000_000, description="a sleep rehearses at least this many samples: several "
+            "passes when everything held is fewer")] = 10_000,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
                          lr=lr, epochs_per_batch=epochs_per_batch, memory_size=max_samples)
+        self.min_sleep_samples = min_sleep_samples
 
     def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
-        return super().sleep(replay, max(budget, len(self.memory) + len(replay)))
+        return super().sleep(replay, max(budget, len(self.memory) + len(replay), self.min_sleep_samples))

@@ -23,10 +23,19 @@ def test_it_keeps_everything_up_to_max_samples():
 
 def test_sleep_trains_on_everything():
     x, y, _, _ = clusters(num_classes=4, per_class=30)
-    learner = Joint(input_dim=20, num_classes=4, hidden=32)
+    learner = Joint(input_dim=20, num_classes=4, hidden=32, min_sleep_samples=0)
     learner.observe(x, y)
     before = learner.state_dict()["optim.net.0.weight.step"]
     learner.sleep(Replay(x[:0], y[:0]), budget=10 * Joint.sleep_batch)
+    assert float(learner.state_dict()["optim.net.0.weight.step"]) == float(before) + 10
+
+
+def test_a_small_memory_gets_several_passes_a_sleep():
+    x, y, _, _ = clusters(num_classes=4, per_class=30)  # 120 samples held
+    learner = Joint(input_dim=20, num_classes=4, hidden=32, min_sleep_samples=10 * Joint.sleep_batch)
+    learner.observe(x, y)
+    before = learner.state_dict()["optim.net.0.weight.step"]
+    learner.sleep(Replay(x[:0], y[:0]), budget=1)
     assert float(learner.state_dict()["optim.net.0.weight.step"]) == float(before) + 10
 
 
