@@ -267,14 +267,18 @@ def _timed(call):
 
 
 # -- a. a worker killed during a sleep job -----------------------------------------------------------
+
+def _brain_data(prefix: str, *, seed: int) -> tuple[str, Clusters, list[dict]]:
+    """A brain name unique to this run, its data (the first and the second labels) and a probe."""
+    data = Clusters([*LABELS, *MORE], seed=seed)
+    return f"{prefix}-{RUN}", data, data.inputs([*LABELS, *MORE], 3, seed=99)[0]
+
 def test_worker_killed_mid_sleep_job_is_redelivered_and_published_once(fresh_pg, private_redis, stack_factory) -> None:
     """SIGKILL while a sleep consolidates (holding the brain's lock): nothing is published; the
     lock expires, so a new worker's wake job gets in; the sleep's message, not acknowledged
     (``acks_late``), comes back once its visibility timeout passes and publishes one sleep version."""
     stack = stack_factory(fresh_pg, private_redis.url, lock_timeout_seconds=SLEEP_LOCK_TIMEOUT)
-    name = f"kill-mid-sleep-{RUN}"
-    data = Clusters([*LABELS, *MORE], seed=21)
-    probe, _ = data.inputs([*LABELS, *MORE], 3, seed=99)
+    name, data, probe = _brain_data("kill-mid-sleep", seed=21)
     worker = stack.start_worker()
     with stack.api() as api:
         # the "replay" strategy rehearses ``budget`` samples: a sleep of a few seconds
@@ -352,9 +356,7 @@ def test_redis_restart(fresh_pg, private_redis, stack_factory) -> None:
     reason, quickly; once it is back, empty, the replay buffer is restored from the last sleep's
     snapshot, the batch refused meanwhile is resent and learned once, and learning goes on."""
     stack = stack_factory(fresh_pg, private_redis.url)
-    name = f"redis-restart-{RUN}"
-    data = Clusters([*LABELS, *MORE], seed=23)
-    probe, _ = data.inputs([*LABELS, *MORE], 3, seed=99)
+    name, data, probe = _brain_data("redis-restart", seed=23)
     stack.start_worker()
     with stack.api() as api:
         _create(api, name, replay={"size": 100})
@@ -412,9 +414,7 @@ def test_postgres_restart(private_pg, private_redis, stack_factory) -> None:
     in memory still answer); after the restart the pools reconnect (pre-ping) without restarting
     the API or the worker, and the batch refused meanwhile is resent and learned once."""
     stack = stack_factory(private_pg.url, private_redis.url)
-    name = f"pg-restart-{RUN}"
-    data = Clusters([*LABELS, *MORE], seed=25)
-    probe, _ = data.inputs([*LABELS, *MORE], 3, seed=99)
+    name, data, probe = _brain_data("pg-restart", seed=25)
     stack.start_worker()
     with stack.api() as api:
         _create(api, name)
@@ -450,9 +450,7 @@ def test_a_job_whose_message_was_lost_does_not_hold_back_learning(fresh_pg, priv
     lost the message): the row stays "queued". The next batch joins that job, as batches join a
     queued wake job, and its message is sent again, so the batch is learned, not left waiting."""
     stack = stack_factory(fresh_pg, private_redis.url)
-    name = f"lost-message-{RUN}"
-    data = Clusters([*LABELS, *MORE], seed=29)
-    probe, _ = data.inputs([*LABELS, *MORE], 3, seed=99)
+    name, data, probe = _brain_data("lost-message", seed=29)
     stack.start_worker()
     with stack.api() as api:
         _create(api, name)
@@ -472,9 +470,7 @@ def test_a_job_interrupted_by_a_postgres_restart_is_retried(private_pg, private_
     task, with a growing delay) and learns its samples once Postgres is back, without another
     batch or a worker restart to set it going."""
     stack = stack_factory(private_pg.url, private_redis.url)
-    name = f"pg-mid-job-{RUN}"
-    data = Clusters([*LABELS, *MORE], seed=31)
-    probe, _ = data.inputs([*LABELS, *MORE], 3, seed=99)
+    name, data, probe = _brain_data("pg-mid-job", seed=31)
     stack.start_worker()
     with stack.api() as api:
         _create(api, name)
