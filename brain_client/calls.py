@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import BaseModel
 
 from brain_client.errors import JobFailed
 from service import schemas
@@ -238,6 +237,3 @@ def revoke_key(key_id: int | str) -> Steps[None]:
 def ready() -> Steps[dict[str, Any]]:
     return (yield Call("GET", "/readyz"))
 
-
-def as_dict(value: BaseModel | Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value

@@ -93,6 +93,12 @@ def get_brain(s: Session, name: str) -> Brain:
     return brain
 
 
+def has_unlearned(s: Session, brain_id: int) -> bool:
+    """Whether the brain's sample log holds samples after its learned position."""
+    position = select(Brain.learned_position).where(Brain.id == brain_id).scalar_subquery()
+    return s.scalar(select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position).limit(1)) is not None
+
+
 def brain_out(s: Session, brain: Brain) -> schemas.BrainOut:
     pending = s.scalar(
         select(func.count()).select_from(Sample).where(

@@ -18,7 +18,7 @@ from service.inputs import check_limits, decode
 from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.serving import MicroBatcher, ServingCache
-from service.tables import Brain, Job, Sample, Task
+from service.tables import Brain, Job, Task
 
 router = APIRouter(prefix="/v1/brains", tags=["learning"], route_class=fastjson.SafeErrorsRoute)
 
@@ -54,7 +54,7 @@ async def post_samples(
 
 def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> schemas.SamplesAccepted:
     brain_id, accepted, duplicates = brains.ingest(rt, name=name, body=body)
-    if not accepted and not _unlearned(rt, brain_id):
+    if not accepted and not _has_unlearned(rt, brain_id):
         return schemas.SamplesAccepted(accepted=0, duplicates=duplicates, job=None)
     # accepted == 0 with samples still unlearned: a client resending a batch whose first request
     # was logged but never answered (the API died, or the job could not be sent); a job learns them
@@ -69,10 +69,9 @@ def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> sche
     return out
 
 
-def _unlearned(rt: Runtime, brain_id: int) -> bool:
+def _has_unlearned(rt: Runtime, brain_id: int) -> bool:
     with rt.db.session() as s:
-        position = s.scalar(select(Brain.learned_position).where(Brain.id == brain_id))
-        return s.scalar(select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position).limit(1)) is not None
+        return brains.has_unlearned(s, brain_id)
 
 
 def _loaded(rt: Runtime, cache: CacheDep, name: str):
