@@ -62,6 +62,7 @@ from torch.nn import functional as F
 
 from models.learner import Learner, Replay, Stats
 from models.network import Hidden
+from models.optim import adam
 from models.registry import register
 
 Rate = Annotated[float, Field(gt=0.0, le=10.0)]
@@ -206,7 +207,7 @@ class ANML(Learner):
             meta_head.weight.copy_(self._init_rows(len(classes), gen))
             meta_head.bias.zero_()
         meta_params = [*self.nm.parameters(), *self.body.parameters(), *meta_head.parameters()]
-        optimizer = torch.optim.Adam(meta_params, lr=self.meta_lr)
+        optimizer = adam(meta_params, lr=self.meta_lr)
         self.nm.requires_grad_(True)
         gate_before = self._gate_stats(x)
         losses, report_every = [], max(1, steps // 20)

@@ -47,7 +47,8 @@ class Joint(ExperienceReplay):
             "passes when everything held is fewer")] = 10_000,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
-                         lr=lr, epochs_per_batch=epochs_per_batch, memory_size=max_samples)
+                         lr=lr, epochs_per_batch=epochs_per_batch, memory_size=max_samples,
+                         sleep_share=1.0)
         self.min_sleep_samples = min_sleep_samples
 
     def sleep(self, replay: Replay, budget: int = 1000) -> Stats:

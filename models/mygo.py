@@ -102,6 +102,7 @@ from torch.nn import functional as F
 
 from models.learner import Learner, Replay, Stats
 from models.network import Epochs, Hidden, LearningRate
+from models.optim import adam
 from models.registry import register
 from models.sample_memory import mix_seed
 from models.torch_state import load_network_state, move_optimizer, network_state
@@ -221,7 +222,7 @@ class MyGO(Learner):
         ).to(self.device)
         self.generators = nn.ModuleList()
         self.discriminators = nn.ModuleList()
-        self.wake_opt = torch.optim.Adam(self.core.parameters(), lr=self.lr)
+        self.wake_opt = adam(self.core.parameters(), lr=self.lr)
         self.gen_opt: torch.optim.Optimizer | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
         self.tasks: list[str] = []
@@ -254,13 +255,13 @@ class MyGO(Learner):
         self.generators.append(gen.to(self.device))
         betas = (0.9, 0.999) if disc is None else (0.5, 0.999)
         if self.gen_opt is None:
-            self.gen_opt = torch.optim.Adam(gen.parameters(), lr=self.generator_lr, betas=betas)
+            self.gen_opt = adam(gen.parameters(), lr=self.generator_lr, betas=betas)
         else:
             self.gen_opt.add_param_group({"params": list(gen.parameters())})
         if disc is not None:
             self.discriminators.append(disc.to(self.device))
             if self.disc_opt is None:
-                self.disc_opt = torch.optim.Adam(
+                self.disc_opt = adam(
                     disc.parameters(), lr=self.generator_lr, betas=betas
                 )
             else:
@@ -376,7 +377,7 @@ class MyGO(Learner):
             return Stats()
         self.seen[ry.cpu()] = True
         teacher = copy.deepcopy(self.core).requires_grad_(False)
-        optimizer = torch.optim.Adam(self.core.parameters(), lr=self.sleep_lr)
+        optimizer = adam(self.core.parameters(), lr=self.sleep_lr)
         gen = torch.Generator().manual_seed(mix_seed(self.seed, "sleep", self.sleeps))
         head_mask = self.task_classes.to(self.device)  # [T, C]
         done, dreams = 0, 0

@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from models.learner import Learner, Replay, Stats
+from models.optim import adam
 from models.torch_state import load_network_state, network_state
 
 Hidden = Annotated[int, Field(ge=1, le=65536)]
@@ -58,7 +59,7 @@ class NetworkLearner(Learner):
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed)
         self.epochs_per_batch = epochs_per_batch
         self.net = build_mlp(input_dim, hidden, num_classes, seed)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.optimizer = adam(self.net.parameters(), lr=lr)
         self.task: str | None = None  # the task of the latest batch that named one
 
     # -- the skeleton -----------------------------------------------------------------------------

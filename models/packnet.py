@@ -30,6 +30,7 @@ from torch import nn
 
 from models.learner import Learner, Replay, Stats, _masked_softmax
 from models.network import Epochs, Hidden, LearningRate
+from models.optim import adam
 from models.registry import register
 from models.task_slots import TaskSlots
 from models.torch_state import load_network_state, move_optimizer, network_state
@@ -81,7 +82,7 @@ class PackNet(Learner):
 
     def _fresh_optimizer(self) -> torch.optim.Optimizer:
         # Empty moments: an entry whose gradient is always zeroed then gets an update of exactly 0.
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        return adam(self.net.parameters(), lr=self.lr)
 
     # -- learning ---------------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:

@@ -29,6 +29,7 @@ from torch import nn
 
 from models.learner import Learner, Replay, Stats
 from models.network import Epochs, LearningRate
+from models.optim import adam
 from models.registry import register
 from models.task_slots import TaskSlots
 from models.torch_state import load_network_state, move_optimizer, network_state
@@ -96,7 +97,7 @@ class PNN(Learner):
                 self.input_dim, self.hidden, self.num_classes, earlier=len(self.columns)
             )
         self.columns.append(column.to(self.device))
-        self.optimizer = torch.optim.Adam(column.parameters(), lr=self.lr)
+        self.optimizer = adam(column.parameters(), lr=self.lr)
 
     # -- learning ---------------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:

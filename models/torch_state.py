@@ -47,13 +47,19 @@ def load_network_state(
         name, slot = key.removeprefix(opt_prefix).rsplit(".", 1)
         if name not in params:
             raise ValueError(f"optimizer state for unknown parameter {name!r}")
-        # Adam keeps ``step`` on the CPU unless it runs fused/capturable; follow its layout.
         target = value.detach().clone()
-        optimizer.state[params[name]][slot] = target if slot == "step" else target.to(device)
+        optimizer.state[params[name]][slot] = target.to(_slot_device(optimizer, slot, device))
 
 
 def move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     for slots in optimizer.state.values():
         for key, value in slots.items():
-            if key != "step" and isinstance(value, torch.Tensor):
-                slots[key] = value.to(device)
+            if isinstance(value, torch.Tensor):
+                slots[key] = value.to(_slot_device(optimizer, key, device))
+
+
+def _slot_device(optimizer: torch.optim.Optimizer, slot: str, device: torch.device) -> torch.device:
+    """Adam keeps ``step`` on the CPU unless it runs fused or capturable (``models.optim`` runs it
+    fused): then every slot lives with its parameter."""
+    on_param = optimizer.defaults.get("fused") or optimizer.defaults.get("capturable")
+    return device if slot != "step" or on_param else torch.device("cpu")

@@ -11,9 +11,9 @@ from tests.models.compare import finetune, stream
 from tests.models.synthetic import clusters
 
 
-def fed(policy: str, memory_size: int = 40) -> ExperienceReplay:
+def fed(policy: str, memory_size: int = 40, **params) -> ExperienceReplay:
     learner = ExperienceReplay(input_dim=20, num_classes=10, hidden=32, memory_size=memory_size,
-                               policy=policy)
+                               policy=policy, **params)
     x, y, _, _ = clusters(num_classes=10, per_class=50)
     for task in range(5):  # classes 2t, 2t+1; y is sorted by class
         xs, ys = x[y // 2 == task], y[y // 2 == task]
@@ -51,11 +51,13 @@ def test_the_memory_travels_in_the_state_dict():
                        learner.training_batch(x, torch.ones(4, dtype=torch.long))[0])
 
 
-def test_sleep_rehearses_the_memory():
-    learner = fed("reservoir")
+@pytest.mark.parametrize(("share", "rehearsed"), [(0.5, 32), (1.0, 64), (0.0, 0)])
+def test_sleep_rehearses_its_share_of_the_budget(share, rehearsed):
+    learner = fed("reservoir", sleep_share=share)
     before = learner.state_dict()["net.0.weight"]
     stats = learner.sleep(Replay(torch.zeros(0, 20), torch.zeros(0, dtype=torch.long)), budget=64)
-    assert stats.samples == 64 and not torch.equal(before, learner.state_dict()["net.0.weight"])
+    changed = not torch.equal(before, learner.state_dict()["net.0.weight"])
+    assert stats.samples == rehearsed and changed == (rehearsed > 0)
 
 
 def test_it_forgets_far_less_than_finetune():
