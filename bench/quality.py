@@ -55,7 +55,7 @@ from models.registry import DEFAULT_STRATEGY, create
 COUNTERPARTS = {
     "finetune": "naive", "joint": "joint", "ewc": "ewc", "lwf": "lwf", "replay": "replay",
     "gem": "gem", "agem": "agem", "mygo": "generative_replay", "plastic": None, "packnet": None,
-    "pnn": None, "anml": None,
+    "pnn": None, "anml": None, "hindsight": None,
 }
 DEFAULT_STRATEGIES = ("plastic", "finetune", "joint", "replay", "ewc", "lwf", "gem", "agem", "mygo")
 PREDICT_CHUNK = 500
@@ -246,6 +246,20 @@ def one_run(scenario: Scenario, strategy: str, seed: int, args: argparse.Namespa
     return Run(scenario.name, scenario.setting, strategy, seed, args.epochs, args.via, matrix,
                {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
                round(seconds, 2), *memory, params=params)
+
+
+def hindsight_run(scenario: Scenario, seed: int, args: argparse.Namespace) -> Run:
+    """The class-incremental forgetting floor (``bench.hindsight``): a jointly trained MLP asked,
+    at each row, among the classes seen so far."""
+    from bench.hindsight import joint_mlp, seen_class_matrix
+
+    net, seconds = joint_mlp(scenario, epochs=args.hindsight_epochs, batch=args.batch, seed=seed)
+    matrix = seen_class_matrix(net, scenario)
+    metrics = cl_metrics(matrix, list(range(len(scenario.tasks))), scenario.chance())
+    samples = sum(len(t.y_train) for t in scenario.tasks)
+    return Run(scenario.name, scenario.setting, "hindsight", seed, args.hindsight_epochs, "hindsight", matrix,
+               {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
+               round(seconds, 2), -1, -1, samples, -1)
 
 
 # -- Avalanche --------------------------------------------------------------------------------------
@@ -440,6 +454,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--url", default=None, help="--via http: a running service (default: start one)")
     p.add_argument("--avalanche", action="store_true", help="also run Avalanche's counterparts")
     p.add_argument("--avalanche-env", default=".bench-venv/avalanche")
+    p.add_argument("--hindsight-epochs", type=int, default=5,
+                   help="class-incremental scenarios: passes of the jointly trained MLP whose matrix, asked "
+                        "among the classes seen so far, is the forgetting floor (bench.hindsight); 0: none")
     p.add_argument("--small", action="store_true", help="1,000 training samples per task (quick look)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (ours and Avalanche's)")
     p.add_argument("--out", default="docs/bench", help="folder for quality.json, quality.md and plots")
@@ -477,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(run)
                         print(f"{name:20s} {strategy:10s} seed {seed}: accuracy {_pct(run.metrics['average_accuracy'])}%, "
                               f"forgetting {_pct(run.metrics['forgetting'])}, {run.seconds:.1f}s", flush=True)
+                if scenario.setting == "class" and args.hindsight_epochs:
+                    for seed in args.seeds:
+                        run = hindsight_run(scenario, seed, args)
+                        runs.append(run)
+                        print(f"{name:20s} hindsight  seed {seed}: accuracy {_pct(run.metrics['average_accuracy'])}%, "
+                              f"forgetting {_pct(run.metrics['forgetting'])}", flush=True)
                 if args.avalanche:
                     for run in run_avalanche(scenario, args, work):
                         runs.append(run)

@@ -4,7 +4,8 @@ Like GEM (``models.gem``, whose per-task memories it shares) but with one constr
 one per task: the reference gradient ``g_ref`` is the gradient on a random batch of
 ``memory_batch`` samples drawn from all previous tasks' memories. When the current gradient ``g``
 points against it (``g . g_ref < 0``) it is projected to ``g - (g . g_ref / g_ref . g_ref) g_ref``,
-which makes ``g . g_ref = 0`` exactly; no QP is needed.
+which makes ``g . g_ref = 0`` exactly; no QP is needed. Its sleep is GEM's (a rehearsal of the
+memories and the service's replay).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from pydantic import Field
 
 from models.gem import GEM, MemoryPerTask
-from models.network import Epochs, Hidden, LearningRate
+from models.network import Epochs, Hidden, LearningRate, SleepShare
 from models.registry import register
 
 
@@ -35,9 +36,11 @@ class AGEM(GEM):
         epochs_per_batch: Epochs = 1,
         memory_per_task: MemoryPerTask = 100,
         memory_batch: Annotated[int, Field(ge=1, le=100_000)] = 256,
+        sleep_share: SleepShare = 0.5,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
-                         lr=lr, epochs_per_batch=epochs_per_batch, memory_per_task=memory_per_task)
+                         lr=lr, epochs_per_batch=epochs_per_batch, memory_per_task=memory_per_task,
+                         sleep_share=sleep_share)
         self.memory_batch = memory_batch
 
     def reference_gradients(self) -> torch.Tensor | None:

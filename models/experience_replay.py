@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 
 from models.learner import Replay, Stats
-from models.network import Epochs, Hidden, LearningRate, NetworkLearner
+from models.network import Epochs, Hidden, LearningRate, NetworkLearner, SleepShare
 from models.registry import register
 from models.sample_memory import SampleMemory
 
@@ -50,8 +50,7 @@ class ExperienceReplay(NetworkLearner):
         epochs_per_batch: Epochs = 1,
         memory_size: Annotated[int, Field(ge=1, le=1_000_000)] = 500,
         policy: Literal["reservoir", "class_balanced"] = "reservoir",
-        sleep_share: Annotated[float, Field(
-            ge=0.0, le=1.0, description="the share of the service's sleep budget rehearsed")] = 0.5,
+        sleep_share: SleepShare = 0.5,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
                          lr=lr, epochs_per_batch=epochs_per_batch)
@@ -69,9 +68,7 @@ class ExperienceReplay(NetworkLearner):
         self.memory.add(x, y)
 
     def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
-        x = torch.cat([self.memory.x, self._inputs(replay.x)])
-        y = torch.cat([self.memory.y, self._labels(replay.y, len(replay))])
-        return self.rehearse(x, y, round(self.sleep_share * budget), self.memory.generator())
+        return self.rehearse_memories([self.memory], replay, round(self.sleep_share * budget))
 
     def stored_samples(self) -> int:
         return len(self.memory)

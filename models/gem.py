@@ -8,6 +8,16 @@ any ``g . g_k < 0`` (the step would raise that task's loss), ``g`` is replaced b
 ``min_v 1/2 v^T G G^T v + (G g)^T v  s.t.  v >= margin``, ``z = G^T v + g``, a QP in the number of
 tasks only, solved exactly by an active-set method (``solve_dual``).
 
+Sleep: GEM's constraints keep a wake step from raising an old task's loss, but seven batches
+(a task of Split MNIST-5k) leave little room to learn under them. At sleep the strategy rehearses
+``sleep_share`` of the service's budget from its memories and the service's replay, unconstrained,
+as experience replay does (``NetworkLearner.rehearse_memories``). Measured, 3 seeds, without the
+sleep against with half the budget: Split MNIST-5k 40.9 against 47.9%, permuted 74.6 against
+78.0%, Split FMNIST class-incremental 77.9 against 79.6% (Avalanche's GEM, which has no sleep:
+44.3, 75.4, 76.8%); A-GEM 36.0 against 46.7%, 74.2 against 78.1%, 45.1 against 75.2% (Avalanche:
+37.3, 76.0, 28.3%). The whole budget gave more on MNIST-5k (58.8%, A-GEM 57.9%) for 25-40% more
+time; half keeps both strategies faster than Avalanche's.
+
 CLM's GEM built a dense ``eye(#params)`` QP with a constraint matrix of the wrong shape, caught the
 resulting exception and used the raw gradient: it never projected. The tests here check that after
 the projection every memory gradient has a non-negative dot product with the step.
@@ -20,11 +30,13 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
+from models.learner import Replay, Stats
 from models.network import (
     Epochs,
     Hidden,
     LearningRate,
     NetworkLearner,
+    SleepShare,
     tensor_text,
     text_tensor,
 )
@@ -90,10 +102,11 @@ class GEM(NetworkLearner):
         epochs_per_batch: Epochs = 1,
         memory_per_task: MemoryPerTask = 100,
         margin: Annotated[float, Field(ge=0.0, le=100.0)] = 0.5,
+        sleep_share: SleepShare = 0.5,
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed, hidden=hidden,
                          lr=lr, epochs_per_batch=epochs_per_batch)
-        self.memory_per_task, self.margin = memory_per_task, margin
+        self.memory_per_task, self.margin, self.sleep_share = memory_per_task, margin, sleep_share
         self.memories: dict[str, SampleMemory] = {}  # task name -> its memory, in order of arrival
 
     def _memory(self, task: str) -> SampleMemory:
@@ -124,6 +137,10 @@ class GEM(NetworkLearner):
         g = self.flat_grad()
         if bool((refs @ g < 0).any()):
             self.set_flat_grad(self.project(g, refs))
+
+    def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
+        memories = [m for m in self.memories.values() if len(m)]
+        return self.rehearse_memories(memories, replay, round(self.sleep_share * budget))
 
     def stored_samples(self) -> int:
         return sum(len(memory) for memory in self.memories.values())

@@ -21,11 +21,15 @@ from torch import nn
 
 from models.learner import Learner, Replay, Stats
 from models.optim import adam
+from models.sample_memory import SampleMemory
 from models.torch_state import load_network_state, network_state
 
 Hidden = Annotated[int, Field(ge=1, le=65536)]
 LearningRate = Annotated[float, Field(gt=0.0, le=1.0)]
 Epochs = Annotated[int, Field(ge=1, le=100)]
+#: The share of the service's sleep budget that a strategy with an episodic memory rehearses.
+SleepShare = Annotated[float, Field(ge=0.0, le=1.0, description="the share of the service's sleep "
+                                    "budget rehearsed from the episodic memory and the replay")]
 
 
 def text_tensor(text: str | None) -> torch.Tensor:
@@ -120,6 +124,14 @@ class NetworkLearner(Learner):
             index = torch.randperm(len(y), generator=gen)[: self.sleep_batch].to(y.device)
             losses.append(self.step(x[index], y[index]))
         return Stats(samples=budget, loss=sum(losses) / len(losses))
+
+    def rehearse_memories(self, memories: list[SampleMemory], replay: Replay, budget: int) -> Stats:
+        """Sleep of the strategies with episodic memories: ``rehearse`` on everything the memories
+        hold together with the service's ``replay``, drawing with the last memory's generator."""
+        x = torch.cat([m.x for m in memories] + [self._inputs(replay.x)])
+        y = torch.cat([m.y for m in memories] + [self._labels(replay.y, len(replay))])
+        gen = memories[-1].generator() if memories else torch.Generator().manual_seed(self.seed)
+        return self.rehearse(x, y, budget, gen)
 
     def gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The flat gradient of the cross-entropy on ``(x, y)``; ``.grad`` is left as it was."""

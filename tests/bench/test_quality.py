@@ -36,7 +36,7 @@ def test_local_and_http_give_the_same_accuracy_matrix(client: TestClient, strate
     assert local_matrix[0][1] is None and local_matrix[1][1] is not None  # tasks seen so far only
     if strategy == "plastic":
         assert min(local_matrix[1]) > 0.8  # two tasks of a class-incremental stream, both kept
-    replay, replay_bytes, stored, state_bytes = local.memory()
+    replay, replay_bytes, _stored, state_bytes = local.memory()
     assert replay == 50 and replay_bytes == 50 * (784 * 4 + 8) and state_bytes > 0
 
 

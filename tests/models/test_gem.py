@@ -8,6 +8,7 @@ from torch import nn
 
 from models.agem import AGEM
 from models.gem import GEM, project, solve_dual
+from models.learner import Replay
 from tests.models.compare import finetune, stream
 from tests.models.synthetic import clusters
 
@@ -72,3 +73,17 @@ def test_it_forgets_less_than_finetune(name, accuracy, forgetting):
     mine, base = stream(name, hidden=100), finetune(hidden=100)
     assert mine["average_accuracy"] > base["average_accuracy"] + accuracy
     assert mine["forgetting"] < base["forgetting"] - forgetting
+
+
+@pytest.mark.parametrize("cls", [GEM, AGEM])
+def test_sleep_rehearses_its_share_of_the_budget_from_the_memories_and_the_replay(cls):
+    learner, x, y = primed(cls)
+    before = learner.net[0].weight.detach().clone()
+    stats = learner.sleep(Replay(x[:4], y[:4]), budget=64)
+    assert stats.samples == 32 and not torch.equal(before, learner.net[0].weight)
+    assert learner.memories["t2"].draws == 1  # drawn with the newest memory's generator
+    idle = cls(input_dim=20, num_classes=6, hidden=32, sleep_share=0.0)
+    assert idle.sleep(Replay(x[:4], y[:4]), budget=64).samples == 0
+    fresh = cls(input_dim=20, num_classes=6, hidden=32)  # no memory yet: the replay alone
+    assert fresh.sleep(Replay(x[:4], y[:4]), budget=64).samples == 32
+    assert fresh.sleep(Replay(x[:0], y[:0]), budget=64).samples == 0
