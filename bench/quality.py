@@ -263,12 +263,16 @@ def hindsight_run(scenario: Scenario, seed: int, args: argparse.Namespace) -> Ru
 
 
 # -- Avalanche --------------------------------------------------------------------------------------
-def run_avalanche(scenario: Scenario, args: argparse.Namespace, work: Path) -> list[Run]:
+def run_avalanche(scenario: Scenario, strategies: list[str], args: argparse.Namespace, work: Path) -> list[Run]:
+    """Avalanche's counterparts of ``strategies`` on ``scenario`` (none: nothing to run)."""
     from bench import avalanche_env
 
+    counterparts = [c for c in dict.fromkeys(COUNTERPARTS.get(s) for s in strategies) if c]
+    if not counterparts:
+        return []
     python = avalanche_env.ensure_env(Path(args.avalanche_env))
     npz = avalanche_env.write_scenario(work / f"{scenario.name}.npz", scenario.tasks, setting=scenario.setting)
-    config = {"strategies": [c for c in dict.fromkeys(COUNTERPARTS.values()) if c],
+    config = {"strategies": counterparts,
               "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch, "lr": 1e-3,
               "memory": args.replay, "hidden": 400, "threads": args.threads}
     result = avalanche_env.run(npz, config, python)
@@ -452,7 +456,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--params", default=None, help='JSON: {"strategy": {params}}')
     p.add_argument("--via", choices=("local", "http"), default="local")
     p.add_argument("--url", default=None, help="--via http: a running service (default: start one)")
-    p.add_argument("--avalanche", action="store_true", help="also run Avalanche's counterparts")
+    p.add_argument("--avalanche", action="store_true", help="also run Avalanche's counterparts of the strategies run")
     p.add_argument("--avalanche-env", default=".bench-venv/avalanche")
     p.add_argument("--hindsight-epochs", type=int, default=5,
                    help="class-incremental scenarios: passes of the jointly trained MLP whose matrix, asked "
@@ -501,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{name:20s} hindsight  seed {seed}: accuracy {_pct(run.metrics['average_accuracy'])}%, "
                               f"forgetting {_pct(run.metrics['forgetting'])}", flush=True)
                 if args.avalanche:
-                    for run in run_avalanche(scenario, args, work):
+                    for run in run_avalanche(scenario, strategies, args, work):
                         runs.append(run)
                         print(f"{name:20s} {run.strategy:28s} seed {run.seed}: accuracy "
                               f"{_pct(run.metrics['average_accuracy'])}%, {run.seconds:.1f}s", flush=True)

@@ -261,10 +261,15 @@ def predict_bodies(x: np.ndarray) -> dict[str, bytes]:
 
 def create_brain(api: Api, name: str, x: np.ndarray, y: np.ndarray, *, strategy: str | None = None,
                  batch: int = 500) -> int:
-    """Create a 784-input, 10-label brain and teach it ``x, y`` (``wait=true``); its version."""
+    """Create a 784-input, 10-label brain and teach it ``x, y`` (``wait=true``); its version.
+
+    A ``replay`` brain rehearses its whole sleep budget (``sleep_share`` 1; the strategy's default
+    is half), so that its sleeps are as long as the budget says."""
     spec: dict[str, Any] = {"name": name, "input": {"kind": "vector", "shape": [DIM]}, "max_labels": 10}
     if strategy:
         spec["strategy"] = strategy
+    if strategy == "replay":
+        spec["params"] = {"sleep_share": 1.0}
     api("POST", "/v1/brains", json=spec)
     answer: dict = {}
     for lo in range(0, len(y), batch):

@@ -81,11 +81,13 @@ class NetworkLearner(Learner):
         self.remember(x, y)
         return Stats(samples=int(x.shape[0]), loss=loss)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, adjust: bool = True) -> float:
+        """One Adam step on ``(x, y)``; ``adjust=False`` skips ``adjust_gradients``."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(x, y)
         loss.backward()
-        self.adjust_gradients(x, y)
+        if adjust:
+            self.adjust_gradients(x, y)
         self.optimizer.step()
         return float(loss.detach())
 
@@ -116,13 +118,17 @@ class NetworkLearner(Learner):
 
     # -- shared tools -----------------------------------------------------------------------------
     def rehearse(self, x: torch.Tensor, y: torch.Tensor, budget: int, gen: torch.Generator) -> Stats:
-        """Train on random mini-batches of ``(x, y)`` until about ``budget`` samples were used."""
+        """Train on random mini-batches of ``(x, y)`` until about ``budget`` samples were used.
+
+        Plain steps: no ``adjust_gradients``. The rehearsed samples stand for every task at once,
+        so GEM's constraints (one task's step must not raise another's loss) do not apply, and
+        skipping them makes a rehearsal step cost one forward and backward pass, not one per task."""
         if len(y) == 0 or budget <= 0:
             return Stats()
         losses = []
         for _ in range(math.ceil(budget / self.sleep_batch)):
             index = torch.randperm(len(y), generator=gen)[: self.sleep_batch].to(y.device)
-            losses.append(self.step(x[index], y[index]))
+            losses.append(self.step(x[index], y[index], adjust=False))
         return Stats(samples=budget, loss=sum(losses) / len(losses))
 
     def rehearse_memories(self, memories: list[SampleMemory], replay: Replay, budget: int) -> Stats:

@@ -76,14 +76,17 @@ def test_it_forgets_less_than_finetune(name, accuracy, forgetting):
 
 
 @pytest.mark.parametrize("cls", [GEM, AGEM])
-def test_sleep_rehearses_its_share_of_the_budget_from_the_memories_and_the_replay(cls):
+def test_sleep_rehearses_its_share_of_the_budget_from_the_memories_and_the_replay(cls, monkeypatch):
     learner, x, y = primed(cls)
     before = learner.net[0].weight.detach().clone()
+    projected = []
+    monkeypatch.setattr(learner, "adjust_gradients", lambda *a: projected.append(a))
     stats = learner.sleep(Replay(x[:4], y[:4]), budget=64)
-    assert stats.samples == 32 and not torch.equal(before, learner.net[0].weight)
+    assert stats.samples == 16 and not torch.equal(before, learner.net[0].weight)  # a quarter
+    assert projected == []  # plain steps: the rehearsal stands for every task at once
     assert learner.memories["t2"].draws == 1  # drawn with the newest memory's generator
     idle = cls(input_dim=20, num_classes=6, hidden=32, sleep_share=0.0)
     assert idle.sleep(Replay(x[:4], y[:4]), budget=64).samples == 0
-    fresh = cls(input_dim=20, num_classes=6, hidden=32)  # no memory yet: the replay alone
+    fresh = cls(input_dim=20, num_classes=6, hidden=32, sleep_share=0.5)  # no memory: the replay alone
     assert fresh.sleep(Replay(x[:4], y[:4]), budget=64).samples == 32
     assert fresh.sleep(Replay(x[:0], y[:0]), budget=64).samples == 0
