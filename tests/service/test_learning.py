@@ -89,7 +89,7 @@ def test_the_sleep_budget_follows_what_was_learned_unless_the_policy_sets_it() -
 
 
 def test_a_sleep_rehearses_its_budget(client: TestClient) -> None:
-    make_brain(client, "r", strategy="replay", params={"hidden": 16})
+    make_brain(client, "r", strategy="replay", params={"hidden": 16, "sleep_share": 1.0})  # all of it
     post(client, "r", "t", *clusters(30, ["a", "b"], seed=1))
     first = client.post("/v1/brains/r/sleep", params={"wait": True}).json()["result"]
     assert first["samples"] == SLEEP_BUDGET_RANGE[0]  # 30 learned: the floor
