@@ -30,7 +30,7 @@ been seen and no sleep has consolidated yet, the extractor trains with the first
 Finally the task's generator takes ``generator_steps`` steps (``generator_lr``) on the real batch.
 Two steps, not three: generator training was 44% of the strategy's time, and with two the
 benchmark's accuracy is the same (3 seeds, three steps against two: Split FMNIST class-incremental
-79.1 against 79.0%, permuted 53.1 against 53.8%, MNIST-5k 69.4 against 69.0%) for about 20% less
+79.1 against 79.0%, permuted 53.1 against 53.8%, MNIST-5k 69.4 against 69.0%) for 15-20% less
 time on Split FMNIST. A stream of only a few batches a task needs more: with three batches of 40 a
 task (the service tests' stream), two steps leave dreams too poor and a sleep then unlearns the
 newest task; give such a brain ``generator_steps`` 3 or more.
