@@ -21,6 +21,7 @@ from pydantic import Field
 from models.gem import GEM, MemoryPerTask
 from models.network import Epochs, Hidden, LearningRate, SleepShare
 from models.registry import register
+from models.sizing import parameter_bytes, sample_bytes
 
 
 @register
@@ -55,6 +56,12 @@ class AGEM(GEM):
         index = torch.randperm(len(y), generator=old[-1].generator())[: self.memory_batch]
         index = index.to(y.device)
         return self.gradient(x[index], y[index])[None]
+
+    def reference_bytes(self, tasks: int) -> int:
+        """One reference gradient, drawn from a copy of the previous tasks' memories."""
+        previous = max(tasks - 1, 0)
+        copy = previous * self.memory_per_task * sample_bytes(self.input_dim)
+        return copy + (parameter_bytes(self.net) if previous else 0)
 
     def project(self, g: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
         ref = refs[0]

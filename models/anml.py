@@ -64,6 +64,7 @@ from models.learner import Learner, Replay, Stats
 from models.network import Hidden
 from models.optim import adam
 from models.registry import register
+from models.sizing import FLOAT, parameter_bytes
 
 Rate = Annotated[float, Field(gt=0.0, le=10.0)]
 Batch = Annotated[int, Field(ge=1, le=4096)]
@@ -228,6 +229,20 @@ class ANML(Learner):
             **{f"gate_{k}_before": v for k, v in gate_before.items()},
             **{f"gate_{k}_after": v for k, v in gate_after.items()},
         })
+
+    def meta_train_bytes(self, *, inner_steps: int, classes: int, first_order: bool | None = None) -> int:
+        """The meta-head and Adam's moments of every meta-parameter; the trained weights and their
+        gradients of each inner step (all of them when second-order: the graph keeps them); and the
+        activations of the outer pass over the trajectory and the remembered batch."""
+        first_order = self.first_order if first_order is None else first_order
+        head = classes * (self.hidden + 1) * FLOAT
+        trained = head + (parameter_bytes(self.body) if self.train_layers == "pln" else 0)
+        adam = 2 * (parameter_bytes(self.nm) + parameter_bytes(self.body) + head)
+        graph = 2 * trained * (1 if first_order else inner_steps)
+        rows = inner_steps * self.inner_batch + self.remember_batch
+        nm_hidden = self.nm[0].out_features
+        activations = rows * (self.input_dim + nm_hidden + 4 * self.hidden + classes) * FLOAT
+        return head + adam + graph + activations
 
     def _meta_step(
         self,

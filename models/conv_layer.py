@@ -20,6 +20,10 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.sizing import FLOAT
+
+CHUNK = 256  # images convolved at once: bounds the activations before pooling
+
 
 class ConvSpec(BaseModel):
     """Configuration of the convolutional front end (only as the first of a plastic brain's layers)."""
@@ -67,11 +71,21 @@ class ConvLayer:
         return isinstance(other, ConvLayer) and (self.input_shape, self.spec) == (other.input_shape, other.spec)
 
     def forward(self, xn: torch.Tensor) -> torch.Tensor:
-        """Unit-norm features ``[B, hidden]`` of flat inputs ``[B, C*H*W]``."""
+        """Unit-norm features ``[B, hidden]`` of flat inputs ``[B, C*H*W]``, ``CHUNK`` images at a
+        time (before pooling, an image's activations can be ``pool ** 2`` times its features)."""
         images = xn.reshape(-1, *self.input_shape)
+        return torch.cat([self._features(block) for block in images.split(CHUNK)])
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
         h = torch.relu(torch.nn.functional.conv2d(images, self.filters))
         h = torch.nn.functional.avg_pool2d(h, self.spec.pool).flatten(1)
         return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def working_bytes(self, batch: int) -> int:
+        """A chunk's convolution and ReLU outputs before pooling, and the batch's features."""
+        _, height, width = self.input_shape
+        before_pool = self.spec.filters * (height - self.spec.size + 1) * (width - self.spec.size + 1)
+        return (2 * min(batch, CHUNK) * before_pool + 2 * batch * self.hidden) * FLOAT
 
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         return {f"{prefix}filters": self.filters.detach().clone()}

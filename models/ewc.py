@@ -33,6 +33,7 @@ from models.learner import Replay, Stats
 from models.network import Epochs, Hidden, LearningRate, NetworkLearner
 from models.registry import register
 from models.sample_memory import SampleMemory
+from models.sizing import parameter_bytes
 
 
 @register
@@ -159,6 +160,10 @@ class EWC(NetworkLearner):
             for n, g in grads.items():
                 total[n] += (g**2).sum(0)
         return total
+
+    def grown_bytes(self, tasks: int) -> int:
+        """Adam's moments, a Fisher and an anchor per weight, and the pending samples."""
+        return super().grown_bytes(tasks) + 2 * parameter_bytes(self.net) + self.pending.full_bytes()
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {**self.pending.state("ewc.pending"),

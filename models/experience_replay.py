@@ -73,6 +73,9 @@ class ExperienceReplay(NetworkLearner):
     def stored_samples(self) -> int:
         return len(self.memory)
 
+    def grown_bytes(self, tasks: int) -> int:
+        return super().grown_bytes(tasks) + self.memory.full_bytes()
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         return self.memory.state("memory")
 

@@ -42,6 +42,7 @@ from models.network import (
 )
 from models.registry import register
 from models.sample_memory import SampleMemory
+from models.sizing import parameter_bytes, sample_bytes
 
 MemoryPerTask = Annotated[int, Field(ge=1, le=100_000)]
 
@@ -144,6 +145,15 @@ class GEM(NetworkLearner):
 
     def stored_samples(self) -> int:
         return sum(len(memory) for memory in self.memories.values())
+
+    def grown_bytes(self, tasks: int) -> int:
+        """Adam's moments, a full memory per task and a wake step's reference gradients."""
+        memories = tasks * self.memory_per_task * sample_bytes(self.input_dim)
+        return super().grown_bytes(tasks) + memories + self.reference_bytes(tasks)
+
+    def reference_bytes(self, tasks: int) -> int:
+        """A wake step's reference gradients: one per previous task."""
+        return max(tasks - 1, 0) * parameter_bytes(self.net)
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         state = {"gem.tasks": text_tensor("\0".join(self.memories)),

@@ -66,7 +66,8 @@ class Learner(ABC):
         self.input_dim = input_dim
         self.num_classes = num_classes
         self.seed = seed
-        self.device = torch.device("cpu")
+        # torch's default device: the CPU, or "meta" while ``models.sizing`` measures a learner
+        self.device = torch.get_default_device()
 
     @classmethod
     def check_params(cls, params: dict) -> None:
@@ -102,6 +103,22 @@ class Learner(ABC):
     def stored_samples(self) -> int:
         """Raw samples this learner keeps inside its state (its own episodic memories), reported by
         the benchmarks next to the service's replay buffer. The base class keeps none."""
+        return 0
+
+    # -- size (``models.sizing``) --------------------------------------------------------------------
+    def grown_bytes(self, tasks: int) -> int:
+        """Bytes its state gains as it learns, beyond what a new learner holds: optimiser moments,
+        memories that fill up, and what each of ``tasks`` tasks adds. The base class gains none."""
+        return 0
+
+    def working_bytes(self, batch: int) -> int:
+        """Bytes of the temporary tensors that a call over ``batch`` samples makes, where they can
+        outgrow the state (e.g. a convolution's activations before pooling). The base class: 0."""
+        return 0
+
+    def meta_train_bytes(self, *, inner_steps: int, classes: int, first_order: bool | None = None) -> int:
+        """Bytes that ``meta_train`` over ``classes`` background classes holds beyond the state (its
+        optimiser, the graph of its inner steps). The base class cannot meta-train: 0."""
         return 0
 
     def reconfigure(self, params: dict) -> Learner:

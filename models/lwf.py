@@ -28,6 +28,7 @@ from torch import nn
 
 from models.network import Epochs, Hidden, LearningRate, NetworkLearner
 from models.registry import register
+from models.sizing import parameter_bytes
 from models.torch_state import load_network_state, network_state
 
 
@@ -75,6 +76,10 @@ class LwF(NetworkLearner):
         log_student = torch.log_softmax(logits[:, self.old_classes] / self.temperature, dim=1)
         kl = nn.functional.kl_div(log_student, target, reduction="batchmean")
         return kl * self.temperature**2
+
+    def grown_bytes(self, tasks: int) -> int:
+        """Adam's moments and the teacher, a copy of the network."""
+        return super().grown_bytes(tasks) + parameter_bytes(self.net)
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         teacher = network_state(self.teacher, None, prefix="teacher") if self.teacher else {}

@@ -110,6 +110,7 @@ from models.network import Epochs, Hidden, LearningRate
 from models.optim import adam
 from models.registry import register
 from models.sample_memory import mix_seed
+from models.sizing import parameter_bytes
 from models.torch_state import load_network_state, move_optimizer, network_state
 
 UNSEEN = -1e4  # the score of a class never seen: it never wins
@@ -242,19 +243,7 @@ class MyGO(Learner):
         index = len(self.tasks)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(self.seed, "task", index))
-            head = nn.Linear(self.features, self.num_classes)
-            if self.generator_kind == "vae":
-                gen = ConditionalVAE(
-                    self.input_dim, self.num_classes, self.generator_hidden, self.z_dim
-                )
-                disc = None
-            else:
-                gen = ConditionalGenerator(
-                    self.input_dim, self.num_classes, self.generator_hidden, self.z_dim
-                )
-                disc = ConditionalDiscriminator(
-                    self.input_dim, self.num_classes, self.generator_hidden
-                )
+            head, gen, disc = self._task_networks()
         self.core["heads"].append(head.to(self.device))
         self.wake_opt.add_param_group({"params": list(head.parameters())})
         self.generators.append(gen.to(self.device))
@@ -276,6 +265,25 @@ class MyGO(Learner):
             [self.task_classes, torch.zeros(1, self.num_classes, dtype=torch.bool)]
         )
         return index
+
+    def _task_networks(self) -> tuple[nn.Linear, nn.Module, ConditionalDiscriminator | None]:
+        """A new task's head, generator and (GAN) discriminator, drawn from torch's global RNG."""
+        head = nn.Linear(self.features, self.num_classes)
+        if self.generator_kind == "vae":
+            return head, ConditionalVAE(self.input_dim, self.num_classes, self.generator_hidden, self.z_dim), None
+        gen = ConditionalGenerator(self.input_dim, self.num_classes, self.generator_hidden, self.z_dim)
+        return head, gen, ConditionalDiscriminator(self.input_dim, self.num_classes, self.generator_hidden)
+
+    def grown_bytes(self, tasks: int) -> int:
+        """Per task a head and a generator (and discriminator) with Adam's moments; Adam's moments
+        of the extractor and unified head; at sleep, a teacher copy and a fresh Adam of the core
+        with every head. Memory grows linearly with tasks: the brain's task limit bounds it."""
+        with torch.device("meta"):
+            head, *generator = self._task_networks()
+        per_task = parameter_bytes(head) + sum(parameter_bytes(m) for m in generator if m is not None)
+        core = parameter_bytes(self.core["extractor"]) + parameter_bytes(self.core["unified"])
+        sleep = 3 * (core + tasks * parameter_bytes(head))
+        return 2 * core + 3 * tasks * per_task + sleep
 
     # -- wake -------------------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:

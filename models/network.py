@@ -22,6 +22,7 @@ from torch import nn
 from models.learner import Learner, Replay, Stats
 from models.optim import adam
 from models.sample_memory import SampleMemory
+from models.sizing import parameter_bytes
 from models.torch_state import load_network_state, network_state
 
 Hidden = Annotated[int, Field(ge=1, le=65536)]
@@ -112,6 +113,10 @@ class NetworkLearner(Learner):
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {}
+
+    def grown_bytes(self, tasks: int) -> int:
+        """Adam's two moments per weight, made at the first step."""
+        return 2 * parameter_bytes(self.net)
 
     def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load the entries under ``state_prefixes`` (``state`` holds only those), on ``device``."""

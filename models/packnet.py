@@ -32,6 +32,7 @@ from models.learner import Learner, Replay, Stats, _masked_softmax
 from models.network import Epochs, Hidden, LearningRate
 from models.optim import adam
 from models.registry import register
+from models.sizing import parameter_bytes, sample_bytes
 from models.task_slots import TaskSlots
 from models.torch_state import load_network_state, move_optimizer, network_state
 
@@ -220,6 +221,10 @@ class PackNet(Learner):
         return _masked_softmax(self._forward(x, upto), mask)
 
     # -- state ------------------------------------------------------------------------------------
+    def grown_bytes(self, tasks: int) -> int:
+        """Adam's moments and a full store; tasks add nothing (at most ``MAX_SLOTS``, in ``owner``)."""
+        return 2 * parameter_bytes(self.net) + self.store_size * sample_bytes(self.input_dim)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = network_state(self.net, self.optimizer)
         state.update({f"owner.{n}": o.clone() for n, o in self.owner.items()})

@@ -92,6 +92,7 @@ from pydantic import Discriminator, Field, Tag
 from models.conv_layer import ConvLayer, ConvSpec, image_shape
 from models.learner import Learner, Replay, Stats
 from models.registry import register
+from models.sizing import FLOAT
 from models.sparse_layer import LayerSpec, SparseLayer, normalise
 
 
@@ -502,6 +503,17 @@ class Plastic(Learner):
             new.stat_b = code.T @ onehot
             new._solve_readout()
         return new
+
+    # -- size ---------------------------------------------------------------------------------------
+    def working_bytes(self, batch: int) -> int:
+        """Every layer's temporaries for ``batch`` inputs (conv activations, codes; the inputs
+        themselves are the caller's); a statistics update and the closed-form solve (float64
+        ``A + ridge I``, identity, Cholesky factor); the memory's gathered keys and similarities."""
+        layers = sum(layer.working_bytes(batch) for _, layer in self._numbered_layers())
+        solve = (self.hidden**2) * (FLOAT + 3 * 8)
+        keys = self.memory_keys.shape[0]
+        memory = (keys * self.key_dim + 2 * min(batch, _QUERY_CHUNK) * keys) * FLOAT
+        return layers + solve + memory
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:

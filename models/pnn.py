@@ -31,6 +31,7 @@ from models.learner import Learner, Replay, Stats
 from models.network import Epochs, LearningRate
 from models.optim import adam
 from models.registry import register
+from models.sizing import parameter_bytes
 from models.task_slots import TaskSlots
 from models.torch_state import load_network_state, move_optimizer, network_state
 
@@ -159,6 +160,14 @@ class PNN(Learner):
         return outputs[owner, :, torch.arange(self.num_classes, device=self.device)].T
 
     # -- state ------------------------------------------------------------------------------------
+    def grown_bytes(self, tasks: int) -> int:
+        """Its ``max_columns`` columns, whatever ``tasks``: they are its own bound (later tasks go on
+        training the newest), and the last has the most adapters; Adam's moments of the newest."""
+        with torch.device("meta"):
+            columns = [parameter_bytes(Column(self.input_dim, self.hidden, self.num_classes, earlier=i))
+                       for i in range(self.max_columns)]
+        return sum(columns) + 2 * columns[-1]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = network_state(self.columns, self.optimizer, prefix="columns")
         state["column_count"] = torch.tensor(len(self.columns))

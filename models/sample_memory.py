@@ -15,6 +15,7 @@ import random
 import torch
 
 from models.replay import POLICIES
+from models.sizing import sample_bytes
 
 
 def mix_seed(*parts: int | str) -> int:
@@ -33,6 +34,10 @@ class SampleMemory:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def full_bytes(self) -> int:
+        """Its samples' bytes once all ``capacity`` slots are filled."""
+        return self.capacity * sample_bytes(self.x.shape[1])
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Offer each sample of the batch to the policy, in order."""

@@ -24,6 +24,8 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.sizing import FLOAT
+
 
 class LayerSpec(BaseModel):
     """Configuration of one plastic layer."""
@@ -86,6 +88,11 @@ class SparseLayer:
         act = xn @ self.w_enc.T
         top, winners = act.topk(self.k, dim=1, sorted=False)
         return torch.zeros_like(act).scatter_(1, winners, top)
+
+    def working_bytes(self, batch: int) -> int:
+        """A batch's activations and code (and, while it learns, a Hebbian sum as large as ``w_enc``)."""
+        hebbian = self.w_enc.numel() * FLOAT if self.spec.hebbian_lr > 0 and not self.spec.frozen else 0
+        return 3 * batch * self.hidden * FLOAT + hebbian
 
     # -- wake -------------------------------------------------------------------------------------
     def learn(self, xn: torch.Tensor, winners: torch.Tensor, firing_ema: float) -> None:

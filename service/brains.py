@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from models import encoders as encoder_registry
 from models.metrics import cl_metrics
 from models.registry import DEFAULT_STRATEGY, STRATEGIES, ParamsError, validate_params
-from service import schemas
+from service import budgets, schemas
 from service.errors import Conflict, Invalid, NotFound
 from service.inputs import check_kind, decode
 from service.runtime import Runtime
@@ -44,6 +44,7 @@ def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
         params = validate_params(strategy, body.params)
     except ParamsError as exc:
         raise Invalid(f"params: {exc}") from None
+    budgets.check_sleep_policy(rt.settings, body.sleep_policy)
     with rt.db.session() as s:
         if s.scalar(select(Brain.id).where(Brain.name == body.name)) is not None:
             raise Conflict(f"brain {body.name!r} already exists")
@@ -54,6 +55,7 @@ def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
             replay=body.replay.model_dump(), seed=body.seed, num_classes=max_labels,
             labels=[], learned_position=0, samples_learned=0, samples_since_sleep=0,
         )
+        budgets.check_model(rt.settings, brain)  # before it is built; also refuses params that do not fit
         try:  # params valid alone may still not fit this input (e.g. a conv layer on a vector)
             learner = new_learner(brain)
         except ParamsError as exc:

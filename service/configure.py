@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from models.learner import Unsupported
 from models.registry import ParamsError, validate_params
-from service import schemas
+from service import budgets, schemas
 from service.brains import get_brain
 from service.errors import Invalid
 from service.runtime import Runtime
@@ -14,6 +14,8 @@ from service.tables import Brain
 
 def update_brain(rt: Runtime, *, name: str, body: schemas.BrainUpdate) -> None:
     """Apply ``body`` under the brain's writer lock, so no wake or sleep job runs meanwhile."""
+    if body.sleep_policy is not None:
+        budgets.check_sleep_policy(rt.settings, body.sleep_policy)
     with rt.db.session() as s:
         brain_id = get_brain(s, name).id
     with rt.locks.hold(brain_id), rt.db.session() as s:
@@ -31,6 +33,7 @@ def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:
         raise Invalid(f"params: {exc}") from None
     if params == brain.params:
         return
+    budgets.check_model(rt.settings, brain, params=params, tasks=budgets.tasks_of(s, brain))
     learner = rt.versions.load(brain, brain.current_version, device=rt.device)
     try:
         learner = learner.reconfigure(params)

@@ -18,6 +18,8 @@ from service.errors import Conflict, Invalid, NotFound
 from service.tables import Brain
 from service.versions import VersionStore
 
+BATCH_ROWS = 4096  # rows of one batch of forward passes (``service.serving.MicroBatcher``)
+
 
 class InferenceCache:
     """LRU of ``(brain id, version) -> Learner``, loaded read-only on the CPU."""

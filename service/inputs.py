@@ -4,9 +4,11 @@
 - ``image`` brains (shape ``[H, W]`` grey or ``[C, H, W]`` with C = 1 or 3) take ``image``: a
   base64 PNG or JPEG, converted to the brain's channels, resized to H x W (torchvision) and scaled
   to [0, 1]; or ``x``: raw pixels of exactly the brain's shape, already in [0, 1].
-  An image's header is read first, so an oversized image is refused before it is decoded; so is
-  one past ``MAX_REQUEST_PIXELS``, the pixels all images of one request may have (a PNG of 4096 x
-  4096 pixels of one colour compresses to 16 kB: a 64 MiB body carries 3,000, 50 G pixels). Bytes
+  An image's header is read first, so an oversized image is refused before it is decoded. The
+  images of one request have a budget of pixel values (``check_images``, ``BRAIN_MAX_DECODED_PIXELS``),
+  checked before any is decompressed: what they decode to (a PNG of 4096 x 4096 pixels of one
+  colour compresses to 16 kB: a 64 MiB body carries 3,000, 50 G pixels) and what they are resized
+  to (the brain's shape each: 2,048 one-pixel PNGs to a 3 x 256 x 256 brain are 400 M). Bytes
   are decoded by Pillow, which raises on corrupt data: torchvision.io's decoder (libpng) was seen to
   crash the whole process with a segmentation fault on a corrupt PNG, which a client must never
   be able to do.
@@ -23,7 +25,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -33,7 +36,6 @@ from service.errors import Invalid
 SUPPORTED_KINDS = ("vector", "image", "text")
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
-MAX_REQUEST_PIXELS = 32 * MAX_IMAGE_PIXELS
 MAX_TEXT_CHARS = 10_000
 TEXT_SHAPE = [1]
 
@@ -63,13 +65,41 @@ def check_limits(items: Sequence, *, field: str, max_items: int, setting: str, m
             )
 
 
+def check_images(items: Sequence, kind: str, shape: Sequence[int], *, field: str, max_pixels: int) -> None:
+    """The images of one request, before any is decompressed: the pixel values (pixels times the
+    brain's channels) they are resized to, and those their headers say they decode to, are each at
+    most ``max_pixels`` in all (``BRAIN_MAX_DECODED_PIXELS``)."""
+    if kind != "image":
+        return
+    images = [(i, item.image) for i, item in enumerate(items) if getattr(item, "image", None) is not None]
+    if not images:
+        return
+    channels = 1 if len(shape) == 2 else int(shape[0])
+    resized = len(images) * int(np.prod(shape))
+    if resized > max_pixels:
+        raise Invalid(f"{field}: {len(images)} images resized to {list(shape)} are {resized} pixel values; "
+                      f"the limit is {max_pixels} (BRAIN_MAX_DECODED_PIXELS)")
+    decoded = 0
+    for i, data in images:
+        where = f"{field}[{i}]"
+        with _opened(_image_bytes(data, where), where) as img:
+            w, h = img.size
+        if decoded + w * h * channels > max_pixels:
+            raise Invalid(f"{where}.image: {w}x{h} pixels; the images of one request may decode to {max_pixels} "
+                          f"pixel values in all (BRAIN_MAX_DECODED_PIXELS), the ones before it to {decoded}")
+        decoded += w * h * channels
+
+
 def decode(
-    items: Sequence, kind: str, shape: Sequence[int], *, field: str, encoder: str | None = None
+    items: Sequence, kind: str, shape: Sequence[int], *, field: str, encoder: str | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """``items`` have ``x`` / ``image`` / ``text``; returns the learner's input, ``[len(items), D]``
     float32: the raw values (:func:`decode_raw`) through ``encoder`` (default: the kind's default,
-    ``flatten`` / ``pixels`` / ``all-minilm-l6-v2``)."""
+    ``flatten`` / ``pixels`` / ``all-minilm-l6-v2``). With ``max_pixels``, :func:`check_images` first."""
     check_kind(kind, shape)
+    if max_pixels is not None:
+        check_images(items, kind, shape, field=field, max_pixels=max_pixels)
     name = encoder or encoders.DEFAULTS[kind]
     try:
         enc = encoders.get(name)
@@ -96,7 +126,6 @@ def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) 
     if fast is not None:
         return fast
     out = np.empty((len(items), dim), dtype=np.float32)
-    pixels_left = [MAX_REQUEST_PIXELS]
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         if item.x is not None:
@@ -104,7 +133,7 @@ def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) 
         elif getattr(item, "x_b64", None) is not None:
             out[i] = _vector_b64(item.x_b64, dim, where)
         elif kind == "image" and item.image is not None:
-            out[i] = _image(item.image, shape, where, pixels_left)
+            out[i] = _image(item.image, shape, where)
         else:
             takes = ("'x' (a list of numbers) or 'x_b64'" if kind == "vector"
                      else "'image' (base64 PNG/JPEG), 'x' or 'x_b64' (pixels)")
@@ -182,20 +211,21 @@ def _vector_b64(data: str, dim: int, where: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _image(data: str, shape: Sequence[int], where: str, pixels_left: list[int]) -> np.ndarray:
-    """The image's pixels, resized to ``shape``; ``pixels_left[0]``: what the request's images may
-    still have (less this one's, after)."""
-    import torch
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.functional import resize
-
+def _image_bytes(data: str, where: str) -> bytes:
     if len(data) > MAX_IMAGE_BYTES * 4 // 3 + 4:
         raise Invalid(f"{where}.image: larger than {MAX_IMAGE_BYTES} bytes")
     try:
-        raw = base64.b64decode(data, validate=True)
+        return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise Invalid(f"{where}.image: not valid base64") from None
-    channels = 1 if len(shape) == 2 else shape[0]
+
+
+@contextmanager
+def _opened(raw: bytes, where: str) -> Iterator:
+    """The image, its header read (nothing decompressed yet): a PNG or JPEG of at most
+    ``MAX_IMAGE_PIXELS``; whatever goes wrong inside, a 422 that says what."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(raw)) as img:  # reads the header only
             if img.format not in ("PNG", "JPEG"):
@@ -203,12 +233,7 @@ def _image(data: str, shape: Sequence[int], where: str, pixels_left: list[int]) 
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise Invalid(f"{where}.image: {w}x{h} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
-            if w * h > pixels_left[0]:
-                used = MAX_REQUEST_PIXELS - pixels_left[0]
-                raise Invalid(f"{where}.image: {w}x{h} pixels; the images of one request may have "
-                              f"{MAX_REQUEST_PIXELS} in all (MAX_REQUEST_PIXELS), the ones before it have {used}")
-            pixels_left[0] -= w * h
-            pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+            yield img
     except Invalid:
         raise
     except Image.DecompressionBombError:  # Pillow's own check, in open(), of a header far over ours
@@ -218,6 +243,16 @@ def _image(data: str, shape: Sequence[int], where: str, pixels_left: list[int]) 
     except Exception:  # noqa: BLE001 - corrupt data surfaces as OSError, ValueError, SyntaxError,
         # struct.error, zlib.error, EOFError... whatever a decoder hits: all the client's fault
         raise Invalid(f"{where}.image: the image data is corrupt") from None
+
+
+def _image(data: str, shape: Sequence[int], where: str) -> np.ndarray:
+    """The image's pixels, resized to ``shape``."""
+    import torch
+    from torchvision.transforms.functional import resize
+
+    channels = 1 if len(shape) == 2 else shape[0]
+    with _opened(_image_bytes(data, where), where) as img:
+        pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     tensor = torch.from_numpy(pixels.copy())
     tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
     size = list(shape[-2:])

@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 
 from models.learner import Learner
 from models.registry import STRATEGIES
-from service import schemas
+from service import budgets, schemas
 from service.brains import get_brain, label_key
 from service.errors import Invalid
 from service.inputs import decode
@@ -295,7 +295,10 @@ def submit_meta_train(rt: Runtime, *, name: str, body: schemas.MetaTrainIn) -> s
     y = [index.setdefault(label_key(smp.label), len(index)) for smp in body.samples]  # "3" != 3
     if len(index) < 2:
         raise Invalid(f"meta-training needs at least two distinct labels in the background set, got {len(index)}")
-    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder)
+    budgets.check_meta_train(rt.settings, brain, inner_steps=body.inner_steps, classes=len(index),
+                             first_order=body.first_order)
+    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder,
+               max_pixels=rt.settings.max_decoded_pixels)
     path = meta_set_path(rt, brain.id, f"{uuid.uuid4().hex}.safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")

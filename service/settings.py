@@ -48,6 +48,19 @@ class Settings(BaseSettings):
         "encoders read only the first few hundred words).",
     )
 
+    # resource budgets (issue 14): what a brain's params or one request may make the API process
+    # allocate, checked before it is allocated (service.budgets, service.inputs.check_images)
+    max_model_bytes: int = Field(
+        1024**3, ge=2**20, description="Bytes one brain may need at its largest: its learner (weights, "
+        "optimiser state, memories once full, what its tasks add, the temporaries of a batch) and its "
+        "replay buffer. Checked when a brain is created, when its params change and per meta-training.",
+    )
+    max_decoded_pixels: int = Field(
+        64 * 2**20, ge=1, description="Pixel values (pixels times channels) the images of one request "
+        "may decode to, and be resized to, in all; read from their headers before any is decompressed.",
+    )
+    max_sleep_budget: int = Field(100_000, ge=1, description="Samples one sleep may rehearse (a sleep policy's budget).")
+
     # versions and schedules
     keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
     sleep_check_seconds: float = Field(5.0, gt=0, description="How often sleep policies are checked.")

@@ -14,7 +14,7 @@ from service.api import fastjson
 from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep
 from service.errors import NotFound
 from service.inference import predict as run_predict
-from service.inputs import check_limits, decode
+from service.inputs import check_images, check_limits, decode
 from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.serving import MicroBatcher, ServingCache
@@ -53,6 +53,11 @@ async def post_samples(
 
 
 def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> schemas.SamplesAccepted:
+    if any(smp.image is not None for smp in body.samples):  # before ingest decodes them
+        with rt.db.session() as s:
+            brain = brains.get_brain(s, name)
+        check_images(body.samples, brain.input_kind, brain.input_shape, field="samples",
+                     max_pixels=rt.settings.max_decoded_pixels)
     brain_id, accepted, duplicates = brains.ingest(rt, name=name, body=body)
     if not accepted and not _has_unlearned(rt, brain_id):
         return schemas.SamplesAccepted(accepted=0, duplicates=duplicates, job=None)
@@ -119,7 +124,7 @@ async def serve_predict(request: Request) -> Response:
         x = decode(body.inputs, entry.kind, entry.shape, field="inputs", encoder=entry.encoder)
     else:  # images and encoders (pretrained networks) are slow: not on the event loop
         x = await run_in_threadpool(decode, body.inputs, entry.kind, entry.shape, field="inputs",
-                                    encoder=entry.encoder)
+                                    encoder=entry.encoder, max_pixels=limits.max_decoded_pixels)
     entry.check_width(x)
     idx, conf = await batcher.predict(entry, body.task, x)
     labels = entry.labels
@@ -142,7 +147,8 @@ async def evaluate(name: str, request: Request, rt: RuntimeDep, cache: CacheDep,
 
 def _evaluate(rt: Runtime, cache: CacheDep, name: str, body: schemas.EvaluateIn) -> schemas.EvaluateOut:
     brain, version, learner = _loaded(rt, cache, name)
-    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder)
+    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder,
+               max_pixels=rt.settings.max_decoded_pixels)
     truth = brains.label_indices(brain, [smp.label for smp in body.samples], grow=False, limit=brain.num_classes)
     allowed = _allowed(rt, brain, body.task if body.mode == "task" else None)
     if allowed:

@@ -8,6 +8,7 @@ import base64
 import struct
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -38,12 +39,16 @@ def text_client(tmp_path: Path) -> Iterator[TestClient]:  # a text encoder gives
 
 
 def _client(tmp_path: Path, **limits: int) -> Iterator[TestClient]:
+    """An app with ``limits`` and a small vector brain "v"."""
     settings = make_settings(tmp_path / "var", **limits)
     upgrade(settings.database_url)
     with TestClient(create_app(settings)) as c:
         r = c.post("/v1/brains", json={"name": "v", "input": {"kind": "vector", "shape": [DIM]}, "params": SMALL})
         assert r.status_code == 201, r.text
         yield c
+
+
+limited = contextmanager(_client)
 
 
 def samples(n: int, labels: int = 2) -> list[dict]:
@@ -201,24 +206,28 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(client: TestCl
     refused(client.post("/v1/brains/img/predict", json={"inputs": [{"image": image}]}), 422, "limit of 16777216")
 
 
-def test_the_images_of_one_request_have_a_pixel_budget(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def png(side: int) -> str:
+    """A real grey PNG of ``side`` x ``side`` pixels, base64."""
     import io
 
     import numpy as np
     from PIL import Image
 
-    from service import inputs
-
-    monkeypatch.setattr(inputs, "MAX_REQUEST_PIXELS", 150)  # two 8x8 images fit, three do not
     buf = io.BytesIO()
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, format="PNG")
-    image = {"image": base64.b64encode(buf.getvalue()).decode()}
-    r = client.post("/v1/brains", json={"name": "img", "input": {"kind": "image", "shape": [1, 4, 4]}})
-    assert r.status_code == 201
-    refused(client.post("/v1/brains/img/evaluate", json={"task": "t", "samples": [{**image, "label": 1}] * 3}), 422,
-            "samples[2].image", "150 in all", "MAX_REQUEST_PIXELS")
-    r = client.post("/v1/brains/img/evaluate", json={"task": "t", "samples": [{**image, "label": 1}] * 2})
-    assert r.status_code == 200, r.text
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_the_images_of_one_request_have_a_pixel_budget(tmp_path: Path) -> None:
+    """What the images decode to, from their headers: two 8x8 images fit 150 pixel values, three do not."""
+    with limited(tmp_path, max_decoded_pixels=150) as c:
+        image = {"image": png(8)}
+        r = c.post("/v1/brains", json={"name": "img", "input": {"kind": "image", "shape": [1, 4, 4]}})
+        assert r.status_code == 201
+        refused(c.post("/v1/brains/img/evaluate", json={"task": "t", "samples": [{**image, "label": 1}] * 3}), 422,
+                "samples[2].image", "150 pixel values in all", "BRAIN_MAX_DECODED_PIXELS")
+        r = c.post("/v1/brains/img/evaluate", json={"task": "t", "samples": [{**image, "label": 1}] * 2})
+        assert r.status_code == 200, r.text
 
 
 # -- regressions: what used to be a 500 ----------------------------------------------------------
@@ -261,3 +270,164 @@ def test_a_64_bit_integer_label_comes_back(client: TestClient) -> None:
     assert r.status_code == 202 and r.json()["state"] == "succeeded", r.text
     r = client.post("/v1/brains/v/predict", json={"inputs": [{"x": [1.0] * DIM}]})
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] in (big, -big - 1)
+
+
+# -- resource budgets (issue 14): checked before anything is allocated --------------------------
+MiB = 2**20
+
+
+def _max_rss() -> int:
+    """The process's peak resident memory so far, in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_a_patch_that_would_need_40_gb_is_refused_at_once(tmp_path: Path) -> None:
+    """A plastic brain's eyes changed to 25 filters pooled by 4 on a 256 x 256 image: 99,225
+    features, whose readout statistics alone are 99,225^2 floats (39 GB). Refused from its size on
+    the meta device, in well under a second, with the process's peak memory unchanged."""
+    import time
+
+    with limited(tmp_path) as c:
+        eyes = {"type": "conv", "filters": 1, "size": 5, "pool": 16}
+        r = c.post("/v1/brains", json={"name": "eye", "input": {"kind": "image", "shape": [1, 256, 256]},
+                                       "params": {"layers": [eyes]}})
+        assert r.status_code == 201, r.text
+        before, started = _max_rss(), time.perf_counter()
+        r = c.patch("/v1/brains/eye", json={"params": {"layers": [{**eyes, "filters": 25, "pool": 4}]}})
+        refused(r, 422, "GiB", f"the limit is {1024**3} bytes (BRAIN_MAX_MODEL_BYTES)")
+        assert time.perf_counter() - started < 2.0
+        assert _max_rss() - before < 100 * MiB
+        assert c.get("/v1/brains/eye").json()["params"]["layers"] == [eyes]  # unchanged
+        r = c.patch("/v1/brains/eye", json={"params": {"layers": [{**eyes, "filters": 4}]}})  # a small change passes
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(("strategy", "params", "replay"), [
+    ("plastic", {"memory_capacity": 100_000}, 500),  # 100,000 stored inputs
+    ("plastic", {"layers": [{"hidden": 8192, "k": 8}] * 2}, 500),  # 8,192^2 statistics, solved in float64
+    ("finetune", {"hidden": 8192}, 500),  # 8,192^2 weights and Adam's two moments
+    ("replay", {"memory_size": 1_000_000}, 500),  # a memory of a million samples, once full
+    ("joint", {"max_samples": 1_000_000}, 500),
+    ("pnn", {"hidden": 1024, "max_columns": 64}, 500),  # the 64th column has 63 adapters of 1,024^2
+    ("mygo", {"generator_hidden": 65536}, 500),  # the first task's generator
+    ("finetune", {}, 1_000_000),  # the service's replay buffer of a million samples
+])
+def test_a_brain_over_the_model_budget_is_not_created(tmp_path: Path, strategy: str, params: dict, replay: int) -> None:
+    with limited(tmp_path, max_model_bytes=512 * MiB) as c:
+        body = {"name": "big", "input": {"kind": "vector", "shape": [784]}, "strategy": strategy}
+        r = c.post("/v1/brains", json={**body, "params": params, "replay": {"size": replay}})
+        refused(r, 422, f"the limit is {512 * MiB} bytes (BRAIN_MAX_MODEL_BYTES)", "replay buffer")
+        assert c.get("/v1/brains/big").status_code == 404
+        assert c.post("/v1/brains", json=body).status_code == 201  # its defaults fit
+
+
+def test_the_plastic_layers_of_a_patch_are_sized_before_they_are_built(tmp_path: Path) -> None:
+    with limited(tmp_path, max_model_bytes=512 * MiB) as c:
+        r = c.post("/v1/brains", json={"name": "p", "input": {"kind": "vector", "shape": [784]}})
+        assert r.status_code == 201
+        for params in ({"layers": [{"hidden": 8192, "k": 8}] * 2}, {"memory_capacity": 100_000}):
+            refused(c.patch("/v1/brains/p", json={"params": params}), 422, "BRAIN_MAX_MODEL_BYTES")
+        assert c.patch("/v1/brains/p", json={"params": {"memory_capacity": 1000}}).status_code == 200
+
+
+@pytest.mark.parametrize("shape", [[784], [1, 28, 28], [3, 32, 32]])
+def test_the_default_brain_of_every_strategy_fits_the_default_budget(tmp_path: Path, shape: list[int]) -> None:
+    from models.registry import STRATEGIES
+
+    kind = "vector" if len(shape) == 1 else "image"
+    with limited(tmp_path) as c:
+        for strategy in sorted(STRATEGIES):
+            if strategy == "joint" and shape == [3, 32, 32]:
+                continue  # it keeps up to 100,000 samples: 1.2 GB of 3,072 values
+            r = c.post("/v1/brains", json={"name": strategy, "input": {"kind": kind, "shape": shape},
+                                           "strategy": strategy})
+            assert r.status_code == 201, r.text
+
+
+def test_growth_per_task_is_sized_at_the_tasks_given(tmp_path: Path) -> None:
+    """MyGO adds a generator per task and GEM a memory and a reference gradient: the check sizes them
+    at the tasks it is given (the brain's task limit bounds how many come). PNN is sized at its
+    ``max_columns`` whatever the tasks, its own bound."""
+    from service.budgets import check_model
+    from service.errors import Invalid
+    from service.tables import Brain
+
+    settings = make_settings(tmp_path, max_model_bytes=64 * MiB)
+
+    def brain(strategy: str, params: dict) -> Brain:
+        return Brain(name=strategy, input_kind="vector", input_shape=[784], strategy=strategy, encoder="flatten",
+                     params=params, replay={"size": 500, "policy": "reservoir"}, num_classes=10, seed=0)
+
+    for strategy, fits, over in [("mygo", 2, 20), ("gem", 20, 400), ("agem", 20, 400)]:
+        check_model(settings, brain(strategy, {}), tasks=fits)
+        with pytest.raises(Invalid, match=rf"with {over} tasks.*BRAIN_MAX_MODEL_BYTES"):
+            check_model(settings, brain(strategy, {}), tasks=over)
+    check_model(settings, brain("pnn", {"max_columns": 16}), tasks=1000)
+    with pytest.raises(Invalid, match="BRAIN_MAX_MODEL_BYTES"):
+        check_model(settings, brain("pnn", {"hidden": 1000, "max_columns": 16}), tasks=1)
+
+
+def test_meta_training_is_sized_with_its_inner_steps(tmp_path: Path) -> None:
+    """Second-order meta-training keeps every inner step's weights in its graph: 1,000 steps over a
+    PLN of 1,024 units are gigabytes; the same on the head alone, or first-order, are not."""
+    with limited(tmp_path, max_model_bytes=256 * MiB) as c:
+        pln = {"hidden": 1024, "nm_hidden": 64, "train_layers": "pln"}
+        r = c.post("/v1/brains", json={"name": "m", "input": {"kind": "vector", "shape": [DIM]}, "strategy": "anml",
+                                       "params": pln})
+        assert r.status_code == 201, r.text
+        body = {"samples": samples(4), "steps": 1, "inner_steps": 1000}
+        refused(c.post("/v1/brains/m/meta-train", json=body), 422, "1000 inner steps", "BRAIN_MAX_MODEL_BYTES")
+        r = c.post("/v1/brains/m/meta-train", params={"wait": True}, json={**body, "first_order": True})
+        assert r.status_code == 202 and r.json()["state"] == "succeeded", r.text
+
+
+def test_the_sleep_budget_has_a_limit(tmp_path: Path) -> None:
+    with limited(tmp_path, max_sleep_budget=5000) as c:
+        refused(c.patch("/v1/brains/v", json={"sleep_policy": {"budget": 5001}}), 422, "limit is 5000",
+                "BRAIN_MAX_SLEEP_BUDGET")
+        r = c.post("/v1/brains", json={"name": "w", "input": {"kind": "vector", "shape": [DIM]},
+                                       "sleep_policy": {"budget": 10_000_000}})
+        refused(r, 422, "BRAIN_MAX_SLEEP_BUDGET")
+        assert c.patch("/v1/brains/v", json={"sleep_policy": {"budget": 5000}}).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["samples", "predict", "evaluate", "meta-train"])
+def test_images_are_counted_by_what_they_are_resized_to(tmp_path: Path, route: str) -> None:
+    """One-pixel PNGs, each resized to the brain's 16 x 16: 16 of them are 4,096 pixel values, at the
+    limit; 17 are over it, refused before any is decoded."""
+    with limited(tmp_path, max_decoded_pixels=4096) as c:
+        for name, strategy in (("img", None), ("meta", "anml")):
+            r = c.post("/v1/brains", json={"name": name, "input": {"kind": "image", "shape": [16, 16]},
+                                           "strategy": strategy, "params": {"layers": [{"hidden": 8, "k": 2}]}
+                                           if strategy is None else {}})
+            assert r.status_code == 201, r.text
+        pixel = png(1)
+        learn = [{"image": pixel, "label": "a"}, {"image": pixel, "label": "b"}]
+        r = c.post("/v1/brains/img/samples", params={"wait": True}, json={"task": "t", "samples": learn})
+        assert r.status_code == 202 and r.json()["state"] == "succeeded", r.text
+
+        def send(n: int):
+            items = [{"image": pixel, "label": f"l{i % 2}"} for i in range(n)]
+            if route == "predict":
+                return c.post("/v1/brains/img/predict", json={"inputs": [{"image": pixel}] * n})
+            if route == "meta-train":
+                return c.post("/v1/brains/meta/meta-train", json={"samples": items, "steps": 1, "inner_steps": 1})
+            return c.post(f"/v1/brains/img/{route}", json={"task": "t", "samples": items})
+
+        refused(send(17), 422, "17 images resized to [16, 16] are 4352 pixel values", "the limit is 4096",
+                "BRAIN_MAX_DECODED_PIXELS")
+        assert send(16).status_code in (200, 202)
+
+
+def test_an_image_is_refused_from_its_header_by_the_request_budget(tmp_path: Path) -> None:
+    """A header of 100 x 100 pixels (its data a stub that would not decode): over a budget of 4,096,
+    refused for its size, not found corrupt, so nothing was decompressed."""
+    with limited(tmp_path, max_decoded_pixels=4096) as c:
+        r = c.post("/v1/brains", json={"name": "img", "input": {"kind": "image", "shape": [1, 4, 4]}})
+        assert r.status_code == 201
+        image = base64.b64encode(png_header(100, 100)).decode()
+        for url, body in [("samples", {"task": "t", "samples": [{"image": image, "label": "a"}]}),
+                          ("predict", {"inputs": [{"image": image}]})]:
+            refused(c.post(f"/v1/brains/img/{url}", json=body), 422, "100x100 pixels", "BRAIN_MAX_DECODED_PIXELS")
