@@ -15,7 +15,6 @@ Each strategy's file holds its own part of the estimate, next to the code that a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -58,12 +57,3 @@ def learner_bytes(learner: Learner, *, tasks: int, batch: int) -> int:
     """The most bytes ``learner`` (best built :func:`on_meta`) comes to hold after ``tasks`` tasks,
     with calls of up to ``batch`` samples."""
     return tensor_bytes(learner.state_dict().values()) + learner.grown_bytes(tasks) + learner.working_bytes(batch)
-
-
-def conv_output(size: int, kernel: int) -> int:
-    """Rows (or columns) of a valid convolution's output."""
-    return max(0, size - kernel + 1)
-
-
-def prod(values: Iterable[int]) -> int:
-    return math.prod(int(v) for v in values)

@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         64 * 2**20, ge=1, description="Pixel values (pixels times channels) the images of one request "
         "may decode to, and be resized to, in all; read from their headers before any is decompressed.",
     )
-    max_sleep_budget: int = Field(100_000, ge=1, description="Samples one sleep may rehearse (a sleep policy's budget).")
+    max_sleep_budget: int = Field(
+        100_000, ge=1, description="Samples one sleep may rehearse: the most a sleep policy's budget may ask.",
+    )
 
     # versions and schedules
     keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
