@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         "may decode to, and be resized to, in all; read from their headers before any is decompressed.",
     )
     max_sleep_budget: int = Field(
-        100_000, ge=1, description="Samples one sleep may rehearse: the most a sleep policy's budget may ask.",
+        1_000_000, ge=1, description="Samples one sleep may rehearse: the most a sleep policy's budget may ask.",
     )
 
     # versions and schedules
