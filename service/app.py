@@ -130,7 +130,8 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(BrainLockTimeout)
     async def _busy(_: Request, exc: BrainLockTimeout) -> JSONResponse:
-        return JSONResponse({"detail": f"{exc}; retry later"}, status_code=503)
+        return JSONResponse({"detail": f"{exc}; retry later"}, status_code=503,
+                            headers={"Retry-After": str(max(1, round(exc.retry_after)))})
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:

@@ -81,7 +81,7 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
         if redis_client is not None
         else ThreadLocks(settings.lock_timeout_seconds)
     )
-    jobs = Jobs(db)
+    jobs = Jobs(db, stale_after=settings.lock_timeout_seconds)
     changes = BrainChanges(redis_client)
     changes.attach(db.sessions)
     rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,

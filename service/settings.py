@@ -52,7 +52,20 @@ class Settings(BaseSettings):
     keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
     sleep_check_seconds: float = Field(5.0, gt=0, description="How often sleep policies are checked.")
     wait_timeout_seconds: float = Field(120.0, gt=0, description="Longest ?wait=true wait.")
-    lock_timeout_seconds: float = Field(600.0, gt=0, description="Expiry of a brain's writer lock.")
+    lock_timeout_seconds: float = Field(
+        600.0, gt=0, description="Expiry of a brain's writer lock unless its holder renews it (a heartbeat "
+        "every third of it); also how long a job waits for the lock.",
+    )
+    # writers and jobs (issue 14)
+    busy_wait_seconds: float = Field(
+        2.0, ge=0, description="How long promote and PATCH wait for a brain's writer (a running job) "
+        "before answering 503 with Retry-After.",
+    )
+    wake_max_samples: int = Field(
+        20_000, ge=1, description="Samples one wake job learns at most; it publishes, and a follow-up "
+        "job learns the rest, so no job's work grows with the backlog.",
+    )
+    max_tasks: int = Field(1_000, ge=1, description="Tasks one brain holds at most.")
     job_nice: int = Field(
         10, ge=0, le=19, description="How much lower the CPU priority of training is than serving's (a "
         "nice increment): in-process job threads and Celery worker processes. 0 keeps it equal.",

@@ -21,6 +21,7 @@ from service.api.deps import (
 )
 from service.errors import NotFound
 from service.tables import Brain, Task, Version
+from service.writer import locked_brain, writer
 
 router = APIRouter(prefix="/v1/brains", tags=["brains"], route_class=fastjson.SafeErrorsRoute)
 #: version numbers are 32-bit in the database: a larger one is a 422, not an overflow there
@@ -90,12 +91,15 @@ def list_versions(name: str, s: SessionDep, _: CanRead) -> schemas.VersionList:
 @router.post("/{name}/versions/{number}/promote", response_model=schemas.VersionOut)
 def promote(name: str, number: VersionNumber, rt: RuntimeDep, _: CanWrite) -> schemas.VersionOut:
     """Make version ``number`` current (roll back or forward). Samples already learned by later
-    versions are not learned again; samples not yet learned are learned on top of it."""
+    versions are not learned again; samples not yet learned are learned on top of it. A brain
+    whose writer (a job) is busy for longer than ``BRAIN_BUSY_WAIT_SECONDS``: 503 with Retry-After."""
     with rt.db.session() as s:
         brain = brains.get_brain(s, name)
         brain_id = brain.id
-    with rt.locks.hold(brain_id), rt.db.session() as s:
-        brain = s.get(Brain, brain_id)
+    with writer(rt, brain_id, wait=rt.settings.busy_wait_seconds) as lease, rt.db.session() as s:
+        brain = locked_brain(s, lease)
+        if brain is None:
+            raise NotFound(f"brain {name!r} not found")
         version = rt.versions.promote(s, brain, number)
         if version is None:
             raise NotFound(f"brain {name!r} has no version {number}")

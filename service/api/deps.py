@@ -23,7 +23,8 @@ def get_cache(request: Request) -> InferenceCache:
 
 
 def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
-    with rt.db.session() as s:
+    """A read-only session (the routes that take one only read): it never waits for a writer."""
+    with rt.db.session(read_only=True) as s:
         yield s
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from service import auth, brains, schemas
+from service import auth, brains, samplelog, schemas
 from service.api import fastjson
 from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep
 from service.errors import NotFound
@@ -70,8 +70,8 @@ def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> sche
 
 
 def _has_unlearned(rt: Runtime, brain_id: int) -> bool:
-    with rt.db.session() as s:
-        return brains.has_unlearned(s, brain_id)
+    with rt.db.session(read_only=True) as s:
+        return samplelog.has_pending(s, brain_id)
 
 
 def _loaded(rt: Runtime, cache: CacheDep, name: str):
