@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from service import datadir
 from service.changes import BrainChanges
+from service.datadir import DataDirClaim
 from service.db import Database
 from service.jobs import CeleryJobs, InProcessJobs, Jobs
 from service.locks import Locks, RedisLocks, ThreadLocks
@@ -34,6 +36,7 @@ class Runtime:
     redis: object | None = None  # redis.Redis on the full stack
     memory: MemoryStores = field(default_factory=MemoryStores)
     changes: BrainChanges = field(default_factory=BrainChanges)
+    data_dir_claim: DataDirClaim | None = None  # held by the process that runs an embedded brain's jobs
 
     @property
     def device(self) -> str:
@@ -65,10 +68,17 @@ class Runtime:
         self.changes.close()
         self.jobs.shutdown()
         self.db.dispose()
+        if self.data_dir_claim is not None:
+            self.data_dir_claim.release()
 
 
 def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
-    """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools)."""
+    """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools). One
+    with in-process jobs owns the data dir (``service.datadir``): :class:`DataDirBusy` when
+    another process does."""
+    claim = None
+    if executor and not settings.uses_celery:
+        claim = datadir.claim(settings.data_dir)
     db = Database(settings)
     versions = VersionStore(settings.checkpoint_dir, keep=settings.keep_versions)
     redis_client = None
@@ -85,7 +95,7 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
     changes = BrainChanges(redis_client)
     changes.attach(db.sessions)
     rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,
-                 changes=changes)
+                 changes=changes, data_dir_claim=claim)
     if executor:
         if settings.uses_celery:
             assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"

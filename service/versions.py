@@ -108,12 +108,7 @@ class VersionStore:
         ``session``; the publish is refused (:class:`~service.locks.LockLost`) unless the lease
         still holds the brain's fence and ``base`` is still current. Only a brain's first version
         (kind "init", made with the brain) is published without one."""
-        if lease is None:
-            assert kind == "init", "every version but a brain's first is published by a fenced writer"
-        else:
-            lease.check(brain.writer_fence)
-            if brain.current_version != base:
-                raise LockLost(f"brain {brain.id}: current version moved from {base} to {brain.current_version} under this writer")
+        _check_writer(brain, lease, base, kind)
         last = session.scalar(
             select(Version.number).where(Version.brain_id == brain.id).order_by(Version.number.desc()).limit(1)
         )
@@ -148,6 +143,7 @@ class VersionStore:
         """Publish a learner changed without learning from the log (sleep, meta-training,
         reconfiguration) on top of version ``base``: log position, samples learned and tasks seen
         carry over from it."""
+        _check_writer(brain, lease, base, kind)
         current = session.scalar(
             select(Version).where(Version.brain_id == brain.id, Version.number == base)
         )
@@ -190,6 +186,15 @@ class VersionStore:
             session.delete(v)
             doomed = self.path(brain.id, v.number)
             after_commit(session, lambda doomed=doomed: shutil.rmtree(doomed, ignore_errors=True))
+
+
+def _check_writer(brain: Brain, lease: Lease | None, base: int | None, kind: str) -> None:
+    if lease is None:
+        assert kind == "init", "every version but a brain's first is published by a fenced writer"
+        return
+    lease.check(brain.writer_fence)
+    if brain.current_version != base:
+        raise LockLost(f"brain {brain.id}: current version moved from {base} to {brain.current_version} under this writer")
 
 
 def new_learner(brain: Brain, params: dict | None = None) -> Learner:
