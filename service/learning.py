@@ -37,7 +37,7 @@ from service import samplelog, schemas
 from service.brains import get_brain, label_key
 from service.errors import Invalid
 from service.inputs import decode
-from service.locks import LockLost
+from service.locks import BrainLockTimeout, LockLost
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
 from service.tables import Brain, Job, Task, Version, utcnow
@@ -88,15 +88,15 @@ _cache = _TrainingCache()
 
 
 def transient(exc: BaseException) -> bool:
-    """A backend that went away (Postgres, Redis), or a writer lock lost mid-job: the same job can
-    succeed when it runs again."""
+    """A backend that went away (Postgres, Redis), a writer lock lost mid-job, or a brain busy with
+    another writer for longer than the lock timeout: the same job can succeed when it runs again."""
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     return isinstance(exc, (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, BrokerError,
-                            LockLost))
+                            LockLost, BrainLockTimeout))
 
 
 def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict | None:
