@@ -25,7 +25,7 @@ SAMPLES = {"task": "t", "samples": [{"x": [0.0, 1.0, 0.0, 1.0], "label": "a"}, {
 
 
 class Gate:
-    """Jobs wait for :meth:`open` before they run; ``ended`` holds when each one's run ended."""
+    """Jobs wait while the gate is closed (it starts closed); ``ended`` holds when each one's run ended."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -33,6 +33,9 @@ class Gate:
 
     def open(self) -> None:
         self.event.set()
+
+    def close(self) -> None:
+        self.event.clear()
 
 
 @pytest.fixture
@@ -59,11 +62,11 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
     return settings
 
 
-def jobs(settings: Settings) -> int:
+def jobs(settings: Settings, kind: str = "sleep") -> int:
     db = Database(settings)
     try:
         with db.session() as s:
-            return s.scalar(select(func.count()).select_from(Job))
+            return s.scalar(select(func.count()).select_from(Job).where(Job.kind == kind))
     finally:
         db.dispose()
 
@@ -92,6 +95,10 @@ def test_waiting_requests_leave_predict_and_reads_served(tmp_path: Path, gate: G
     with serve(settings) as url, http_client(url) as http, ThreadPoolExecutor(WAITERS) as pool:
         make_brain(http, "busy")
         make_brain(http, "other")  # never predicted yet: its first prediction loads it in a thread
+        gate.open()
+        assert http.post("/v1/brains/other/samples", json=SAMPLES).status_code == 202
+        assert until(lambda: http.get("/v1/brains/other").json()["samples_pending"] == 0)
+        gate.close()
         waiting = [pool.submit(http.post, "/v1/brains/busy/sleep", params={"wait": "true"}) for _ in range(WAITERS)]
         until(lambda: jobs(settings) >= WAITERS, 5)  # on a starved server some never get this far
         time.sleep(0.2)
@@ -118,7 +125,7 @@ def test_a_waiter_answers_when_its_job_ends_not_at_the_next_recheck(tmp_path: Pa
         make_brain(http, "b")
         waiting = pool.submit(lambda: (http.post("/v1/brains/b/samples", params={"wait": "true"}, json=SAMPLES),
                                        time.monotonic()))
-        assert until(lambda: jobs(settings) == 1)
+        assert until(lambda: jobs(settings, "wake") == 1)
         time.sleep(0.2)
         assert not waiting.done()
         gate.open()
@@ -143,6 +150,7 @@ def test_a_lost_announcement_only_delays_the_answer(tmp_path: Path, gate: Gate) 
         finished = time.monotonic()
         answer = waiting.result(timeout=10)
         assert time.monotonic() - finished < 2.0
+        gate.open()  # the held job thread ends (it finds its job finished), so the server can stop
     assert answer.status_code == 202 and answer.json()["state"] == "succeeded"
     assert answer.json()["result"] == {"by": "test"}
 
@@ -154,6 +162,7 @@ def test_a_wait_that_times_out_answers_the_jobs_state(tmp_path: Path, gate: Gate
         started = time.monotonic()
         answer = http.post("/v1/brains/b/sleep", params={"wait": "true"})
         assert 0.5 <= time.monotonic() - started < 3.0
+        gate.open()
     assert answer.status_code == 202 and answer.json()["state"] == "queued"
 
 
