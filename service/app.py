@@ -39,6 +39,7 @@ from service.observability import REQUEST_ID, BrainCollector
 from service.runtime import Runtime, build_runtime
 from service.serving import MicroBatcher, ServingCache
 from service.settings import Settings
+from service.waiting import JobWaiter
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("service.access")
@@ -78,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.inference = InferenceCache(rt.versions)
         app.state.serving = ServingCache(rt, app.state.inference, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
+        app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
+                                     recheck_seconds=settings.wait_recheck_seconds)
+        app.state.waiter.start()
         rt.changes.subscribe()
         recover(rt, orphaned_jobs=not settings.uses_celery)
         scheduler = None
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if scheduler is not None:
                 scheduler.stop.set()
+            await app.state.waiter.close()
             app.state.batcher.close()
             rt.close()
 

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
     sleep_check_seconds: float = Field(5.0, gt=0, description="How often sleep policies are checked.")
     wait_timeout_seconds: float = Field(120.0, gt=0, description="Longest ?wait=true wait.")
+    # waiting (issue 14)
+    max_waiters: int = Field(
+        256, ge=1, description="?wait=true requests of one API process that wait at once (they hold no "
+        "thread); one more is answered 503 with Retry-After before it does anything.",
+    )
+    wait_recheck_seconds: float = Field(
+        1.0, gt=0, description="How often waiting requests re-read their jobs without an announcement; "
+        "an end is announced at once, this only bounds a lost announcement.",
+    )
     lock_timeout_seconds: float = Field(
         600.0, gt=0, description="Expiry of a brain's writer lock unless its holder renews it (a heartbeat "
         "every third of it); also how long a job waits for the lock.",
