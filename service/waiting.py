@@ -175,7 +175,7 @@ class JobWaiter:
                 self._settle(waiter, read.get(waiter.job_id))
 
     def _read(self, job_ids: list[str]) -> dict[str, tuple[int, JobState]]:
-        with self.db.session() as s:
+        with self.db.session(read_only=True) as s:
             rows = s.execute(
                 select(Job.id, Job.brain_id, Job.state, Job.result, Job.error, Brain.current_version)
                 .join(Brain, Brain.id == Job.brain_id)
