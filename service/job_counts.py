@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from itertools import chain
 
 from redis.exceptions import RedisError
 from sqlalchemy import event, inspect
@@ -56,21 +55,20 @@ class JobCounts:
     def _collect(session: Session, _context: object) -> None:
         """Runs before the flush's history is reset: the state each job had and has now."""
         increments, dropped = session.info.setdefault(_PENDING, ([], set()))
-        for job in chain(session.new, session.dirty):
-            if not isinstance(job, Job):
-                continue
-            if job in session.new:
-                state = job.state or "queued"
-            else:
-                added = inspect(job).attrs.state.history.added
-                if not added:
-                    continue
-                state = added[0]
+
+        def entered(job: Job, state: str) -> None:
             increments.append((job.brain_id, jobs_field(job.kind, state), 1))
             seconds = (job.result or {}).get("seconds") if job.kind == "sleep" and state == "succeeded" else None
             if isinstance(seconds, int | float):
-                increments += [(job.brain_id, SLEEPS, 1), (job.brain_id, SLEEP_SECONDS, float(seconds))]
-        dropped.update(b.id for b in session.deleted if isinstance(b, Brain))
+                increments.extend([(job.brain_id, SLEEPS, 1), (job.brain_id, SLEEP_SECONDS, float(seconds))])
+
+        for obj in session.new:
+            if isinstance(obj, Job):
+                entered(obj, obj.state or "queued")  # the column's default, when not set
+        for obj in session.dirty:
+            if isinstance(obj, Job) and (added := inspect(obj).attrs.state.history.added):
+                entered(obj, added[0])
+        dropped.update(obj.id for obj in session.deleted if isinstance(obj, Brain))
 
     def _committed(self, session: Session) -> None:
         pending = session.info.pop(_PENDING, None)

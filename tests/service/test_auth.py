@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
+from starlette.exceptions import HTTPException
 
+from service import auth
 from service.app import create_app
 from service.auth import AuthConfigError
 from service.db import upgrade
@@ -508,8 +510,6 @@ def test_open_paths_stay_open_and_other_paths_need_a_key(api: TestClient) -> Non
 
 def test_requests_authenticate_once(api: TestClient, monkeypatch) -> None:
     """The caller found before the route is the one its dependencies check (403 per brain)."""
-    from service import auth
-
     make_brain(api, "a")
     teach(api, "a")
     reader = bearer(make_key(api, brains={"a": "read"})["key"])
@@ -529,8 +529,6 @@ def test_requests_authenticate_once(api: TestClient, monkeypatch) -> None:
 
 # -- the key memory (issue 14, point 7) -------------------------------------------------------------
 def test_a_flood_of_unknown_keys_does_not_evict_a_valid_one(tmp_path: Path) -> None:
-    from starlette.exceptions import HTTPException
-
     settings = secured_settings(tmp_path / "var", auth_cache_seconds=600)  # nothing expires meanwhile
     with TestClient(create_app(settings)) as api:
         make_brain(api, "a")

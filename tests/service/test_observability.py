@@ -15,11 +15,14 @@ from pathlib import Path
 import uuid
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, insert, select
 
 from service.app import create_app
+from service.db import upgrade
+from service.runtime import build_runtime
 from service.tables import Brain, Job, Sample, Task, utcnow
 from tests.conftest import make_settings
 from tests.service.test_api import clusters, make_brain, post
@@ -186,8 +189,6 @@ def test_a_scrape_costs_the_same_whatever_the_history(tmp_path: Path) -> None:
     """No count over the whole sample log or job table: the statements of a scrape and the work
     they do stay the same when the history grows twentyfold."""
     settings = make_settings(tmp_path / "var", sleep_check_seconds=3600, metrics_cache_seconds=0)
-    from service.db import upgrade
-
     upgrade(settings.database_url)
     with TestClient(create_app(settings)) as client:
         for name in ("b", "c"):
@@ -204,8 +205,6 @@ def test_a_scrape_costs_the_same_whatever_the_history(tmp_path: Path) -> None:
 
 
 def test_metrics_are_cached_for_a_few_seconds(tmp_path: Path) -> None:
-    from service.db import upgrade
-
     settings = make_settings(tmp_path / "var", sleep_check_seconds=3600, metrics_cache_seconds=60)
     upgrade(settings.database_url)
     with TestClient(create_app(settings)) as client:
@@ -217,11 +216,6 @@ def test_metrics_are_cached_for_a_few_seconds(tmp_path: Path) -> None:
 def test_job_counts_are_kept_in_redis_for_every_process(redis_url: str, tmp_path: Path) -> None:
     """Full stack: what a worker's jobs did, counted as it happens, is what the API process reads;
     a rolled-back change is not counted, and a deleted brain's counts go with it."""
-    import pytest
-
-    from service.db import upgrade
-    from service.runtime import build_runtime
-
     settings = make_settings(tmp_path / "var", redis_url=redis_url, jobs="inprocess")
     upgrade(settings.database_url)
     worker, api = build_runtime(settings, executor=False), build_runtime(settings, executor=False)
