@@ -31,6 +31,7 @@ from service.api import (
     learning,
     metrics,
 )
+from service.api.authgate import AuthGate
 from service.errors import BrainError
 from service.inference import InferenceCache
 from service.learning import check_sleep_due, recover
@@ -111,6 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the hot path, matched first and without FastAPI's parameter solving (same work, same errors)
     app.router.routes.insert(0, _ScopedRoute("/v1/brains/{name}/predict", learning.serve_predict, methods=["POST"]))
     _errors(app)
+    # auth and metrics (issue 14): every request's key is checked before its body is read; added
+    # before _Observe, so inside it (request ids, counts and the declared-size 413 come first)
+    app.add_middleware(AuthGate)
     _limits_and_metrics(app, settings)
     _openapi(app)
     return app

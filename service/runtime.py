@@ -16,6 +16,7 @@ from service import datadir
 from service.changes import BrainChanges
 from service.datadir import DataDirClaim
 from service.db import Database
+from service.job_counts import JobCounts
 from service.jobs import CeleryJobs, InProcessJobs, Jobs
 from service.locks import Locks, RedisLocks, ThreadLocks
 from service.replay import MemoryStores, RedisStore, ReplayBuffer
@@ -34,6 +35,7 @@ class Runtime:
     locks: Locks
     jobs: Jobs
     redis: object | None = None  # redis.Redis on the full stack
+    job_counts: JobCounts = field(default_factory=JobCounts)  # what jobs did, for /metrics
     memory: MemoryStores = field(default_factory=MemoryStores)
     changes: BrainChanges = field(default_factory=BrainChanges)
     data_dir_claim: DataDirClaim | None = None  # held by the process that runs an embedded brain's jobs
@@ -104,4 +106,6 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
             from service.learning import run_job
 
             jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id), nice=settings.job_nice)
+    rt.job_counts = JobCounts(redis_client)  # counted as jobs change, in every process (issue 14)
+    rt.job_counts.attach(db.sessions)
     return rt

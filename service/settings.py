@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         "process stops working here within this time (at once in the process that revoked it).",
     )
 
+    # auth and metrics (issue 14)
+    metrics_public_brains: bool = Field(
+        False, description="Show /metrics' per-brain series (brain names and figures) to anyone. Off: only "
+        "to keys that may read the brain (every brain to admin keys); process-wide series are always open.",
+    )
+    metrics_cache_seconds: float = Field(
+        5.0, ge=0, description="How long /metrics reuses its per-brain figures before reading them again.",
+    )
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()

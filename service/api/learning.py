@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import auth, brains, samplelog, schemas
 from service.api import fastjson
-from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep
+from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep, caller_of
 from service.errors import NotFound
 from service.inference import predict as run_predict
 from service.inputs import check_limits, decode
@@ -106,9 +106,8 @@ async def serve_predict(request: Request) -> Response:
     of FastAPI's (which stays for the OpenAPI document): FastAPI's route matching and parameter
     solving were a third of a small request's time."""
     name = request.path_params["name"]
-    # not Depends: this route is the hot path; keys are checked from memory (service.auth)
-    caller = await auth.authenticate(request.app.state.auth, auth.bearer_token(request.headers.get("authorization")))
-    auth.require(caller, name, "read")
+    # not Depends: this route is the hot path; the gate (service.api.authgate) found the caller
+    auth.require(await caller_of(request), name, "read")
     serving: ServingCache = request.app.state.serving
     batcher: MicroBatcher = request.app.state.batcher
     body = await fastjson.parse_off_loop(schemas.PredictIn, await request.body())
