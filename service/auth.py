@@ -231,7 +231,7 @@ class Authenticator:
         on = self._auth_on(time.monotonic())
         if on is not None:
             return on
-        with self.db.session() as s:
+        with self.db.session(read_only=True) as s:
             on = s.scalar(select(ApiKey.id).limit(1)) is not None
         with self._lock:
             self._on = (time.monotonic() + self.ttl, on)
@@ -246,7 +246,7 @@ class Authenticator:
         digest = hash_key(token)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return ADMIN
-        with self.db.session() as s:
+        with self.db.session(read_only=True) as s:
             row = s.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
             grants = {} if row is None else dict(s.execute(
                 select(Brain.name, ApiKeyGrant.access)
@@ -328,7 +328,7 @@ def create_key(auth: Authenticator, *, name: str, admin: bool, brains: Mapping[s
 
 
 def list_keys(auth: Authenticator) -> list[KeyInfo]:
-    with auth.db.session() as s:
+    with auth.db.session(read_only=True) as s:
         rows = s.scalars(select(ApiKey).order_by(ApiKey.id)).all()
         grants = _grants(s, [r.id for r in rows])
     return [KeyInfo(r, grants[r.id]) for r in rows]

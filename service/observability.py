@@ -31,10 +31,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from service import samplelog
 from service.auth import Principal
 from service.job_counts import SLEEP_SECONDS, SLEEPS, Counts, job_states
 from service.runtime import Runtime
-from service.tables import Brain, Sample, Version
+from service.tables import Brain, Version
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,10 @@ class BrainCollector(Collector):
             return figures
 
     def _scan(self) -> list[_Figures]:
-        with self.rt.db.session() as s:
+        with self.rt.db.session(read_only=True) as s:
             brains = s.scalars(select(Brain).order_by(Brain.id)).all()
             versions = dict(s.execute(select(Version.brain_id, func.count()).group_by(Version.brain_id)).tuples().all())
-            pending = {b.id: s.scalar(select(func.count()).select_from(
-                select(Sample.id).where(Sample.brain_id == b.id, Sample.id > b.learned_position)
-                .limit(PENDING_COUNT_LIMIT).subquery())) for b in brains}
+            pending = {b.id: samplelog.pending(s, b.id, b.learned_position, limit=PENDING_COUNT_LIMIT) for b in brains}
         counts = self.rt.job_counts.read([b.id for b in brains])
         return [_Figures(name=b.name, learned=b.samples_learned, pending=pending[b.id], current=b.current_version or 0,
                          versions=versions.get(b.id, 0), replay=len(self.rt.replay(b)), counts=counts[b.id])

@@ -38,10 +38,14 @@ def read_after(s: Session, brain_id: int, position: int, limit: int) -> Sequence
     ).all()
 
 
-def pending(s: Session, brain_id: int, position: int | None = None) -> int:
-    """How many rows follow ``position`` (default: the brain's learned position)."""
+def pending(s: Session, brain_id: int, position: int | None = None, *, limit: int | None = None) -> int:
+    """How many rows follow ``position`` (default: the brain's learned position); with ``limit``,
+    counted up to that many (an index range, whatever the log's length)."""
     after = select(Brain.learned_position).where(Brain.id == brain_id).scalar_subquery() if position is None else position
-    return int(s.scalar(select(func.count()).select_from(Sample).where(Sample.brain_id == brain_id, Sample.id > after)) or 0)
+    rows = select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > after)
+    if limit is not None:
+        rows = rows.limit(limit)
+    return int(s.scalar(select(func.count()).select_from(rows.subquery())) or 0)
 
 
 def has_pending(s: Session, brain_id: int) -> bool:

@@ -52,13 +52,13 @@ def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep, _: CanWri
     """Change the strategy's params (published as a new version of kind "reconfigure" that keeps
     what the brain learned; 422 for strategies that cannot) or the sleep policy."""
     configure.update_brain(rt, name=name, body=body)
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         return brains.brain_out(s, brains.get_brain(s, name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_brain(name: str, rt: RuntimeDep, cache: CacheDep, authenticator: AuthDep, _: AdminOnly) -> Response:
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         brain_id = brains.get_brain(s, name).id
     brains.delete_brain(rt, name=name)
     cache.forget(brain_id)
@@ -93,7 +93,7 @@ def promote(name: str, number: VersionNumber, rt: RuntimeDep, _: CanWrite) -> sc
     """Make version ``number`` current (roll back or forward). Samples already learned by later
     versions are not learned again; samples not yet learned are learned on top of it. A brain
     whose writer (a job) is busy for longer than ``BRAIN_BUSY_WAIT_SECONDS``: 503 with Retry-After."""
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         brain = brains.get_brain(s, name)
         brain_id = brain.id
     with writer(rt, brain_id, wait=rt.settings.busy_wait_seconds) as lease, rt.db.session() as s:

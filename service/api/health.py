@@ -23,7 +23,7 @@ def healthz() -> dict:
 def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with rt.db.session() as s:
+        with rt.db.session(read_only=True) as s:
             s.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised

@@ -76,7 +76,7 @@ def _has_unlearned(rt: Runtime, brain_id: int) -> bool:
 
 
 def _loaded(rt: Runtime, cache: CacheDep, name: str):
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         brain = brains.get_brain(s, name)
     version, learner = cache.get(brain)
     return brain, version, learner
@@ -85,7 +85,7 @@ def _loaded(rt: Runtime, cache: CacheDep, name: str):
 def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
     if task is None:
         return list(range(len(brain.labels)))
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         row = s.scalar(select(Task).where(Task.brain_id == brain.id, Task.name == task))
     if row is None:
         raise NotFound(f"brain {brain.name!r} has no task {task!r}")
@@ -170,7 +170,7 @@ async def sleep(
 
 
 def _submit_sleep(rt: Runtime, name: str) -> str:
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         brain_id = brains.get_brain(s, name).id
     return rt.jobs.submit("sleep", brain_id, {"reason": "request"})
 
