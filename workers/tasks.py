@@ -63,13 +63,14 @@ def register(app: Celery, settings: Settings) -> None:
         of its writer lock is retried with a growing delay (1 s, 2 s, .. at most 30 s), ``RETRIES``
         times; the last try records the failure. A message delivered again while its job still
         runs elsewhere (the broker's visibility timeout passed) is looked at again after half the
-        lock timeout, for as long as that runner lives, and never runs the job a second time."""
+        lock timeout (``RETRIES`` times at most: 100 minutes at the default timeout; the runner
+        ends the job either way), and never runs the job a second time."""
         last = self.request.retries >= RETRIES
         rt = runtime.get()
         try:
             run_job(rt, job_id, retry_transient=not last)
         except JobBusy as exc:  # a redelivered message of a job whose runner is alive: look again later
-            raise self.retry(exc=exc, countdown=max(1.0, rt.settings.lock_timeout_seconds / 2), max_retries=None) from exc
+            raise self.retry(exc=exc, countdown=max(1.0, rt.settings.lock_timeout_seconds / 2)) from exc
         except Exception as exc:
             if last or not transient(exc):
                 raise
