@@ -1,0 +1,120 @@
+"""The fault injector (Jepsen's nemesis): a thread that injects faults while the clients run, each
+once the clients have done their share of the operations, and records each as a ``fault``
+operation (invoked when it struck, completed when the service was whole again).
+
+- ``kill-api``: SIGKILL an API process (round robin over them) mid-operation, then restart it on
+  the same port (embedded: the same data dir);
+- ``kill-worker``: start a long job (a sleep of the slow brain), wait until a process runs it,
+  SIGKILL that process mid-job and restart it (embedded: the API process runs the jobs);
+- ``short-lock``: the service runs with a writer-lock timeout of a few seconds (set when the stack
+  starts) and the slow brain's sleeps outlast it (its sleep budget is raised when the run starts);
+  at its turn the nemesis starts such a sleep while the clients keep writing to that brain.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench.history.record import Op, Recorder
+from bench.history.stacks import job_pid
+from bench.history.workload import SLOW
+from service.tables import Job
+
+SHORT_LOCK_SECONDS = 2.0
+SLOW_SLEEP_BUDGET = 30_000  # samples a sleep of the slow brain rehearses: several seconds
+
+
+class Nemesis(threading.Thread):
+    def __init__(self, stack: Any, faults: list[str], progress: Callable[[], float], out: Path,
+                 sessions: Callable[[], Any]) -> None:
+        super().__init__(name="nemesis", daemon=True)
+        self.stack, self.faults, self.progress = stack, list(faults), progress
+        self.recorder = Recorder(out / "history-nemesis.jsonl")
+        self.sessions = sessions  # a context manager of a database session (the state's)
+        self.stop = threading.Event()
+        self.injected: list[str] = []
+        self.errors: list[str] = []
+        self.seq = 0
+        self._apis = 0
+
+    def run(self) -> None:
+        try:
+            for i, fault in enumerate(self.faults):
+                if not self._wait_progress((i + 1) / (len(self.faults) + 1)):
+                    return
+                getattr(self, "_" + fault.replace("-", "_"))()
+                self.injected.append(fault)
+        except Exception as exc:  # noqa: BLE001 - reported with the run, which goes on
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.recorder.close()
+
+    def _wait_progress(self, fraction: float) -> bool:
+        while self.progress() < fraction:
+            if self.stop.wait(0.02):
+                return False
+        return True
+
+    def _record(self, fault: str, invoke: float, **detail: Any) -> None:
+        self.seq += 1
+        self.recorder.record(Op(id=f"nemesis:{self.seq}", client="nemesis", kind="fault", brain=detail.pop("brain", None),
+                                invoke=invoke, complete=time.time(), outcome="ok", request={"fault": fault, **detail}))
+
+    # the faults
+    def _kill_api(self) -> None:
+        index = self._apis % self.stack.apis
+        self._apis += 1
+        invoke = time.time()
+        pid = self.stack.kill_api(index)
+        self.stack.restart_api(index)
+        self._record("kill-api", invoke, target=f"api-{index}", pid=pid)
+
+    def _kill_worker(self) -> None:
+        job = self._start_sleep()
+        index, pid = self._runner(job)
+        invoke = time.time()
+        killed = self.stack.kill_worker(index)
+        self.stack.restart_worker(index)
+        self._record("kill-worker", invoke, brain=SLOW, target=f"worker-{index}", pid=killed, job=job, job_pid=pid)
+
+    def _short_lock(self) -> None:
+        invoke = time.time()
+        job = self._start_sleep()
+        self._record("short-lock", invoke, brain=SLOW, job=job, lock_timeout=SHORT_LOCK_SECONDS,
+                     sleep_budget=SLOW_SLEEP_BUDGET)
+
+    # helpers
+    def _start_sleep(self) -> str:
+        """A sleep of the slow brain, submitted through the first API that answers."""
+        deadline = time.monotonic() + 60
+        while True:
+            for url in self.stack.urls:
+                try:
+                    r = httpx.post(f"{url}/v1/brains/{SLOW}/sleep", timeout=10)
+                    if r.status_code == 202:
+                        return r.json()["job"]
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("could not submit a sleep of the slow brain")
+            time.sleep(0.2)
+
+    def _runner(self, job_id: str, timeout: float = 60.0) -> tuple[int, int]:
+        """The stack's index of the process that runs ``job_id`` (once it runs), and its pid."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.sessions() as s:
+                job = s.get(Job, job_id)
+                events = list(job.events or []) if job is not None and job.state == "running" else []
+            started = [e for e in events if e.get("event") == "started"]
+            pid = job_pid(started[-1].get("by")) if started else None
+            if pid is not None and (index := self.stack.worker_of(pid)) is not None:
+                return index, pid
+            time.sleep(0.02)
+        raise RuntimeError(f"job {job_id} did not start within {timeout:.0f} s")
+
