@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.history.record import Op
-from bench.history.reference import Reference, agrees, key, order_free
+from bench.history.reference import Reference, agrees, key, one_thread, order_free
 
 KINDS = {
     # the sample log
@@ -106,6 +106,11 @@ class Report:
 def check(history: Sequence[Op], final: dict[str, Any], *, tolerance: float = DEFAULT_TOLERANCE) -> Report:
     """Every anomaly of ``history`` against ``final``; see the module docstring. ``tolerance``: on
     a confidence, between a version's answer and a fresh brain's."""
+    with one_thread():
+        return _check(history, final, tolerance)
+
+
+def _check(history: Sequence[Op], final: dict[str, Any], tolerance: float) -> Report:
     report = Report()
     errors = [op.id for op in history if op.status == 500]
     if errors:
@@ -389,7 +394,7 @@ def _writers(b: _Brain, report: Report) -> None:
         if inside:
             report.add("overlapping-writers", b.name, f"versions {inside} were published while {v['kind']} version "
                        f"{v['number']} consolidated ({float(seconds):.2f} s before its publish)", [v["number"], *inside])
-    fenced = [v for v in b.versions if "fence" in v["stats"]]
+    fenced = [v for v in b.versions if v["stats"].get("fence") is not None]
     if not fenced:
         report.note(b.name, "fencing: not checkable (no fence/base in stats)")
     else:
@@ -407,7 +412,7 @@ def _writers(b: _Brain, report: Report) -> None:
         shared = [f"fence {f}: jobs {sorted(j)}" for f, j in sorted(jobs.items()) if len(j) > 1]
         if shared:
             report.add("shared-fence", b.name, "jobs that published under one fencing token", shared)
-    based = [v for v in b.versions if "base" in v["stats"]]
+    based = [v for v in b.versions if v["stats"].get("base") is not None]
     promoted = {op.request.get("version") for op in b.ops if op.kind == "promote" and op.outcome != "fail"}
     children: dict[int, list[int]] = defaultdict(list)
     for v in based:

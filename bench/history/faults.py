@@ -4,8 +4,8 @@ operation (invoked when it struck, completed when the service was whole again).
 
 - ``kill-api``: SIGKILL an API process (round robin over them) mid-operation, then restart it on
   the same port (embedded: the same data dir);
-- ``kill-worker``: start a long job (a sleep of the slow brain), wait until a process runs it,
-  SIGKILL that process mid-job and restart it (embedded: the API process runs the jobs);
+- ``kill-worker``: SIGKILL a process while it runs a job (one running then, else a sleep of the
+  slow brain started for this) and restart it (embedded: the API process runs the jobs);
 - ``short-lock``: the service runs with a writer-lock timeout of a few seconds (set when the stack
   starts) and the slow brain's sleeps outlast it (its sleep budget is raised when the run starts);
   at its turn the nemesis starts such a sleep while the clients keep writing to that brain.
@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from bench.history.record import Op, Recorder
 from bench.history.stacks import job_pid
 from bench.history.workload import SLOW
 from service.tables import Job
 
 SHORT_LOCK_SECONDS = 2.0
-SLOW_SLEEP_BUDGET = 30_000  # samples a sleep of the slow brain rehearses: several seconds
+SLOW_SLEEP_BUDGET = 10_000  # samples a sleep of the slow brain rehearses: a few seconds, several lock timeouts
 
 
 class Nemesis(threading.Thread):
@@ -75,12 +76,15 @@ class Nemesis(threading.Thread):
         self._record("kill-api", invoke, target=f"api-{index}", pid=pid)
 
     def _kill_worker(self) -> None:
-        job = self._start_sleep()
-        index, pid = self._runner(job)
+        """Kill a process while it runs a job: any running job, else a sleep started for this."""
+        found = self._running()
+        if found is None:
+            found = self._running(self._start_sleep())
+        job, index, pid = found
         invoke = time.time()
         killed = self.stack.kill_worker(index)
         self.stack.restart_worker(index)
-        self._record("kill-worker", invoke, brain=SLOW, target=f"worker-{index}", pid=killed, job=job, job_pid=pid)
+        self._record("kill-worker", invoke, target=f"worker-{index}", pid=killed, job=job, job_pid=pid)
 
     def _short_lock(self) -> None:
         invoke = time.time()
@@ -104,17 +108,21 @@ class Nemesis(threading.Thread):
                 raise RuntimeError("could not submit a sleep of the slow brain")
             time.sleep(0.2)
 
-    def _runner(self, job_id: str, timeout: float = 60.0) -> tuple[int, int]:
-        """The stack's index of the process that runs ``job_id`` (once it runs), and its pid."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _running(self, job_id: str | None = None, timeout: float = 60.0) -> tuple[str, int, int] | None:
+        """A running job (``job_id``, waiting up to ``timeout`` for it to start; else any job running
+        now, or None), the stack's index of the process that runs it, and that process's pid."""
+        deadline = time.monotonic() + (timeout if job_id else 0.0)
+        while True:
             with self.sessions() as s:
-                job = s.get(Job, job_id)
-                events = list(job.events or []) if job is not None and job.state == "running" else []
-            started = [e for e in events if e.get("event") == "started"]
-            pid = job_pid(started[-1].get("by")) if started else None
-            if pid is not None and (index := self.stack.worker_of(pid)) is not None:
-                return index, pid
+                query = select(Job).where(Job.state == "running")
+                jobs = s.scalars(query.where(Job.id == job_id) if job_id else query).all()
+                started = [(job.id, [e for e in job.events or [] if e.get("event") == "started"]) for job in jobs]
+            for found, events in started:
+                pid = job_pid(events[-1].get("by")) if events else None
+                if pid is not None and (index := self.stack.worker_of(pid)) is not None:
+                    return found, index, pid
+            if time.monotonic() >= deadline:
+                if job_id:
+                    raise RuntimeError(f"job {job_id} did not start within {timeout:.0f} s")
+                return None
             time.sleep(0.02)
-        raise RuntimeError(f"job {job_id} did not start within {timeout:.0f} s")
-

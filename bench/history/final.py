@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.history.record import Op, Recorder
-from bench.history.reference import order_free
+from bench.history.reference import one_thread, order_free
 from bench.history.stacks import job_pid
 from bench.history.workload import call
 from service.runtime import Runtime, build_runtime
@@ -152,8 +152,9 @@ def read_state(state: State, url: str, brains: Sequence[str], probe: list[list[f
             pending = http.get(f"/v1/brains/{name}").json()["samples_pending"]
             out["brains"][name] = {**_rows(state, name), "probe": probe, "predictions": predictions,
                                    "samples_pending": pending}
-    for name, brain in out["brains"].items():
-        brain["version_predictions"] = _version_predictions(state, name, brain, probe)
+    with one_thread():
+        for name, brain in out["brains"].items():
+            brain["version_predictions"] = _version_predictions(state, name, brain, probe)
     return out
 
 

@@ -41,7 +41,10 @@ class Outcome:
 
 def service_env(config: Config) -> dict[str, str]:
     env = {"BRAIN_KEEP_VERSIONS": "1000",  # every version stays: the checker reads them all
-           "BRAIN_SLEEP_CHECK_SECONDS": "1", "BRAIN_DEVICE": "cpu", "BRAIN_LOG_LEVEL": "WARNING"}
+           "BRAIN_SLEEP_CHECK_SECONDS": "1", "BRAIN_DEVICE": "cpu", "BRAIN_LOG_LEVEL": "WARNING",
+           # torch on one thread in every process: on a small, busy machine more threads wait for each
+           # other (a wake step took 60 times longer); the checks are about outcomes, not speed
+           "OMP_NUM_THREADS": "1"}
     if "short-lock" in config.faults:
         env["BRAIN_LOCK_TIMEOUT_SECONDS"] = str(nemesis.SHORT_LOCK_SECONDS)
     return env
@@ -83,15 +86,16 @@ def run(config: Config) -> Outcome:
         plan = Plan(urls=tuple(stack.urls), dim=DIM, seed=config.seed,
                     ops_per_client=max(1, math.ceil(config.ops / config.total_clients)),
                     labels_per_client=labels_per_client, slow_share=config.slow_share, think=config.think,
-                    out=str(out))
+                    sleep_slow="short-lock" not in config.faults, out=str(out))
         clients = Clients(plan, threads=config.clients, processes=config.processes, per_process=config.process_clients)
         chaos = nemesis.Nemesis(stack, config.faults, clients.done_fraction, out, state.session)
         clients.start()
         clock.lap("start")
         chaos.start()
-        clients.join(timeout=600)
+        chaos.join(timeout=600)
         chaos.stop.set()
-        chaos.join(timeout=180)
+        clients.calm()
+        clients.join(timeout=600)
         clock.lap("load")
         so_far = merge(_parts(out), out / "history.jsonl")
         unsettled = drain(state, stack.urls, [MAIN, SLOW], so_far, out, timeout=config.drain_timeout)

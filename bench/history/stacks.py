@@ -31,6 +31,7 @@ from bench.serve import free_port, postgres_database, service_env
 from service.settings import Settings
 
 READY_TIMEOUT = 90.0
+ROOT = Path(__file__).resolve().parents[2]  # the checkout whose service runs
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = READY_TIMEOUT) -> None:
@@ -107,7 +108,7 @@ class Embedded:
                "--host", "127.0.0.1", "--port", str(self.port)]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=Path(__file__).resolve().parents[2])
+                                         start_new_session=True, cwd=ROOT)
         _wait_ready(self.urls[0], self.proc, log)
 
     def kill_api(self, index: int = 0) -> int:
@@ -166,12 +167,18 @@ class Full:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.stack = Stack(self.work, data_dir, database_url, redis_url)
         self.exit.callback(self.stack.close)
-        self.stack.configure(**{k.removeprefix("BRAIN_").lower(): v for k, v in self.extra.items()})
+        self.stack.configure(**{k.removeprefix("BRAIN_").lower(): v for k, v in self.extra.items()
+                                if k.startswith("BRAIN_")})
+        self.stack.env.update({k: v for k, v in self.extra.items() if not k.startswith("BRAIN_")})
+        # the ``brain`` script imports the installed package (maybe another checkout's): this one's first
+        self.stack.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), self.stack.env.get("PYTHONPATH")]))
         self.stack.redis.flushdb()  # a given Redis database is this run's alone
         for i in range(self._workers):
             self.restart_worker(i)
+        for i in range(self._apis):  # started together, then waited for
+            self._spawn_api(i)
         for i in range(self._apis):
-            self.restart_api(i)
+            self._wait_api(i)
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.stack._pong():
             if time.monotonic() > deadline:
@@ -188,9 +195,16 @@ class Full:
         return redis.url
 
     def restart_api(self, index: int) -> None:
-        proc = self.stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(self.ports[index]))
-        self.api_procs[index] = proc
-        _wait_ready(self.urls[index], proc, self.stack.procs[-1][2])
+        self._spawn_api(index)
+        self._wait_api(index)
+
+    def _spawn_api(self, index: int) -> None:
+        self.api_procs[index] = self.stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(self.ports[index]))
+
+    def _wait_api(self, index: int) -> None:
+        proc = self.api_procs[index]
+        log = next(path for _, p, path in self.stack.procs if p is proc)
+        _wait_ready(self.urls[index], proc, log)
 
     def kill_api(self, index: int) -> int:
         proc = self.api_procs[index]

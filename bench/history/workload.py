@@ -15,8 +15,9 @@ Operations (``Op.kind``):
   published in between).
 
 A client counts an operation against its budget once it reached the service (a refused connection
-is recorded, backed off from and retried). At the end it resends the batches whose outcome it does
-not know, as a client would.
+is recorded, backed off from and retried), and goes on past its budget (up to :data:`OVERRUN` times
+it) until the nemesis has injected every fault, so that the faults strike mid-load. At the end it
+resends the batches whose outcome it does not know, as a client would.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SHARED_LABELS = ("shared-a", "shared-b", 0, 1)  # integer labels too: 1 and "1" 
 NOISE = 0.3
 PROBE_RANDOM = 16  # random probe points besides every label's centre
 PROBE_BASE = len(SHARED_LABELS) + PROBE_RANDOM
+OVERRUN = 4
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Plan:
     ops_per_client: int
     labels_per_client: int
     slow_share: float  # share of operations on the slow brain
+    sleep_slow: bool = True  # clients' sleeps go to the slow brain too (not when its sleeps are long)
     task_every: int = 8  # operations of a client per task
     think: float = 0.01  # longest pause between two operations, seconds
     timeout: float = 30.0
@@ -122,11 +125,21 @@ class Batch:
 
 
 @dataclass
+class Signals:
+    """Shared by the clients of every process (multiprocessing objects)."""
+
+    progress: Any  # Value: operations done by every client
+    ready: Any  # Value: client groups ready to start
+    go: Any  # Event: start
+    calm: Any  # Event: the nemesis is done; clients may stop once their budget is spent
+
+
+@dataclass
 class Client:
     name: str
     plan: Plan
     recorder: Recorder
-    progress: Any  # multiprocessing.Value: operations done by every client
+    signals: Signals
     data: Data = field(init=False)
 
     def __post_init__(self) -> None:
@@ -142,16 +155,16 @@ class Client:
 
     # the loop
     def run(self) -> None:
-        done, refused = 0, 0
-        while done < self.plan.ops_per_client:
+        done, refused, budget = 0, 0, self.plan.ops_per_client
+        while done < budget or (not self.signals.calm.is_set() and done < OVERRUN * budget):
             op = self.step(done)
             if op.status is None and op.outcome == "fail":  # refused: the API is down
                 refused += 1
                 time.sleep(min(1.0, 0.05 * 2**refused))
                 continue
             done, refused = done + 1, 0
-            with self.progress.get_lock():
-                self.progress.value += 1
+            with self.signals.progress.get_lock():
+                self.signals.progress.value += 1
             time.sleep(self.rng.uniform(0.0, self.plan.think))
         self.settle()
         self.http.close()
@@ -173,7 +186,7 @@ class Client:
         if r < 0.88:
             return self.read(brain)
         if r < 0.96:
-            return self.sleep(brain)
+            return self.sleep(brain if self.plan.sleep_slow else MAIN)
         return self.promote(brain)
 
     def settle(self) -> None:
@@ -277,15 +290,15 @@ def version_summary(versions: dict) -> dict[str, Any]:
 
 
 # -- threads and processes ---------------------------------------------------------------------------
-def run_threads(plan: Plan, process: str, threads: int, progress: Any, ready: Any, go: Any) -> None:
-    """``threads`` clients of ``process``, started together once ``go`` is set."""
+def run_threads(plan: Plan, process: str, threads: int, signals: Signals) -> None:
+    """``threads`` clients of ``process``, started together once ``signals.go`` is set."""
     recorder = Recorder(Path(plan.out) / f"history-{process}.jsonl")
-    clients = [Client(name, plan, recorder, progress) for name in plan.client_names(process, threads)]
-    workers = [threading.Thread(target=_client_main, args=(c, go), daemon=True) for c in clients]
+    clients = [Client(name, plan, recorder, signals) for name in plan.client_names(process, threads)]
+    workers = [threading.Thread(target=_client_main, args=(c, signals.go), daemon=True) for c in clients]
     for w in workers:
         w.start()
-    with ready.get_lock():
-        ready.value += 1
+    with signals.ready.get_lock():
+        signals.ready.value += 1
     for w in workers:
         w.join()
     recorder.close()
@@ -303,16 +316,12 @@ class Clients:
     def __init__(self, plan: Plan, *, threads: int, processes: int, per_process: int) -> None:
         ctx = mp.get_context("spawn")  # no fork of a process with threads
         self.plan = plan
-        self.progress = ctx.Value("l", 0)
-        self.ready = ctx.Value("l", 0)
-        self.go = ctx.Event()
+        self.signals = Signals(ctx.Value("l", 0), ctx.Value("l", 0), ctx.Event(), ctx.Event())
         self.names = [*plan.client_names("p0", threads),
                       *(name for p in range(processes) for name in plan.client_names(f"p{p + 1}", per_process))]
-        self.procs = [ctx.Process(target=run_threads, args=(plan, f"p{p + 1}", per_process, self.progress,
-                                                            self.ready, self.go), daemon=True)
+        self.procs = [ctx.Process(target=run_threads, args=(plan, f"p{p + 1}", per_process, self.signals), daemon=True)
                       for p in range(processes)]
-        self.local = threading.Thread(target=run_threads, args=(plan, "p0", threads, self.progress, self.ready,
-                                                                self.go), daemon=True)
+        self.local = threading.Thread(target=run_threads, args=(plan, "p0", threads, self.signals), daemon=True)
         self.total_ops = plan.ops_per_client * len(self.names)
 
     def start(self, timeout: float = 120.0) -> None:
@@ -320,14 +329,18 @@ class Clients:
             p.start()
         self.local.start()
         deadline = time.monotonic() + timeout
-        while self.ready.value < len(self.procs) + 1:
+        while self.signals.ready.value < len(self.procs) + 1:
             if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in self.procs):
                 raise RuntimeError("the client processes did not get ready")
             time.sleep(0.02)
-        self.go.set()
+        self.signals.go.set()
 
     def done_fraction(self) -> float:
-        return self.progress.value / max(1, self.total_ops)
+        return self.signals.progress.value / max(1, self.total_ops)
+
+    def calm(self) -> None:
+        """The faults are over: clients stop once their budget is spent."""
+        self.signals.calm.set()
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
