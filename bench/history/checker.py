@@ -117,7 +117,7 @@ def _check(history: Sequence[Op], final: dict[str, Any], tolerance: float) -> Re
         report.add("server-error", None, f"{len(errors)} answers 500", errors)
     for name, state in sorted(final.get("brains", {}).items()):
         brain = _Brain(name, [op for op in history if op.brain == name], state, tolerance)
-        for step in (_log, _labels, _learned, _monotonic, _versions, _writers, _weights):
+        for step in (_log, _labels, _learned, _monotonic, _versions, _writers, _weights, _jobs):
             step(brain, report)
         report.stats[name] = brain.stats()
     return report
@@ -616,3 +616,11 @@ def _served(b: _Brain, report: Report) -> None:
                 break
     if bad:
         report.add("served-mismatch", b.name, f"{len(bad)} predictions differ from their version's stored weights", bad)
+
+
+def _jobs(b: _Brain, report: Report) -> None:
+    """Jobs left queued at the end: not an anomaly of the state, but work that never ran (e.g. a
+    sleep whose message was lost with the API that queued it: it also keeps scheduled sleeps away)."""
+    stuck = [j["id"] for j in b.state.get("jobs") or [] if j["state"] == "queued"]
+    if stuck:
+        report.note(b.name, f"jobs still queued at the end: {stuck}")

@@ -8,7 +8,8 @@ operation (invoked when it struck, completed when the service was whole again).
   slow brain started for this) and restart it (embedded: the API process runs the jobs);
 - ``short-lock``: the service runs with a writer-lock timeout of a few seconds (set when the stack
   starts) and the slow brain's sleeps outlast it (its sleep budget is raised when the run starts);
-  at its turn the nemesis starts such a sleep while the clients keep writing to that brain.
+  at its turn the nemesis starts such a sleep and, once it runs, sends that brain a batch (recorded
+  as an ``add`` of client "nemesis"), whose wake job then waits for the brain's lock.
 """
 
 from __future__ import annotations
@@ -20,21 +21,42 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from sqlalchemy import select
 from bench.history.record import Op, Recorder
 from bench.history.stacks import job_pid
-from bench.history.workload import SLOW
+from bench.history.workload import SHARED_LABELS, SLOW, Data, call
 from service.tables import Job
 
 SHORT_LOCK_SECONDS = 2.0
-SLOW_SLEEP_BUDGET = 10_000  # samples a sleep of the slow brain rehearses: a few seconds, several lock timeouts
+SLOW_SLEEP_SECONDS = 3 * SHORT_LOCK_SECONDS  # how long a sleep of the slow brain should consolidate
+
+
+def slow_sleep_budget(dim: int, classes: int, seconds: float = SLOW_SLEEP_SECONDS) -> int:
+    """The sleep budget that makes the slow brain (strategy "replay", default params) consolidate
+    for about ``seconds`` on this machine: measured here, on one thread, as a worker runs it."""
+    import torch
+
+    from models.learner import Replay
+    from models.registry import create
+    from bench.history.reference import one_thread
+
+    with one_thread():
+        learner = create("replay", input_dim=dim, num_classes=classes, seed=0, params={})
+        x, y = torch.randn(200, dim), torch.randint(0, classes, (200,))
+        learner.observe(x, y)
+        trial = 4_000
+        started = time.perf_counter()
+        learner.sleep(Replay(x, y), budget=trial)
+        rate = trial / max(1e-3, time.perf_counter() - started)
+    return int(min(10_000_000, max(10_000, rate * seconds)))
 
 
 class Nemesis(threading.Thread):
     def __init__(self, stack: Any, faults: list[str], progress: Callable[[], float], out: Path,
-                 sessions: Callable[[], Any]) -> None:
+                 sessions: Callable[[], Any], data: Data) -> None:
         super().__init__(name="nemesis", daemon=True)
-        self.stack, self.faults, self.progress = stack, list(faults), progress
+        self.stack, self.faults, self.progress, self.data = stack, list(faults), progress, data
         self.recorder = Recorder(out / "history-nemesis.jsonl")
         self.sessions = sessions  # a context manager of a database session (the state's)
         self.stop = threading.Event()
@@ -89,10 +111,31 @@ class Nemesis(threading.Thread):
     def _short_lock(self) -> None:
         invoke = time.time()
         job = self._start_sleep()
-        self._record("short-lock", invoke, brain=SLOW, job=job, lock_timeout=SHORT_LOCK_SECONDS,
-                     sleep_budget=SLOW_SLEEP_BUDGET)
+        self._running(job)
+        batch = self._add(SLOW)
+        self._record("short-lock", invoke, brain=SLOW, job=job, batch=batch, lock_timeout=SHORT_LOCK_SECONDS)
 
     # helpers
+    def _add(self, brain: str, n: int = 4) -> str:
+        """A batch of ``n`` new samples of the shared labels, through the first API that answers;
+        recorded as a client's would be. The id of its operation."""
+        self.seq += 1
+        rng = np.random.default_rng([self.data.seed, 99, self.seq])
+        labels = [SHARED_LABELS[i % len(SHARED_LABELS)] for i in range(n)]
+        body = {"task": "t0", "samples": [{"id": f"nemesis-{self.seq}-{i}", "label": label,
+                                           "x": self.data.point(label, rng)} for i, label in enumerate(labels)]}
+        for url in self.stack.urls:
+            invoke = time.time()
+            with httpx.Client(base_url=url, timeout=30) as http:
+                outcome, status, answer, error = call(http, "POST", f"/v1/brains/{brain}/samples", json=body)
+            op = Op(id=f"nemesis:{self.seq}", client="nemesis", kind="add", brain=brain, invoke=invoke,
+                    complete=time.time(), outcome=outcome, status=status, request=body, response=answer, error=error)
+            self.recorder.record(op)
+            if outcome == "ok":
+                break
+            self.seq += 1
+        return op.id
+
     def _start_sleep(self) -> str:
         """A sleep of the slow brain, submitted through the first API that answers."""
         deadline = time.monotonic() + 60

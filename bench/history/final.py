@@ -75,13 +75,20 @@ def _alive(by: str | None) -> bool:
 
 
 def busy_jobs(state: State, brain_id: int) -> list[str]:
-    """Jobs of the brain queued, or running in a live process."""
+    """Jobs of the brain that will still run: running in a live process, or queued by a live one
+    or since taken by a worker (a job queued by a process that died before a worker took it may
+    never have been sent)."""
     with state.session() as s:
         jobs = s.scalars(select(Job).where(Job.brain_id == brain_id, Job.state.in_(("queued", "running")))).all()
         out = []
         for job in jobs:
-            started = [e for e in job.events or [] if e.get("event") == "started"]
-            if job.state == "queued" or (started and _alive(started[-1].get("by"))):
+            events = job.events or []
+            last = {e.get("event"): e for e in events}
+            if job.state == "running":
+                alive = "started" in last and _alive(last["started"].get("by"))
+            else:
+                alive = "received" in last or "retrying" in last or "queued" not in last or _alive(last["queued"].get("by"))
+            if alive:
                 out.append(job.id)
         return out
 

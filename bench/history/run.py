@@ -64,7 +64,8 @@ def _create_brains(url: str, config: Config) -> None:
                      {"name": SLOW, "input": shape, "strategy": "replay", "max_labels": MAX_LABELS, "seed": config.seed}):
             http.post("/v1/brains", json=body).raise_for_status()
         if "short-lock" in config.faults:  # the slow brain's sleeps outlast the lock
-            http.patch(f"/v1/brains/{SLOW}", json={"sleep_policy": {"budget": nemesis.SLOW_SLEEP_BUDGET}}).raise_for_status()
+            budget = nemesis.slow_sleep_budget(DIM, MAX_LABELS)
+            http.patch(f"/v1/brains/{SLOW}", json={"sleep_policy": {"budget": budget}}).raise_for_status()
 
 
 def run(config: Config) -> Outcome:
@@ -88,7 +89,7 @@ def run(config: Config) -> Outcome:
                     labels_per_client=labels_per_client, slow_share=config.slow_share, think=config.think,
                     sleep_slow="short-lock" not in config.faults, out=str(out))
         clients = Clients(plan, threads=config.clients, processes=config.processes, per_process=config.process_clients)
-        chaos = nemesis.Nemesis(stack, config.faults, clients.done_fraction, out, state.session)
+        chaos = nemesis.Nemesis(stack, config.faults, clients.done_fraction, out, state.session, Data(DIM, config.seed))
         clients.start()
         clock.lap("start")
         chaos.start()
