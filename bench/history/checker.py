@@ -447,9 +447,9 @@ def _chains(b: _Brain, report: Report) -> _Chains:
     bases = _inferred_bases(b)
     ambiguous = sorted(n for n, c in bases.items() if len(c) > 1)
     if ambiguous:
-        report.note(b.name, f"rollback: versions {ambiguous} may have been built on more than one version (promotes "
-                    "overlapped their publishes; no base in stats): the prediction check takes the one their "
-                    "weights match")
+        report.note(b.name, f"rollback: prediction check restricted: versions {ambiguous} may have been built on "
+                    "more than one version (promotes overlapped their publishes; no base in stats), each is "
+                    "checked against the one its weights match")
     elif b.rollbacks:
         report.note(b.name, "rollbacks: bases inferred from the order of publishes and promotes (no base in stats)")
     return _Chains(bases, _inferred_lows(b), False)

@@ -328,7 +328,7 @@ def test_a_promote_overlapping_a_publish_takes_the_base_the_weights_match() -> N
     history.append(_op(10, "promote", request={"version": 1}, at=105.0, took=1.0))
     report = check(history, final)
     assert report.ok, [a.as_dict() for a in report.anomalies]
-    assert any("may have been built on more than one version" in n for n in report.notes), report.notes
+    assert any(n.startswith("b: rollback: prediction check restricted") for n in report.notes), report.notes
     _state(final)["version_predictions"]["3"] = _predictions([1, 2, 3])
     assert "weights-mismatch" in _kinds(history, final)
 

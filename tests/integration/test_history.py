@@ -31,7 +31,7 @@ def test_a_short_full_stack_run_with_faults_has_no_anomalies(tmp_path: Path, req
     request.node.service_logs = lambda: [(p.name, p.read_text(errors="replace")[-20_000:])
                                          for p in sorted(tmp_path.glob("*.log"))]
     private = shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()
-    config = Config(stack="full", clients=12, processes=1, process_clients=4, ops=300,
+    config = Config(stack="full", clients=12, processes=1, process_clients=4, ops=240,
                     faults=["kill-worker", "kill-api", "short-lock"], out=tmp_path, apis=2, workers=2,
                     pg_url=f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres",
                     redis_url=None if private else request.getfixturevalue("redis_url"))
