@@ -393,7 +393,8 @@ def _writers(b: _Brain, report: Report) -> None:
         inside = [w["number"] for w in b.versions if w is not v and low + 1e-3 < w["created_at"] < high - 1e-3]
         if inside:
             report.add("overlapping-writers", b.name, f"versions {inside} were published while {v['kind']} version "
-                       f"{v['number']} consolidated ({float(seconds):.2f} s before its publish)", [v["number"], *inside])
+                       f"{v['number']} consolidated ({float(seconds):.2f} s before its publish)",
+                       [v["number"], *inside])
     fenced = [v for v in b.versions if v["stats"].get("fence") is not None]
     if not fenced:
         report.note(b.name, "fencing: not checkable (no fence/base in stats)")
@@ -575,7 +576,8 @@ def _weights(b: _Brain, report: Report) -> None:
         verdicts = []
         for ids, ref in options:
             probs = ref.probs(probe)
-            verdicts.append((ids, ref, {what: [i for i, p in enumerate(items) if not agrees(p, probs[i], b.labels, b.tolerance)]
+            verdicts.append((ids, ref, {what: [i for i, p in enumerate(items)
+                                               if not agrees(p, probs[i], b.labels, b.tolerance)]
                                         for what, items in answers}))
         matched = [(ids, ref) for ids, ref, bad in verdicts if not any(bad.values())]
         resolved[n] = matched or options

@@ -85,8 +85,9 @@ class Nemesis(threading.Thread):
 
     def _record(self, fault: str, invoke: float, **detail: Any) -> None:
         self.seq += 1
-        self.recorder.record(Op(id=f"nemesis:{self.seq}", client="nemesis", kind="fault", brain=detail.pop("brain", None),
-                                invoke=invoke, complete=time.time(), outcome="ok", request={"fault": fault, **detail}))
+        self.recorder.record(Op(id=f"nemesis:{self.seq}", client="nemesis", kind="fault",
+                                brain=detail.pop("brain", None), invoke=invoke, complete=time.time(), outcome="ok",
+                                request={"fault": fault, **detail}))
 
     # the faults
     def _kill_api(self) -> None:

@@ -87,7 +87,8 @@ def busy_jobs(state: State, brain_id: int) -> list[str]:
             if job.state == "running":
                 alive = "started" in last and _alive(last["started"].get("by"))
             else:
-                alive = "received" in last or "retrying" in last or "queued" not in last or _alive(last["queued"].get("by"))
+                taken = "received" in last or "retrying" in last or "queued" not in last
+                alive = taken or _alive(last["queued"].get("by"))
             if alive:
                 out.append(job.id)
         return out
@@ -103,7 +104,8 @@ def drain(state: State, urls: Sequence[str], brains: Sequence[str], history: Seq
             for name in brains:
                 with state.session() as s:
                     brain_id = s.scalar(select(Brain.id).where(Brain.name == name))
-                acked = [op for op in history if op.brain == name and op.kind in ("add", "resend") and op.outcome == "ok"]
+                acked = [op for op in history
+                         if op.brain == name and op.kind in ("add", "resend") and op.outcome == "ok"]
                 deadline, nudged, seq = time.monotonic() + timeout, time.monotonic(), 0
                 while True:
                     outcome, _, body, _ = call(http, "GET", f"/v1/brains/{name}")
@@ -154,8 +156,10 @@ def read_state(state: State, url: str, brains: Sequence[str], probe: list[list[f
     with httpx.Client(base_url=url, timeout=60) as http:
         for name in brains:
             served = http.post(f"/v1/brains/{name}/predict", json={"inputs": [{"x": x} for x in probe]})
-            predictions = ({"version": served.json()["version"], "items": served.json()["predictions"]}
-                           if served.status_code == 200 else {"version": None, "items": [], "status": served.status_code})
+            if served.status_code == 200:
+                predictions = {"version": served.json()["version"], "items": served.json()["predictions"]}
+            else:  # nothing learned yet (409)
+                predictions = {"version": None, "items": [], "status": served.status_code}
             pending = http.get(f"/v1/brains/{name}").json()["samples_pending"]
             out["brains"][name] = {**_rows(state, name), "probe": probe, "predictions": predictions,
                                    "samples_pending": pending}

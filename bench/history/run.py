@@ -60,8 +60,8 @@ def make_stack(config: Config, work: Path) -> Embedded | Full:
 def _create_brains(url: str, config: Config) -> None:
     shape = {"kind": "vector", "shape": [DIM]}
     with httpx.Client(base_url=url, timeout=60) as http:
-        for body in ({"name": MAIN, "input": shape, "params": MAIN_PARAMS, "max_labels": MAX_LABELS, "seed": config.seed},
-                     {"name": SLOW, "input": shape, "strategy": "replay", "max_labels": MAX_LABELS, "seed": config.seed}):
+        common = {"input": shape, "max_labels": MAX_LABELS, "seed": config.seed}
+        for body in ({"name": MAIN, "params": MAIN_PARAMS, **common}, {"name": SLOW, "strategy": "replay", **common}):
             http.post("/v1/brains", json=body).raise_for_status()
         if "short-lock" in config.faults:  # the slow brain's sleeps outlast the lock
             budget = nemesis.slow_sleep_budget(DIM, MAX_LABELS)
@@ -172,8 +172,8 @@ def summary(figures: dict[str, Any], report: Report) -> str:
                      f"{stats['labels']} labels, {stats['tasks']} tasks, {stats['versions']} versions, jobs "
                      f"{stats['jobs']}")
     by_kind = report.by_kind()
-    lines.append(f"anomalies: {sum(by_kind.values())}" + (f" ({', '.join(f'{k}: {n}' for k, n in sorted(by_kind.items()))})"
-                                                            if by_kind else ""))
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items()))
+    lines.append(f"anomalies: {sum(by_kind.values())}" + (f" ({kinds})" if kinds else ""))
     for a in report.anomalies:
         ids = ", ".join(str(i) for i in a.ids[:8]) + (f", ... ({len(a.ids)} in all)" if len(a.ids) > 8 else "")
         lines.append(f"  [{a.kind}] {a.brain or '-'}: {a.detail}" + (f": {ids}" if ids else ""))

@@ -199,7 +199,8 @@ class Full:
         self._wait_api(index)
 
     def _spawn_api(self, index: int) -> None:
-        self.api_procs[index] = self.stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(self.ports[index]))
+        port = str(self.ports[index])
+        self.api_procs[index] = self.stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", port)
 
     def _wait_api(self, index: int) -> None:
         proc = self.api_procs[index]
