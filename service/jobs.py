@@ -110,13 +110,16 @@ class Jobs:
         self.executor = executor
         self.stale_after = stale_after
 
-    def submit(self, kind: str, brain_id: int, payload: dict | None = None, *, join_queued: bool = False) -> str:
+    def submit(self, kind: str, brain_id: int, payload: dict | None = None, *, join_queued: bool = False,
+               resend_after: float = 0.0) -> str:
         """Record and dispatch a job; its id.
 
         ``join_queued``: when a job of this kind for this brain is still queued, return its id
         instead (adding ``payload["samples"]`` to its own). For wake jobs, which learn everything
         in the log when they start: a stream of small POSTs then becomes a few jobs that each
-        learn many samples, not one job and one version per POST."""
+        learn many samples, not one job and one version per POST. An executor whose messages can
+        be lost (Celery) sends the joined job's message again once it has been queued for
+        ``resend_after`` seconds."""
         payload = payload or {}
         with self.db.session() as s:
             queued = s.scalar(
@@ -127,6 +130,7 @@ class Jobs:
                 samples = int(queued.payload.get("samples", 0)) + int(payload.get("samples", 0))
                 queued.payload = {**queued.payload, "samples": samples}
                 joined = queued.id
+                resend = (utcnow() - queued.created_at).total_seconds() >= resend_after
             else:
                 joined = None
                 job_id = str(uuid.uuid4())
@@ -134,7 +138,7 @@ class Jobs:
                 append_event(job, "queued")
                 s.add(job)
         if joined is not None:
-            if getattr(self.executor, "redispatch_joined", False):
+            if resend and getattr(self.executor, "redispatch_joined", False):
                 self.executor.dispatch(joined, kind)
             return joined
         if self.executor is None:

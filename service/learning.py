@@ -213,7 +213,7 @@ def wake(rt: Runtime, job: Job) -> dict:
     left = max(0, pending - learned)
     if left:  # the rest of the backlog (and whatever arrived meanwhile) in a job of its own
         rt.jobs.submit("wake", brain.id, {"reason": "continuation", "samples": left}, join_queued=True)
-    maybe_sleep(rt, brain.id, reason="every_samples")
+    maybe_sleep(rt, brain.id)
     return {"learned": learned, "version": number, "left": left}
 
 
@@ -356,41 +356,45 @@ def _on(replay, device: str):
     return Replay(replay.x.to(device), replay.y.to(device))
 
 
-def maybe_sleep(rt: Runtime, brain_id: int, *, reason: str) -> str | None:
-    """Submit a sleep job if the brain's policy says it is due and none is queued or running."""
-    with rt.db.session() as s:
+def maybe_sleep(rt: Runtime, brain_id: int) -> str | None:
+    """Submit a sleep job when the brain's policy says one is due, unless one is running; its id.
+
+    The job's reason names the policy that made it due ("every_samples", or "schedule" for
+    ``every_seconds``). A sleep already queued is joined; on Celery its message is sent again once
+    it has waited longer than the lock timeout (the API that queued it may have died before
+    sending it: a queued job that is never run would hold every later sleep back)."""
+    with rt.db.session(read_only=True) as s:
         brain = s.get(Brain, brain_id)
-        if brain is None or not _due(brain):
+        reason = _due(brain) if brain is not None else None
+        if reason is None:
             return None
-        busy = s.scalar(
-            select(func.count()).select_from(Job).where(
-                Job.brain_id == brain_id, Job.kind == "sleep", Job.state.in_(("queued", "running"))
-            )
-        )
-        if busy:
+        running = s.scalar(select(Job.id).where(
+            Job.brain_id == brain_id, Job.kind == "sleep", Job.state == "running").limit(1))
+        if running is not None:
             return None
-    return rt.jobs.submit("sleep", brain_id, {"reason": reason})
+    return rt.jobs.submit("sleep", brain_id, {"reason": reason}, join_queued=True,
+                          resend_after=rt.settings.lock_timeout_seconds)
 
 
-def _due(brain: Brain) -> bool:
+def _due(brain: Brain) -> str | None:
+    """Which policy makes a sleep due now, if any."""
     policy = brain.sleep_policy or {}
     if brain.samples_since_sleep <= 0:
-        return False
+        return None
     every = policy.get("every_samples")
     if every and brain.samples_since_sleep >= every:
-        return True
+        return "every_samples"
     seconds = policy.get("every_seconds")
-    if seconds:
-        since = brain.last_sleep_at or brain.created_at
-        return utcnow() - since >= timedelta(seconds=seconds)
-    return False
+    if seconds and utcnow() - (brain.last_sleep_at or brain.created_at) >= timedelta(seconds=seconds):
+        return "schedule"
+    return None
 
 
 def check_sleep_due(rt: Runtime) -> list[str]:
     """Called by Celery beat (full stack) or the embedded scheduler thread."""
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         ids = list(s.scalars(select(Brain.id).where(Brain.samples_since_sleep > 0)))
-    submitted = [maybe_sleep(rt, brain_id, reason="schedule") for brain_id in ids]
+    submitted = [maybe_sleep(rt, brain_id) for brain_id in ids]
     return [job for job in submitted if job]
 
 
