@@ -189,7 +189,8 @@ def _task(s: Session, brain: Brain, name: str, *, limit: int) -> Task:
     if task is None:
         ordinal = s.scalar(select(func.count()).select_from(Task).where(Task.brain_id == brain.id)) or 0
         if ordinal >= limit:
-            raise Invalid(f"task {name!r} would be task number {ordinal + 1}; a brain holds at most {limit} (BRAIN_MAX_TASKS)")
+            raise Invalid(f"task {name!r} would be task number {ordinal + 1}; a brain holds at most {limit} "
+                          "(BRAIN_MAX_TASKS)")
         task = Task(brain_id=brain.id, name=name, ordinal=int(ordinal), labels=[], samples=0)
         s.add(task)
         s.flush()

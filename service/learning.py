@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from models.learner import Learner
 from models.registry import STRATEGIES
@@ -192,7 +192,8 @@ def wake(rt: Runtime, job: Job) -> dict:
             if row is None:
                 return {"skipped": "brain deleted"}
             if row.learned_position != start:
-                raise LockLost(f"brain {brain.id}: learned position moved from {start} to {row.learned_position} under this writer")
+                raise LockLost(f"brain {brain.id}: learned position moved from {start} to {row.learned_position} "
+                               "under this writer")
             previous = s.scalar(
                 select(Version.tasks_seen).where(
                     Version.brain_id == brain.id, Version.number == row.current_version

@@ -41,7 +41,10 @@ def read_after(s: Session, brain_id: int, position: int, limit: int) -> Sequence
 def pending(s: Session, brain_id: int, position: int | None = None, *, limit: int | None = None) -> int:
     """How many rows follow ``position`` (default: the brain's learned position); with ``limit``,
     counted up to that many (an index range, whatever the log's length)."""
-    after = select(Brain.learned_position).where(Brain.id == brain_id).scalar_subquery() if position is None else position
+    if position is None:
+        after = select(Brain.learned_position).where(Brain.id == brain_id).scalar_subquery()
+    else:
+        after = position
     rows = select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > after)
     if limit is not None:
         rows = rows.limit(limit)

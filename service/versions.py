@@ -194,7 +194,8 @@ def _check_writer(brain: Brain, lease: Lease | None, base: int | None, kind: str
         return
     lease.check(brain.writer_fence)
     if brain.current_version != base:
-        raise LockLost(f"brain {brain.id}: current version moved from {base} to {brain.current_version} under this writer")
+        raise LockLost(f"brain {brain.id}: current version moved from {base} to {brain.current_version} "
+                       "under this writer")
 
 
 def new_learner(brain: Brain, params: dict | None = None) -> Learner:

@@ -49,10 +49,3 @@ def locked_brain(s: Session, lease: Lease) -> Brain | None:
         return None
     lease.check(brain.writer_fence)
     return brain
-
-
-def check_base(brain: Brain, base: int | None) -> None:
-    """A writer publishes on top of the version it started from; anything else means another
-    writer got in between (a fencing failure), and its work must not be applied."""
-    if brain.current_version != base:
-        raise LockLost(f"brain {brain.id}: current version moved from {base} to {brain.current_version} under this writer")

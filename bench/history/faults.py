@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 from sqlalchemy import select
+
 from bench.history.record import Op, Recorder
 from bench.history.stacks import job_pid
 from bench.history.workload import SHARED_LABELS, SLOW, Data, call
@@ -37,9 +38,9 @@ def slow_sleep_budget(dim: int, classes: int, seconds: float = SLOW_SLEEP_SECOND
     for about ``seconds`` on this machine: measured here, on one thread, as a worker runs it."""
     import torch
 
+    from bench.history.reference import one_thread
     from models.learner import Replay
     from models.registry import create
-    from bench.history.reference import one_thread
 
     with one_thread():
         learner = create("replay", input_dim=dim, num_classes=classes, seed=0, params={})

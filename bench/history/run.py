@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from bench.history import faults as nemesis
-from bench.history.config import FAULTS, Config
 from bench.history.checker import Report, check
+from bench.history.config import FAULTS, Config
 from bench.history.final import State, drain, read_state
 from bench.history.record import merge
 from bench.history.stacks import Embedded, Full

@@ -10,9 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
