@@ -31,6 +31,7 @@ from service.api import (
     learning,
     metrics,
 )
+from service.api.authgate import AuthGate
 from service.errors import BrainError
 from service.inference import InferenceCache
 from service.learning import check_sleep_due, recover
@@ -39,6 +40,7 @@ from service.observability import REQUEST_ID, BrainCollector
 from service.runtime import Runtime, build_runtime
 from service.serving import MicroBatcher, ServingCache
 from service.settings import Settings
+from service.waiting import JobWaiter
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("service.access")
@@ -78,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.inference = InferenceCache(rt.versions)
         app.state.serving = ServingCache(rt, app.state.inference, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
+        app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
+                                     recheck_seconds=settings.wait_recheck_seconds)
+        app.state.waiter.start()
         rt.changes.subscribe()
         recover(rt, orphaned_jobs=not settings.uses_celery)
         scheduler = None
@@ -89,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if scheduler is not None:
                 scheduler.stop.set()
+            await app.state.waiter.close()
             app.state.batcher.close()
             rt.close()
 
@@ -106,6 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the hot path, matched first and without FastAPI's parameter solving (same work, same errors)
     app.router.routes.insert(0, _ScopedRoute("/v1/brains/{name}/predict", learning.serve_predict, methods=["POST"]))
     _errors(app)
+    # auth and metrics (issue 14): every request's key is checked before its body is read; added
+    # before _Observe, so inside it (request ids, counts and the declared-size 413 come first)
+    app.add_middleware(AuthGate)
     _limits_and_metrics(app, settings)
     _openapi(app)
     return app
@@ -130,7 +139,8 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(BrainLockTimeout)
     async def _busy(_: Request, exc: BrainLockTimeout) -> JSONResponse:
-        return JSONResponse({"detail": f"{exc}; retry later"}, status_code=503)
+        return JSONResponse({"detail": f"{exc}; retry later"}, status_code=503,
+                            headers={"Retry-After": str(max(1, round(exc.retry_after)))})
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:

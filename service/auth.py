@@ -13,7 +13,8 @@ Keys are ``pb_`` and 43 characters from :func:`secrets.token_urlsafe` (256 bits)
 and a short display prefix are stored. The predict route must not touch the database per request,
 so every process remembers key hash -> :class:`Principal` for ``auth_cache_seconds``; creating or
 revoking a key (or deleting a brain) forgets it all in that process at once, other processes
-within that time.
+within that time. Valid keys and refused ones are remembered apart, each store bounded and least
+recently used first out: a flood of random tokens churns only the refusals, never a valid key.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import logging
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +45,8 @@ log = logging.getLogger(__name__)
 Access = Literal["read", "write"]
 KEY_PREFIX = "pb_"
 DISPLAY_CHARS = 11  # "pb_" and 8 characters of the key: enough to tell keys apart, useless to guess
-MAX_REMEMBERED = 10_000  # keys (good or bad) one process remembers before it starts over
+MAX_KEYS = 10_000  # valid keys one process remembers (only an admin can make more of them)
+MAX_REFUSED = 10_000  # unknown or revoked keys one process remembers (anyone can send more)
 NO_KEY = "this API needs a key: send `Authorization: Bearer <key>`"
 
 
@@ -128,6 +131,42 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+T = TypeVar("T")
+
+
+class _Memory(Generic[T]):
+    """At most ``size`` entries, each until its expiry; the least recently used goes first.
+
+    Thread-safe: :meth:`Authenticator.peek` reads on the event loop while worker threads write."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, now: float) -> T | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[0] <= now:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def put(self, key: str, value: T, expiry: float) -> None:
+        with self._lock:
+            self._items[key] = (expiry, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 class Authenticator:
     """Finds the :class:`Principal` of a key, from memory when it can (see the module docstring).
 
@@ -140,7 +179,8 @@ class Authenticator:
         admin_key = configured_admin_key(settings)
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._lock = threading.Lock()
-        self._keys: dict[str, tuple[float, Principal | str]] = {}  # hash -> (expiry, who | why refused)
+        self._keys: _Memory[Principal] = _Memory(MAX_KEYS)  # hash -> who
+        self._refused: _Memory[str] = _Memory(MAX_REFUSED)  # hash -> why refused
         self._on: tuple[float, bool] | None = None  # (expiry, whether auth is on)
 
     @property
@@ -151,6 +191,7 @@ class Authenticator:
         """Forget every key (a key was created or revoked, or a brain deleted)."""
         with self._lock:
             self._keys.clear()
+            self._refused.clear()
             self._on = None
 
     # -- from memory ---------------------------------------------------------------------------
@@ -174,12 +215,12 @@ class Authenticator:
         digest = hash_key(token)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return ADMIN
-        remembered = self._keys.get(digest)
-        if remembered is not None and remembered[0] > now:
-            who = remembered[1]
-            if isinstance(who, str):
-                raise unauthorized(who)
+        who = self._keys.get(digest, now)
+        if who is not None:
             return who
+        why = self._refused.get(digest, now)
+        if why is not None:
+            raise unauthorized(why)
         if self._auth_on(now) is False:
             return OPEN  # auth is off: a key sent anyway changes nothing
         return None
@@ -190,7 +231,7 @@ class Authenticator:
         on = self._auth_on(time.monotonic())
         if on is not None:
             return on
-        with self.db.session() as s:
+        with self.db.session(read_only=True) as s:
             on = s.scalar(select(ApiKey.id).limit(1)) is not None
         with self._lock:
             self._on = (time.monotonic() + self.ttl, on)
@@ -205,7 +246,7 @@ class Authenticator:
         digest = hash_key(token)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return ADMIN
-        with self.db.session() as s:
+        with self.db.session(read_only=True) as s:
             row = s.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
             grants = {} if row is None else dict(s.execute(
                 select(Brain.name, ApiKeyGrant.access)
@@ -222,12 +263,11 @@ class Authenticator:
         else:
             who = Principal(name=f"key {row.name!r} ({row.prefix}…)", admin=row.admin,
                             brains=MappingProxyType(grants), key_id=row.id)
-        with self._lock:
-            if len(self._keys) >= MAX_REMEMBERED:
-                self._keys.clear()
-            self._keys[digest] = (time.monotonic() + self.ttl, who)
+        expiry = time.monotonic() + self.ttl
         if isinstance(who, str):
+            self._refused.put(digest, who, expiry)
             raise unauthorized(who)
+        self._keys.put(digest, who, expiry)
         return who
 
 
@@ -288,7 +328,7 @@ def create_key(auth: Authenticator, *, name: str, admin: bool, brains: Mapping[s
 
 
 def list_keys(auth: Authenticator) -> list[KeyInfo]:
-    with auth.db.session() as s:
+    with auth.db.session(read_only=True) as s:
         rows = s.scalars(select(ApiKey).order_by(ApiKey.id)).all()
         grants = _grants(s, [r.id for r in rows])
     return [KeyInfo(r, grants[r.id]) for r in rows]

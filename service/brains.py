@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from models import encoders as encoder_registry
 from models.metrics import cl_metrics
 from models.registry import DEFAULT_STRATEGY, STRATEGIES, ParamsError, validate_params
-from service import budgets, schemas
+from service import budgets, samplelog, schemas
 from service.errors import Conflict, Invalid, NotFound
 from service.inputs import check_kind, decode
 from service.runtime import Runtime
+from service.settings import Settings
 from service.tables import Brain, Evaluation, Job, Sample, Task, Version
 from service.versions import input_dim, new_learner
 
@@ -63,7 +64,7 @@ def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
         s.add(brain)
         s.flush()
         rt.versions.publish(
-            s, brain, learner, kind="init", log_position=0, samples_learned=0,
+            s, brain, learner, kind="init", lease=None, base=None, log_position=0, samples_learned=0,
             tasks_seen=0, stats={}, replay=None,
         )
     return brain
@@ -95,18 +96,8 @@ def get_brain(s: Session, name: str) -> Brain:
     return brain
 
 
-def has_unlearned(s: Session, brain_id: int) -> bool:
-    """Whether the brain's sample log holds samples after its learned position."""
-    position = select(Brain.learned_position).where(Brain.id == brain_id).scalar_subquery()
-    return s.scalar(select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position).limit(1)) is not None
-
-
 def brain_out(s: Session, brain: Brain) -> schemas.BrainOut:
-    pending = s.scalar(
-        select(func.count()).select_from(Sample).where(
-            Sample.brain_id == brain.id, Sample.id > brain.learned_position
-        )
-    )
+    pending = samplelog.pending(s, brain.id, brain.learned_position)
     return schemas.BrainOut(
         name=brain.name,
         input=schemas.InputSpec(kind=brain.input_kind, shape=brain.input_shape),
@@ -156,24 +147,26 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
     """Append a batch to the durable sample log. Returns (brain id, accepted, duplicates)."""
     if len(body.samples) > rt.settings.max_batch:
         raise Invalid(f"{len(body.samples)} samples in one batch; the limit is {rt.settings.max_batch}")
-    with rt.db.session() as s:  # decode and encode (a pretrained model: slow) before taking the lock
+    with rt.db.session(read_only=True) as s:  # decode and encode (a pretrained model: slow) first
         brain = get_brain(s, name)
         brain_id, kind, shape, encoder = brain.id, brain.input_kind, list(brain.input_shape), brain.encoder
     # the log stores the encoder's output: wake, sleep and replay never run the encoder again
     x = decode(body.samples, kind, shape, field="samples", encoder=encoder)
+    # A writing session: the brain's row is locked (SQLite: the whole store) before its labels and
+    # tasks are read, so concurrent batches never compute new indices from the same stale list.
     with rt.db.session() as s:
-        brain = s.scalar(select(Brain).where(Brain.name == name).with_for_update())
-        if brain is None or brain.id != brain_id:  # deleted (and maybe re-created) meanwhile
+        brain = s.get(Brain, brain_id, with_for_update=True)
+        if brain is None or brain.name != name:  # deleted (and maybe re-created) meanwhile
             raise NotFound(f"brain {name!r} not found")
         keep = _new_samples(s, brain, body.samples)
         duplicates = len(body.samples) - len(keep)
         if not keep:
             return brain.id, 0, duplicates
         labels = label_indices(brain, [body.samples[i].label for i in keep], grow=True, limit=brain.num_classes)
-        task = _task(s, brain, body.task)
+        task = _task(s, brain, body.task, settings=rt.settings)
         task.labels = sorted(set(task.labels) | {int(v) for v in labels})
         task.samples += len(keep)
-        s.execute(insert(Sample), [  # a bulk insert: no ORM objects for thousands of rows
+        samplelog.append(s, [
             {"brain_id": brain.id, "task_id": task.id, "sample_key": body.samples[i].id, "label": int(label),
              "x": x[i].astype("<f4").tobytes()}
             for i, label in zip(keep, labels)
@@ -183,12 +176,7 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
 
 def _new_samples(s: Session, brain: Brain, samples: list[schemas.SampleIn]) -> list[int]:
     """Indices of the samples to keep: those without an id, or whose id is new to the brain."""
-    ids = [smp.id for smp in samples if smp.id is not None]
-    seen = set()
-    if ids:
-        seen = set(s.scalars(select(Sample.sample_key).where(
-            Sample.brain_id == brain.id, Sample.sample_key.in_(ids)
-        )))
+    seen = samplelog.known_keys(s, brain.id, (smp.id for smp in samples if smp.id is not None))
     keep = []
     for i, smp in enumerate(samples):
         if smp.id is not None:
@@ -199,10 +187,14 @@ def _new_samples(s: Session, brain: Brain, samples: list[schemas.SampleIn]) -> l
     return keep
 
 
-def _task(s: Session, brain: Brain, name: str) -> Task:
+def _task(s: Session, brain: Brain, name: str, *, settings: Settings) -> Task:
     task = s.scalar(select(Task).where(Task.brain_id == brain.id, Task.name == name))
     if task is None:
         ordinal = s.scalar(select(func.count()).select_from(Task).where(Task.brain_id == brain.id)) or 0
+        if ordinal >= settings.max_tasks:
+            raise Invalid(f"task {name!r} would be task number {ordinal + 1}; a brain holds at most "
+                          f"{settings.max_tasks} (BRAIN_MAX_TASKS)")
+        budgets.check_model(settings, brain, tasks=ordinal + 1)  # what a task adds (MyGO, GEM) must fit
         task = Task(brain_id=brain.id, name=name, ordinal=int(ordinal), labels=[], samples=0)
         s.add(task)
         s.flush()

@@ -4,9 +4,9 @@ before anything is allocated, each refused with a 422 that names its setting (is
 - ``BRAIN_MAX_MODEL_BYTES``: a brain at its largest, i.e. its learner sized on the meta device
   (``models.sizing``: after its tasks, memories full, with Adam's moments and the temporaries of the
   largest batch the service hands it) plus its replay buffer. Checked when a brain is created, when
-  its params change (PATCH, with the tasks it has), and with meta-training's own needs when one is
-  requested. Per-task growth (MyGO's generators, GEM's memories and reference gradients) is sized at
-  the tasks given; the brain's task limit bounds their number. PNN is sized at ``max_columns``.
+  its params change (PATCH, with the tasks it has), when a sample batch brings a new task (with it:
+  MyGO adds a generator per task, GEM a memory and a reference gradient), and with meta-training's
+  own needs when one is requested. PNN is sized at ``max_columns`` whatever its tasks.
 - ``BRAIN_MAX_SLEEP_BUDGET``: the samples one sleep may rehearse (a sleep policy's ``budget``).
 - ``BRAIN_MAX_DECODED_PIXELS``: the images of a request (``service.inputs.check_images``).
 """

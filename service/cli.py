@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from service import datadir
 from service.observability import configure_logging
 from service.settings import Settings
 
@@ -52,11 +53,17 @@ def serve(
     from service.db import upgrade
 
     settings = _settings(data_dir)
+    if workers > 1 and not settings.uses_celery:
+        raise typer.BadParameter("several API workers need the full stack (in-process jobs live in one process)")
+    if not settings.uses_celery:  # the embedded default: this process owns the data dir until it exits
+        try:
+            datadir.claim(settings.data_dir)
+        except datadir.DataDirBusy as exc:
+            console.print(f"[bold red]error:[/bold red] {exc}")
+            raise typer.Exit(1) from None
     upgrade(settings.database_url)
     mode = "full stack (Postgres/Redis/Celery)" if settings.uses_celery else "embedded (in-process jobs)"
     console.print(f"[bold]plastic-brain[/bold] on http://{host}:{port} — {mode}, data in {settings.data_dir}")
-    if workers > 1 and not settings.uses_celery:
-        raise typer.BadParameter("several API workers need the full stack (in-process jobs live in one process)")
     json_logs = {"log_config": None, "access_log": False} if settings.log_format == "json" else {}
     uvicorn.run(  # JSON logs: uvicorn logs through ours, and the app writes the access lines
         "service.app:create_app", factory=True, host=host, port=port, workers=workers,

@@ -7,26 +7,31 @@ from models.learner import Unsupported
 from models.registry import ParamsError, validate_params
 from service import budgets, schemas
 from service.brains import get_brain
-from service.errors import Invalid
+from service.errors import Invalid, NotFound
+from service.locks import Lease
 from service.runtime import Runtime
 from service.tables import Brain
+from service.writer import locked_brain, writer
 
 
 def update_brain(rt: Runtime, *, name: str, body: schemas.BrainUpdate) -> None:
-    """Apply ``body`` under the brain's writer lock, so no wake or sleep job runs meanwhile."""
+    """Apply ``body`` as the brain's fenced writer, so no job writes meanwhile; when a job holds
+    the brain for longer than ``busy_wait_seconds``, 503 with Retry-After (``BrainLockTimeout``)."""
     if body.sleep_policy is not None:
         budgets.check_sleep_policy(rt.settings, body.sleep_policy)
     with rt.db.session() as s:
         brain_id = get_brain(s, name).id
-    with rt.locks.hold(brain_id), rt.db.session() as s:
-        brain = s.get(Brain, brain_id)
+    with writer(rt, brain_id, wait=rt.settings.busy_wait_seconds) as lease, rt.db.session() as s:
+        brain = locked_brain(s, lease)
+        if brain is None:
+            raise NotFound(f"brain {name!r} not found")
         if body.params is not None:
-            _reconfigure(rt, s, brain, body.params)
+            _reconfigure(rt, s, brain, lease, body.params)
         if body.sleep_policy is not None:
             brain.sleep_policy = body.sleep_policy.model_dump(exclude_none=True)
 
 
-def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:
+def _reconfigure(rt: Runtime, s, brain: Brain, lease: Lease, changes: dict) -> None:
     try:
         params = validate_params(brain.strategy, {**brain.params, **changes})
     except ParamsError as exc:
@@ -43,4 +48,5 @@ def _reconfigure(rt: Runtime, s, brain: Brain, changes: dict) -> None:
         raise Invalid(f"params: {exc}") from None
     changed = sorted(k for k in params if params[k] != brain.params.get(k))
     brain.params = params
-    rt.versions.publish_over_current(s, brain, learner, kind="reconfigure", stats={"changed": changed})
+    rt.versions.publish_over_current(s, brain, learner, kind="reconfigure", lease=lease, base=brain.current_version,
+                                     stats={"changed": changed})

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.settings import Settings
 
 AFTER_COMMIT = "after_commit"
+READ_ONLY = "pb_read_only"  # execution option of the engine that read-only sessions use
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -24,11 +25,20 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
+            dbapi_conn.isolation_level = None  # pysqlite's own BEGIN is deferred and late: ours below
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")  # WAL + NORMAL may lose the last commits on power loss
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:
+            # A transaction takes SQLite's write lock before its first read, so that a read-modify-
+            # write (labels, tasks, positions) never works from a stale read; sessions that only
+            # read say so and run deferred, beside the writer (WAL).
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -47,12 +57,17 @@ class Database:
         self.url = settings.database_url
         self.engine = make_engine(self.url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = self.engine.execution_options(**{READ_ONLY: True})
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
         """A session in a transaction: committed on success, rolled back on error; the callbacks
-        registered with :func:`after_commit` run once the commit has succeeded."""
-        with self.sessions() as session:
+        registered with :func:`after_commit` run once the commit has succeeded.
+
+        Writing sessions are serialised with each other on every store: on SQLite the transaction
+        takes the write lock when it begins; on Postgres a read-modify-write locks the rows it
+        reads (``with_for_update``). ``read_only`` sessions never wait for a writer."""
+        with self.sessions(bind=self._reader if read_only else self.engine) as session:
             with session.begin():
                 yield session
             for callback in session.info.pop(AFTER_COMMIT, []):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.db import Database
 from service.tables import Job, utcnow
@@ -33,6 +33,10 @@ CHECK_SLEEP_TASK = "plastic_brain.check_sleep"
 QUEUES = ("wake", "sleep")
 # Job kinds without a queue of their own: long consolidation-like work goes with sleep.
 QUEUE_OF = {"meta_train": "sleep"}
+
+
+class JobBusy(RuntimeError):
+    """The job is running elsewhere and its runner is alive: this delivery must not start it."""
 
 
 class Executor(Protocol):
@@ -94,17 +98,28 @@ class CeleryJobs:
 
 
 class Jobs:
-    def __init__(self, db: Database, executor: Executor | None = None) -> None:
+    """Every change of a job's state goes through here: submit, start, heartbeat, progress,
+    requeue and finish (and :meth:`fail_unfinished` after an embedded restart).
+
+    ``stale_after``: a running job whose heartbeat is older than this (the writer lock's timeout,
+    which the same heartbeat renews) has lost its runner; a younger one is still being run, and
+    a second delivery of its message must not start it again (:class:`JobBusy`)."""
+
+    def __init__(self, db: Database, executor: Executor | None = None, *, stale_after: float = 600.0) -> None:
         self.db = db
         self.executor = executor
+        self.stale_after = stale_after
 
-    def submit(self, kind: str, brain_id: int, payload: dict | None = None, *, join_queued: bool = False) -> str:
+    def submit(self, kind: str, brain_id: int, payload: dict | None = None, *, join_queued: bool = False,
+               resend_after: float = 0.0) -> str:
         """Record and dispatch a job; its id.
 
         ``join_queued``: when a job of this kind for this brain is still queued, return its id
         instead (adding ``payload["samples"]`` to its own). For wake jobs, which learn everything
         in the log when they start: a stream of small POSTs then becomes a few jobs that each
-        learn many samples, not one job and one version per POST."""
+        learn many samples, not one job and one version per POST. An executor whose messages can
+        be lost (Celery) sends the joined job's message again once it has been queued for
+        ``resend_after`` seconds."""
         payload = payload or {}
         with self.db.session() as s:
             queued = s.scalar(
@@ -115,6 +130,7 @@ class Jobs:
                 samples = int(queued.payload.get("samples", 0)) + int(payload.get("samples", 0))
                 queued.payload = {**queued.payload, "samples": samples}
                 joined = queued.id
+                resend = (utcnow() - queued.created_at).total_seconds() >= resend_after
             else:
                 joined = None
                 job_id = str(uuid.uuid4())
@@ -122,7 +138,7 @@ class Jobs:
                 append_event(job, "queued")
                 s.add(job)
         if joined is not None:
-            if getattr(self.executor, "redispatch_joined", False):
+            if resend and getattr(self.executor, "redispatch_joined", False):
                 self.executor.dispatch(joined, kind)
             return joined
         if self.executor is None:
@@ -151,17 +167,49 @@ class Jobs:
                 job.progress = max(0.0, min(1.0, fraction))
                 job.phase = phase
 
-    def start(self, job_id: str) -> Job | None:
-        """Mark a job running; None when it is unknown or already finished (redelivered)."""
+    def heartbeat(self, job_id: str) -> None:
+        """The job's runner is alive (called with the writer lock's renewal)."""
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            s.execute(update(Job).where(Job.id == job_id, Job.state == "running").values(heartbeat_at=utcnow()))
+
+    def start(self, job_id: str) -> Job | None:
+        """Mark a job running; None when it is unknown or already finished (redelivered). Raises
+        :class:`JobBusy` when it is running with a live runner (a redelivered message)."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.state in ("succeeded", "failed"):
                 return None
+            if job.state == "running":
+                beat = job.heartbeat_at or job.started_at
+                if beat is not None and (utcnow() - beat).total_seconds() < self.stale_after:
+                    append_event(job, "busy", note="running elsewhere with a live heartbeat; not started twice")
+                    raise JobBusy(f"job {job_id} is running elsewhere")
             job.state = "running"
-            job.started_at = utcnow()
+            job.started_at = job.heartbeat_at = utcnow()
             job.attempts += 1
             append_event(job, "started", attempt=job.attempts)
             return job
+
+    def requeue(self, job_id: str, reason: BaseException) -> None:
+        """A running job interrupted by a transient fault is queued again, not failed; its message
+        is retried by the caller. Best effort: the database may be what went away."""
+        try:
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                if job is not None and job.state == "running":
+                    job.state, job.phase, job.heartbeat_at = "queued", f"retrying after {type(reason).__name__}", None
+                    append_event(job, "retrying", error=f"{type(reason).__name__}: {reason}"[:500])
+        except Exception as again:  # noqa: BLE001 - the row stays "running"; the retry runs it all the same
+            log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
+
+    def fail_unfinished(self, reason: str) -> int:
+        """Mark every queued or running job failed (their executor died with its process); how many."""
+        with self.db.session() as s:
+            jobs = s.scalars(select(Job).where(Job.state.in_(("queued", "running")))).all()
+            for job in jobs:
+                job.state, job.error, job.finished_at = "failed", reason, utcnow()
+                append_event(job, "failed", error=reason)
+            return len(jobs)
 
     def finish(self, job_id: str, *, result: dict | None = None, error: str | None = None) -> None:
         with self.db.session() as s:

@@ -29,19 +29,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from models.learner import Learner
 from models.registry import STRATEGIES
-from service import budgets, schemas
+from service import budgets, samplelog, schemas
 from service.brains import get_brain, label_key
 from service.errors import Invalid
 from service.inputs import decode
-from service.jobs import append_event
+from service.locks import BrainLockTimeout, LockLost
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
-from service.tables import Brain, Job, Sample, Task, Version, utcnow
+from service.tables import Brain, Job, Task, Version, utcnow
 from service.versions import input_dim
+from service.writer import locked_brain, writer
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,15 @@ _cache = _TrainingCache()
 
 
 def transient(exc: BaseException) -> bool:
-    """A backend that went away (Postgres, Redis): the same job can succeed once it is back."""
+    """A backend that went away (Postgres, Redis), a writer lock lost mid-job, or a brain busy with
+    another writer for longer than the lock timeout: the same job can succeed when it runs again."""
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    return isinstance(exc, (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, BrokerError))
+    return isinstance(exc, (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError, BrokerError,
+                            LockLost, BrainLockTimeout))
 
 
 def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict | None:
@@ -111,7 +114,7 @@ def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict 
     except Exception as exc:
         if retry_transient and transient(exc):
             log.warning("job %s (%s) interrupted, to be retried: %s", job_id, job.kind, exc)
-            _requeue(rt, job_id, exc)
+            rt.jobs.requeue(job_id, exc)
         else:
             log.exception("job %s (%s) failed", job_id, job.kind)
             rt.jobs.finish(job_id, error=f"{type(exc).__name__}: {exc}")
@@ -120,21 +123,9 @@ def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict 
     return result
 
 
-def _requeue(rt: Runtime, job_id: str, exc: BaseException) -> None:
-    """Best effort (the database may be the backend that is gone): the job is queued, not failed."""
-    try:
-        with rt.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is not None and job.state == "running":
-                job.state, job.phase = "queued", f"retrying after {type(exc).__name__}"
-                append_event(job, "retrying", error=f"{type(exc).__name__}: {exc}"[:500])
-    except Exception as again:  # noqa: BLE001 - the row stays "running"; the retry runs it all the same
-        log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
-
-
 def _brain(rt: Runtime, brain_id: int) -> Brain | None:
     """The brain's row as the job starts, detached from the session."""
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         brain = s.get(Brain, brain_id)
         if brain is not None:
             s.expunge(brain)
@@ -142,7 +133,7 @@ def _brain(rt: Runtime, brain_id: int) -> Brain | None:
 
 
 def _tasks(rt: Runtime, brain_id: int, into: dict[int, Task]) -> dict[int, Task]:
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         rows = s.scalars(select(Task).where(Task.brain_id == brain_id)).all()
         s.expunge_all()
     into.update({t.id: t for t in rows})
@@ -162,7 +153,9 @@ def _ensure_replay(rt: Runtime, brain: Brain, buffer: ReplayBuffer) -> None:
 
 
 def wake(rt: Runtime, job: Job) -> dict:
-    with rt.locks.hold(job.brain_id):
+    """Learn the log after the brain's learned position, at most ``wake_max_samples`` of it, and
+    publish; a follow-up job learns the rest, so that no job's work grows with the backlog."""
+    with writer(rt, job.brain_id, job_id=job.id) as lease:
         brain = _brain(rt, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
@@ -170,17 +163,15 @@ def wake(rt: Runtime, job: Job) -> dict:
         learner = _cache.checkout(rt, brain)
         buffer = rt.replay(brain)
         _ensure_replay(rt, brain, buffer)
-        cursor, learned, tasks_seen = brain.learned_position, 0, 0
-        pending = _pending(rt, brain.id, cursor)
+        start = cursor = brain.learned_position
+        limit = rt.settings.wake_max_samples
+        learned, tasks_seen = 0, 0
+        with rt.db.session(read_only=True) as s:
+            pending = samplelog.pending(s, brain.id, cursor)
         losses: list[float] = []
-        while True:
-            with rt.db.session() as s:
-                rows = s.execute(
-                    select(Sample.id, Sample.task_id, Sample.label, Sample.x)
-                    .where(Sample.brain_id == brain.id, Sample.id > cursor)
-                    .order_by(Sample.id)
-                    .limit(WAKE_CHUNK)
-                ).all()
+        while learned < limit:
+            with rt.db.session(read_only=True) as s:
+                rows = samplelog.read_after(s, brain.id, cursor, min(WAKE_CHUNK, limit - learned))
             if not rows:
                 break
             for task_id, x, y in _batches(rows, brain):
@@ -192,12 +183,17 @@ def wake(rt: Runtime, job: Job) -> dict:
                 tasks_seen = max(tasks_seen, task.ordinal + 1)
             cursor = rows[-1].id
             learned += len(rows)
-            rt.jobs.progress(job.id, learned / max(pending, learned), f"learning {learned}/{pending}")
+            rt.jobs.progress(job.id, learned / max(min(pending, limit), learned), f"learning {learned}/{pending}")
         if learned == 0:
             _cache.checkin(brain.id, brain.current_version, learner)
             return {"learned": 0, "version": brain.current_version}
         with rt.db.session() as s:
-            row = s.get(Brain, brain.id)
+            row = locked_brain(s, lease)
+            if row is None:
+                return {"skipped": "brain deleted"}
+            if row.learned_position != start:
+                raise LockLost(f"brain {brain.id}: learned position moved from {start} to {row.learned_position} "
+                               "under this writer")
             previous = s.scalar(
                 select(Version.tasks_seen).where(
                     Version.brain_id == brain.id, Version.number == row.current_version
@@ -207,22 +203,19 @@ def wake(rt: Runtime, job: Job) -> dict:
             row.samples_learned += learned
             row.samples_since_sleep += learned
             version = rt.versions.publish(
-                s, row, learner, kind="wake", log_position=cursor,
+                s, row, learner, kind="wake", lease=lease, base=brain.current_version, log_position=cursor,
                 samples_learned=row.samples_learned, tasks_seen=max(previous or 0, tasks_seen),
-                stats={"learned": learned, "loss": float(np.mean(losses)) if losses else None},
+                stats={"learned": learned, "log_from": start,
+                       "loss": float(np.mean(losses)) if losses else None},
                 replay=buffer.snapshot() if rt.embedded_replay else None,
             )
             number = version.number
         _cache.checkin(brain.id, number, learner)
-    maybe_sleep(rt, brain.id, reason="every_samples")
-    return {"learned": learned, "version": number}
-
-
-def _pending(rt: Runtime, brain_id: int, cursor: int) -> int:
-    with rt.db.session() as s:
-        return int(s.scalar(
-            select(func.count()).select_from(Sample).where(Sample.brain_id == brain_id, Sample.id > cursor)
-        ) or 0)
+    left = max(0, pending - learned)
+    if left:  # the rest of the backlog (and whatever arrived meanwhile) in a job of its own
+        rt.jobs.submit("wake", brain.id, {"reason": "continuation", "samples": left}, join_queued=True)
+    maybe_sleep(rt, brain.id)
+    return {"learned": learned, "version": number, "left": left}
 
 
 def _batches(rows, brain: Brain):
@@ -241,7 +234,7 @@ def _batches(rows, brain: Brain):
 
 
 def sleep(rt: Runtime, job: Job) -> dict:
-    with rt.locks.hold(job.brain_id):
+    with writer(rt, job.brain_id, job_id=job.id) as lease:
         brain = _brain(rt, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
@@ -259,11 +252,13 @@ def sleep(rt: Runtime, job: Job) -> dict:
         seconds = time.perf_counter() - started
         rt.jobs.progress(job.id, 0.9, "publishing")
         with rt.db.session() as s:
-            row = s.get(Brain, brain.id)
+            row = locked_brain(s, lease)
+            if row is None:
+                return {"skipped": "brain deleted"}
             row.samples_since_sleep = 0
             row.last_sleep_at = utcnow()
             version = rt.versions.publish_over_current(
-                s, row, learner, kind="sleep",
+                s, row, learner, kind="sleep", lease=lease, base=brain.current_version,
                 stats={**stats.as_dict(), "seconds": seconds, "replayed": len(replay),
                        "reason": job.payload.get("reason", "request")},
                 replay=buffer.snapshot(),
@@ -322,7 +317,7 @@ def meta_train(rt: Runtime, job: Job) -> dict:
 
     path = meta_set_path(rt, job.brain_id, Path(job.payload["file"]).name)
     try:
-        with rt.locks.hold(job.brain_id):
+        with writer(rt, job.brain_id, job_id=job.id) as lease:
             brain = _brain(rt, job.brain_id)
             if brain is None:
                 return {"skipped": "brain deleted"}
@@ -344,8 +339,11 @@ def meta_train(rt: Runtime, job: Job) -> dict:
             seconds = time.perf_counter() - started
             rt.jobs.progress(job.id, 0.95, "publishing")
             with rt.db.session() as s:
+                row = locked_brain(s, lease)
+                if row is None:
+                    return {"skipped": "brain deleted"}
                 version = rt.versions.publish_over_current(
-                    s, s.get(Brain, brain.id), learner, kind="meta",
+                    s, row, learner, kind="meta", lease=lease, base=brain.current_version,
                     stats={**stats.as_dict(), "seconds": seconds},
                     replay=buffer.snapshot() if rt.embedded_replay else None,
                 )
@@ -362,41 +360,45 @@ def _on(replay, device: str):
     return Replay(replay.x.to(device), replay.y.to(device))
 
 
-def maybe_sleep(rt: Runtime, brain_id: int, *, reason: str) -> str | None:
-    """Submit a sleep job if the brain's policy says it is due and none is queued or running."""
-    with rt.db.session() as s:
+def maybe_sleep(rt: Runtime, brain_id: int) -> str | None:
+    """Submit a sleep job when the brain's policy says one is due, unless one is running; its id.
+
+    The job's reason names the policy that made it due ("every_samples", or "schedule" for
+    ``every_seconds``). A sleep already queued is joined; on Celery its message is sent again once
+    it has waited longer than the lock timeout (the API that queued it may have died before
+    sending it: a queued job that is never run would hold every later sleep back)."""
+    with rt.db.session(read_only=True) as s:
         brain = s.get(Brain, brain_id)
-        if brain is None or not _due(brain):
+        reason = _due(brain) if brain is not None else None
+        if reason is None:
             return None
-        busy = s.scalar(
-            select(func.count()).select_from(Job).where(
-                Job.brain_id == brain_id, Job.kind == "sleep", Job.state.in_(("queued", "running"))
-            )
-        )
-        if busy:
+        running = s.scalar(select(Job.id).where(
+            Job.brain_id == brain_id, Job.kind == "sleep", Job.state == "running").limit(1))
+        if running is not None:
             return None
-    return rt.jobs.submit("sleep", brain_id, {"reason": reason})
+    return rt.jobs.submit("sleep", brain_id, {"reason": reason}, join_queued=True,
+                          resend_after=rt.settings.lock_timeout_seconds)
 
 
-def _due(brain: Brain) -> bool:
+def _due(brain: Brain) -> str | None:
+    """Which policy makes a sleep due now, if any."""
     policy = brain.sleep_policy or {}
     if brain.samples_since_sleep <= 0:
-        return False
+        return None
     every = policy.get("every_samples")
     if every and brain.samples_since_sleep >= every:
-        return True
+        return "every_samples"
     seconds = policy.get("every_seconds")
-    if seconds:
-        since = brain.last_sleep_at or brain.created_at
-        return utcnow() - since >= timedelta(seconds=seconds)
-    return False
+    if seconds and utcnow() - (brain.last_sleep_at or brain.created_at) >= timedelta(seconds=seconds):
+        return "schedule"
+    return None
 
 
 def check_sleep_due(rt: Runtime) -> list[str]:
     """Called by Celery beat (full stack) or the embedded scheduler thread."""
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         ids = list(s.scalars(select(Brain.id).where(Brain.samples_since_sleep > 0)))
-    submitted = [maybe_sleep(rt, brain_id, reason="schedule") for brain_id in ids]
+    submitted = [maybe_sleep(rt, brain_id) for brain_id in ids]
     return [job for job in submitted if job]
 
 
@@ -406,12 +408,8 @@ def recover(rt: Runtime, *, orphaned_jobs: bool) -> list[str]:
     ``orphaned_jobs``: the jobs still marked queued or running belonged to this process's executor
     (embedded) and died with it, so they are marked failed.
     """
-    with rt.db.session() as s:
-        if orphaned_jobs:
-            for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running")))):
-                job.state, job.error, job.finished_at = "failed", "interrupted by a restart", utcnow()
-        pending = s.execute(
-            select(Brain.id).join(Sample, Sample.brain_id == Brain.id)
-            .where(Sample.id > Brain.learned_position).group_by(Brain.id)
-        ).scalars().all()
-    return [rt.jobs.submit("wake", brain_id, {"reason": "recovery"}) for brain_id in pending]
+    if orphaned_jobs:
+        rt.jobs.fail_unfinished("interrupted by a restart")
+    with rt.db.session(read_only=True) as s:
+        pending = sorted(samplelog.backlog(s))
+    return [rt.jobs.submit("wake", brain_id, {"reason": "recovery"}, join_queued=True) for brain_id in pending]

@@ -3,7 +3,9 @@
 - :class:`BrainCollector`: Prometheus figures per brain, read from the service's own records when
   ``/metrics`` is scraped (samples learned and pending, current version, versions kept, replay
   buffer size, jobs by kind and state, sleep seconds). Read at scrape time, they are the same
-  whichever process did the work: the API itself (embedded) or a Celery worker (full stack).
+  whichever process did the work: the API itself (embedded) or a Celery worker (full stack). They
+  name brains, so only a scraper that may read a brain sees its series (:func:`scraped_by`), and a
+  scrape's cost does not grow with the history.
 - Request ids: ``_Observe`` (``service.app``) takes a request's ``X-Request-ID`` or makes one, puts
   it in :data:`REQUEST_ID` for the request's logs and answers with it; jobs log under
   ``job:<id>``.
@@ -15,7 +17,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -25,12 +31,19 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from service import samplelog
+from service.auth import Principal
+from service.job_counts import SLEEP_SECONDS, SLEEPS, Counts, job_states
 from service.runtime import Runtime
-from service.tables import Brain, Job, Sample, Version
+from service.tables import Brain, Version
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+#: who the running scrape is for: None for an anonymous one (see :func:`scraped_by`)
+SCRAPER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("scraper", default=None)
+#: a brain's unlearned samples are counted up to this many: the count is an index range, not a scan
+PENDING_COUNT_LIMIT = 100_000
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
@@ -59,60 +72,96 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     root.setLevel(level)
 
 
+@contextmanager
+def scraped_by(principal: Principal | None) -> Iterator[None]:
+    """Who the scrape run inside is for (None: anonymous): :class:`BrainCollector` shows them the
+    brains they may read."""
+    token = SCRAPER.set(principal)
+    try:
+        yield
+    finally:
+        SCRAPER.reset(token)
+
+
+@dataclass(frozen=True)
+class _Figures:
+    name: str
+    learned: int
+    pending: int
+    current: int
+    versions: int
+    replay: int
+    counts: Counts
+
+
 class BrainCollector(Collector):
-    """Per-brain figures from the database and the replay store, at scrape time."""
+    """Per-brain figures, for the brains the scraper may read (all of them with
+    ``metrics_public_brains``; none to an anonymous scraper otherwise).
+
+    A scan costs the same however long the history: one query for the brains, one for the versions
+    (few: old ones are pruned), one indexed count per brain of its unlearned samples (at most
+    :data:`PENDING_COUNT_LIMIT`), each replay buffer's size, and the job counts kept as jobs change
+    (``service.job_counts``). Scrapes within ``metrics_cache_seconds`` share one scan."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._lock = threading.Lock()
+        self._scanned: tuple[float, list[_Figures]] | None = None  # (until, figures)
 
     def describe(self) -> list:
         return []  # nothing to read at registration
 
     def collect(self) -> Iterator:
+        viewer, public = SCRAPER.get(), self.rt.settings.metrics_public_brains
+        if viewer is None and not public:
+            return
         try:
-            yield from self._collect()
+            figures = self._figures()
         except Exception as exc:  # noqa: BLE001 - a scrape must answer, with the failure counted
             log.warning("brain metrics unavailable: %s", exc)
             failed = GaugeMetricFamily("brain_metrics_scrape_failed", "1 when the per-brain figures could not be read")
             failed.add_metric([], 1.0)
             yield failed
+            return
+        yield from _families([f for f in figures if public or viewer.can(f.name, "read")])
 
-    def _collect(self) -> Iterator:
-        learned = CounterMetricFamily("brain_samples_learned", "Samples learned by wake jobs", labels=["brain"])
-        pending = GaugeMetricFamily("brain_samples_pending", "Samples acknowledged, not yet learned", labels=["brain"])
-        current = GaugeMetricFamily("brain_current_version", "The version that answers predictions", labels=["brain"])
-        kept = GaugeMetricFamily("brain_versions", "Versions kept", labels=["brain"])
-        replay = GaugeMetricFamily("brain_replay_samples", "Samples in the replay buffer", labels=["brain"])
-        jobs = CounterMetricFamily("brain_jobs", "Jobs by kind and state", labels=["brain", "kind", "state"])
-        sleeps = SummaryMetricFamily("brain_sleep_seconds", "Consolidation time of succeeded sleeps", labels=["brain"])
-        with self.rt.db.session() as s:
+    def _figures(self) -> list[_Figures]:
+        with self._lock:  # concurrent scrapes wait for one scan
+            if self._scanned is not None and self._scanned[0] > time.monotonic():
+                return self._scanned[1]
+            figures = self._scan()
+            self._scanned = (time.monotonic() + self.rt.settings.metrics_cache_seconds, figures)
+            return figures
+
+    def _scan(self) -> list[_Figures]:
+        with self.rt.db.session(read_only=True) as s:
             brains = s.scalars(select(Brain).order_by(Brain.id)).all()
-            name = {b.id: b.name for b in brains}
-            unlearned = dict(s.execute(
-                select(Sample.brain_id, func.count()).join(Brain, Brain.id == Sample.brain_id)
-                .where(Sample.id > Brain.learned_position).group_by(Sample.brain_id)
-            ).tuples().all())
             versions = dict(s.execute(select(Version.brain_id, func.count()).group_by(Version.brain_id)).tuples().all())
-            job_counts = s.execute(select(Job.brain_id, Job.kind, Job.state, func.count())
-                                   .group_by(Job.brain_id, Job.kind, Job.state)).tuples().all()
-            sleep_results = s.execute(select(Job.brain_id, Job.result)
-                                      .where(Job.kind == "sleep", Job.state == "succeeded")).tuples().all()
-            for b in brains:
-                learned.add_metric([b.name], float(b.samples_learned))
-                pending.add_metric([b.name], float(unlearned.get(b.id, 0)))
-                current.add_metric([b.name], float(b.current_version or 0))
-                kept.add_metric([b.name], float(versions.get(b.id, 0)))
-                replay.add_metric([b.name], float(len(self.rt.replay(b))))
-        for brain_id, kind, state, n in job_counts:
-            if brain_id in name:
-                jobs.add_metric([name[brain_id], kind, state], float(n))
-        totals: dict[int, list[float]] = {}
-        for brain_id, result in sleep_results:
-            seconds = (result or {}).get("seconds")
-            if brain_id in name and isinstance(seconds, int | float):
-                total = totals.setdefault(brain_id, [0, 0.0])
-                total[0] += 1
-                total[1] += float(seconds)
-        for brain_id, (count, total) in totals.items():
-            sleeps.add_metric([name[brain_id]], count_value=count, sum_value=total)
-        yield from (learned, pending, current, kept, replay, jobs, sleeps)
+            pending = {b.id: samplelog.pending(s, b.id, b.learned_position, limit=PENDING_COUNT_LIMIT) for b in brains}
+        counts = self.rt.job_counts.read([b.id for b in brains])
+        return [_Figures(name=b.name, learned=b.samples_learned, pending=pending[b.id], current=b.current_version or 0,
+                         versions=versions.get(b.id, 0), replay=len(self.rt.replay(b)), counts=counts[b.id])
+                for b in brains]
+
+
+def _families(figures: list[_Figures]) -> Iterator:
+    learned = CounterMetricFamily("brain_samples_learned", "Samples learned by wake jobs", labels=["brain"])
+    pending = GaugeMetricFamily("brain_samples_pending", "Samples acknowledged, not yet learned (counted up to "
+                                f"{PENDING_COUNT_LIMIT:,})", labels=["brain"])
+    current = GaugeMetricFamily("brain_current_version", "The version that answers predictions", labels=["brain"])
+    kept = GaugeMetricFamily("brain_versions", "Versions kept", labels=["brain"])
+    replay = GaugeMetricFamily("brain_replay_samples", "Samples in the replay buffer", labels=["brain"])
+    jobs = CounterMetricFamily("brain_jobs", "Jobs by kind and the state they entered (running: each attempt)",
+                               labels=["brain", "kind", "state"])
+    sleeps = SummaryMetricFamily("brain_sleep_seconds", "Consolidation time of succeeded sleeps", labels=["brain"])
+    for f in figures:
+        learned.add_metric([f.name], float(f.learned))
+        pending.add_metric([f.name], float(f.pending))
+        current.add_metric([f.name], float(f.current))
+        kept.add_metric([f.name], float(f.versions))
+        replay.add_metric([f.name], float(f.replay))
+        for kind, state, n in job_states(f.counts):
+            jobs.add_metric([f.name, kind, state], n)
+        if f.counts.get(SLEEPS):
+            sleeps.add_metric([f.name], count_value=f.counts[SLEEPS], sum_value=f.counts.get(SLEEP_SECONDS, 0.0))
+    yield from (learned, pending, current, kept, replay, jobs, sleeps)

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from service import datadir
 from service.changes import BrainChanges
+from service.datadir import DataDirClaim
 from service.db import Database
+from service.job_counts import JobCounts
 from service.jobs import CeleryJobs, InProcessJobs, Jobs
 from service.locks import Locks, RedisLocks, ThreadLocks
 from service.replay import MemoryStores, RedisStore, ReplayBuffer
@@ -32,8 +35,10 @@ class Runtime:
     locks: Locks
     jobs: Jobs
     redis: object | None = None  # redis.Redis on the full stack
+    job_counts: JobCounts = field(default_factory=JobCounts)  # what jobs did, for /metrics
     memory: MemoryStores = field(default_factory=MemoryStores)
     changes: BrainChanges = field(default_factory=BrainChanges)
+    data_dir_claim: DataDirClaim | None = None  # held by the process that runs an embedded brain's jobs
 
     @property
     def device(self) -> str:
@@ -65,10 +70,17 @@ class Runtime:
         self.changes.close()
         self.jobs.shutdown()
         self.db.dispose()
+        if self.data_dir_claim is not None:
+            self.data_dir_claim.release()
 
 
 def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
-    """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools)."""
+    """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools). One
+    with in-process jobs owns the data dir (``service.datadir``): :class:`DataDirBusy` when
+    another process does."""
+    claim = None
+    if executor and not settings.uses_celery:
+        claim = datadir.claim(settings.data_dir)
     db = Database(settings)
     versions = VersionStore(settings.checkpoint_dir, keep=settings.keep_versions)
     redis_client = None
@@ -81,11 +93,11 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
         if redis_client is not None
         else ThreadLocks(settings.lock_timeout_seconds)
     )
-    jobs = Jobs(db)
+    jobs = Jobs(db, stale_after=settings.lock_timeout_seconds)
     changes = BrainChanges(redis_client)
     changes.attach(db.sessions)
     rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,
-                 changes=changes)
+                 changes=changes, data_dir_claim=claim)
     if executor:
         if settings.uses_celery:
             assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
@@ -94,4 +106,6 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
             from service.learning import run_job
 
             jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id), nice=settings.job_nice)
+    rt.job_counts = JobCounts(redis_client)  # counted as jobs change, in every process (issue 14)
+    rt.job_counts.attach(db.sessions)
     return rt

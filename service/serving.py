@@ -99,7 +99,7 @@ class ServingCache:
         """Read the brain and its tasks, and the current version's learner (blocking I/O)."""
         with self._lock:
             generation = self._generation
-        with self.rt.db.session() as s:
+        with self.rt.db.session(read_only=True) as s:
             brain = get_brain(s, name)
             tasks = {t.name: list(t.labels) for t in s.scalars(select(Task).where(Task.brain_id == brain.id))}
             s.expunge(brain)

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     max_model_bytes: int = Field(
         1024**3, ge=2**20, description="Bytes one brain may need at its largest: its learner (weights, "
         "optimiser state, memories once full, what its tasks add, the temporaries of a batch) and its "
-        "replay buffer. Checked when a brain is created, when its params change and per meta-training.",
+        "replay buffer. Checked when a brain is created, its params change, a task is added, and per meta-training.",
     )
     max_decoded_pixels: int = Field(
         64 * 2**20, ge=1, description="Pixel values (pixels times channels) the images of one request "
@@ -67,7 +67,29 @@ class Settings(BaseSettings):
     keep_versions: int = Field(10, ge=2, description="Unpromoted versions kept per brain.")
     sleep_check_seconds: float = Field(5.0, gt=0, description="How often sleep policies are checked.")
     wait_timeout_seconds: float = Field(120.0, gt=0, description="Longest ?wait=true wait.")
-    lock_timeout_seconds: float = Field(600.0, gt=0, description="Expiry of a brain's writer lock.")
+    # waiting (issue 14)
+    max_waiters: int = Field(
+        256, ge=1, description="?wait=true requests of one API process that wait at once (they hold no "
+        "thread); one more is answered 503 with Retry-After before it does anything.",
+    )
+    wait_recheck_seconds: float = Field(
+        1.0, gt=0, description="How often waiting requests re-read their jobs without an announcement; "
+        "an end is announced at once, this only bounds a lost announcement.",
+    )
+    lock_timeout_seconds: float = Field(
+        600.0, gt=0, description="Expiry of a brain's writer lock unless its holder renews it (a heartbeat "
+        "every third of it); also how long a job waits for the lock.",
+    )
+    # writers and jobs (issue 14)
+    busy_wait_seconds: float = Field(
+        2.0, ge=0, description="How long promote and PATCH wait for a brain's writer (a running job) "
+        "before answering 503 with Retry-After.",
+    )
+    wake_max_samples: int = Field(
+        20_000, ge=1, description="Samples one wake job learns at most; it publishes, and a follow-up "
+        "job learns the rest, so no job's work grows with the backlog.",
+    )
+    max_tasks: int = Field(1_000, ge=1, description="Tasks one brain holds at most.")
     job_nice: int = Field(
         10, ge=0, le=19, description="How much lower the CPU priority of training is than serving's (a "
         "nice increment): in-process job threads and Celery worker processes. 0 keeps it equal.",
@@ -92,6 +114,15 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="How long a process trusts its memory of a key; a key revoked in another "
         "process stops working here within this time (at once in the process that revoked it).",
+    )
+
+    # auth and metrics (issue 14)
+    metrics_public_brains: bool = Field(
+        False, description="Show /metrics' per-brain series (brain names and figures) to anyone. Off: only "
+        "to keys that may read the brain (every brain to admin keys); process-wide series are always open.",
+    )
+    metrics_cache_seconds: float = Field(
+        5.0, ge=0, description="How long /metrics reuses its per-brain figures before reading them again.",
     )
 
     @model_validator(mode="after")

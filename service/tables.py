@@ -77,6 +77,9 @@ class Brain(Base):
     learned_position: Mapped[int] = mapped_column(BigInteger, default=0)
     samples_learned: Mapped[int] = mapped_column(BigInteger, default=0)
     samples_since_sleep: Mapped[int] = mapped_column(BigInteger, default=0)
+    # fencing token of the brain's writer: incremented by each holder of the writer lock as it
+    # takes it; a write checks it is still its own (service.writer)
+    writer_fence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_sleep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -140,6 +143,9 @@ class Job(Base):
     events: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)  # None: made before 0003
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # renewed while the job runs (with its writer lock); a running job whose heartbeat is older than
+    # the lock timeout has lost its runner and may be started again (service.jobs.Jobs.start)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

@@ -24,6 +24,7 @@ from models import encoders
 from models.learner import Learner
 from models.registry import create as create_learner
 from service.db import after_commit
+from service.locks import Lease, LockLost
 from service.tables import Brain, Version
 
 MODEL_FILE = "model.safetensors"
@@ -93,18 +94,27 @@ class VersionStore:
         learner: Learner,
         *,
         kind: str,
+        lease: Lease | None,
+        base: int | None,
         log_position: int,
         samples_learned: int,
         tasks_seen: int,
         stats: dict,
         replay: dict[str, torch.Tensor] | None = None,
     ) -> Version:
-        """Write a new version, make it current, apply retention. Call inside the writer lock."""
+        """Write a new version on top of version ``base``, make it current, apply retention.
+
+        ``lease``: the writer's (``service.writer``), ``brain`` read under a row lock in
+        ``session``; the publish is refused (:class:`~service.locks.LockLost`) unless the lease
+        still holds the brain's fence and ``base`` is still current. Only a brain's first version
+        (kind "init", made with the brain) is published without one."""
+        _check_writer(brain, lease, base, kind)
         last = session.scalar(
             select(Version.number).where(Version.brain_id == brain.id).order_by(Version.number.desc()).limit(1)
         )
         number = (last or 0) + 1
-        stats = {**stats, "replay_snapshot": replay is not None}
+        stats = {**stats, "replay_snapshot": replay is not None, "base": base,
+                 "fence": lease.fence if lease else None, "job": lease.job_id if lease else None}
         meta = {"brain": brain.name, "number": number, "kind": kind, "strategy": brain.strategy,
                 "params": brain.params, "log_position": log_position}
         self.write(brain.id, number, learner, replay, meta)
@@ -125,17 +135,20 @@ class VersionStore:
         learner: Learner,
         *,
         kind: str,
+        lease: Lease,
+        base: int | None,
         stats: dict,
         replay: dict[str, torch.Tensor] | None = None,
     ) -> Version:
         """Publish a learner changed without learning from the log (sleep, meta-training,
-        reconfiguration): log position, samples learned and tasks seen carry over from the
-        current version."""
+        reconfiguration) on top of version ``base``: log position, samples learned and tasks seen
+        carry over from it."""
+        _check_writer(brain, lease, base, kind)
         current = session.scalar(
-            select(Version).where(Version.brain_id == brain.id, Version.number == brain.current_version)
+            select(Version).where(Version.brain_id == brain.id, Version.number == base)
         )
         return self.publish(
-            session, brain, learner, kind=kind, log_position=current.log_position,
+            session, brain, learner, kind=kind, lease=lease, base=base, log_position=current.log_position,
             samples_learned=current.samples_learned, tasks_seen=current.tasks_seen, stats=stats,
             replay=replay,
         )
@@ -173,6 +186,16 @@ class VersionStore:
             session.delete(v)
             doomed = self.path(brain.id, v.number)
             after_commit(session, lambda doomed=doomed: shutil.rmtree(doomed, ignore_errors=True))
+
+
+def _check_writer(brain: Brain, lease: Lease | None, base: int | None, kind: str) -> None:
+    if lease is None:
+        assert kind == "init", "every version but a brain's first is published by a fenced writer"
+        return
+    lease.check(brain.writer_fence)
+    if brain.current_version != base:
+        raise LockLost(f"brain {brain.id}: current version moved from {base} to {brain.current_version} "
+                       "under this writer")
 
 
 def new_learner(brain: Brain, params: dict | None = None) -> Learner:

@@ -10,7 +10,7 @@ from celery import Celery
 from celery.signals import task_received, worker_ready
 
 from service import jobs
-from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK, lower_priority
+from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK, JobBusy, lower_priority
 from service.learning import check_sleep_due, recover, run_job, transient
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
@@ -59,12 +59,18 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRIES)
     def run_job_task(self, job_id: str) -> None:
-        """A job interrupted by a backend that went away (Postgres or Redis restarting) is retried
-        with a growing delay (1 s, 2 s, .. at most 30 s), ``RETRIES`` times; the last try records
-        the failure."""
+        """A job interrupted by a backend that went away (Postgres or Redis restarting) or by the loss
+        of its writer lock is retried with a growing delay (1 s, 2 s, .. at most 30 s), ``RETRIES``
+        times; the last try records the failure. A message delivered again while its job still
+        runs elsewhere (the broker's visibility timeout passed) is looked at again after half the
+        lock timeout (``RETRIES`` times at most: 100 minutes at the default timeout; the runner
+        ends the job either way), and never runs the job a second time."""
         last = self.request.retries >= RETRIES
+        rt = runtime.get()
         try:
-            run_job(runtime.get(), job_id, retry_transient=not last)
+            run_job(rt, job_id, retry_transient=not last)
+        except JobBusy as exc:  # a redelivered message of a job whose runner is alive: look again later
+            raise self.retry(exc=exc, countdown=max(1.0, rt.settings.lock_timeout_seconds / 2)) from exc
         except Exception as exc:
             if last or not transient(exc):
                 raise

@@ -21,6 +21,7 @@ from service.api.deps import (
 )
 from service.errors import NotFound
 from service.tables import Brain, Task, Version
+from service.writer import locked_brain, writer
 
 router = APIRouter(prefix="/v1/brains", tags=["brains"], route_class=fastjson.SafeErrorsRoute)
 #: version numbers are 32-bit in the database: a larger one is a 422, not an overflow there
@@ -51,13 +52,13 @@ def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep, _: CanWri
     """Change the strategy's params (published as a new version of kind "reconfigure" that keeps
     what the brain learned; 422 for strategies that cannot) or the sleep policy."""
     configure.update_brain(rt, name=name, body=body)
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         return brains.brain_out(s, brains.get_brain(s, name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_brain(name: str, rt: RuntimeDep, cache: CacheDep, authenticator: AuthDep, _: AdminOnly) -> Response:
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         brain_id = brains.get_brain(s, name).id
     brains.delete_brain(rt, name=name)
     cache.forget(brain_id)
@@ -90,12 +91,15 @@ def list_versions(name: str, s: SessionDep, _: CanRead) -> schemas.VersionList:
 @router.post("/{name}/versions/{number}/promote", response_model=schemas.VersionOut)
 def promote(name: str, number: VersionNumber, rt: RuntimeDep, _: CanWrite) -> schemas.VersionOut:
     """Make version ``number`` current (roll back or forward). Samples already learned by later
-    versions are not learned again; samples not yet learned are learned on top of it."""
-    with rt.db.session() as s:
+    versions are not learned again; samples not yet learned are learned on top of it. A brain
+    whose writer (a job) is busy for longer than ``BRAIN_BUSY_WAIT_SECONDS``: 503 with Retry-After."""
+    with rt.db.session(read_only=True) as s:
         brain = brains.get_brain(s, name)
         brain_id = brain.id
-    with rt.locks.hold(brain_id), rt.db.session() as s:
-        brain = s.get(Brain, brain_id)
+    with writer(rt, brain_id, wait=rt.settings.busy_wait_seconds) as lease, rt.db.session() as s:
+        brain = locked_brain(s, lease)
+        if brain is None:
+            raise NotFound(f"brain {name!r} not found")
         version = rt.versions.promote(s, brain, number)
         if version is None:
             raise NotFound(f"brain {name!r} has no version {number}")

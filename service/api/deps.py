@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service import auth
+from service.api.authgate import principal_of
 from service.inference import InferenceCache
 from service.runtime import Runtime
 
@@ -23,7 +24,8 @@ def get_cache(request: Request) -> InferenceCache:
 
 
 def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
-    with rt.db.session() as s:
+    """A read-only session (the routes that take one only read): it never waits for a writer."""
+    with rt.db.session(read_only=True) as s:
         yield s
 
 
@@ -43,11 +45,20 @@ bearer = HTTPBearer(
 )
 
 
+async def caller_of(request: Request) -> auth.Principal:
+    """The caller: the one the gate found before the route (``service.api.authgate``); found here
+    only for a route under an open path, which the gate lets through without a key."""
+    principal = principal_of(request.scope)
+    if principal is not None:
+        return principal
+    return await auth.authenticate(request.app.state.auth, auth.bearer_token(request.headers.get("authorization")))
+
+
 async def get_principal(
-    authenticator: AuthDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],  # declares the scheme in OpenAPI
 ) -> auth.Principal:
-    return await auth.authenticate(authenticator, credentials.credentials if credentials else None)
+    return await caller_of(request)
 
 
 Caller = Annotated[auth.Principal, Depends(get_principal)]

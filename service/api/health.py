@@ -7,7 +7,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from service.api.authgate import principal_of
 from service.api.deps import RuntimeDep
+from service.observability import scraped_by
 
 router = APIRouter(tags=["health"])
 
@@ -21,7 +23,7 @@ def healthz() -> dict:
 def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with rt.db.session() as s:
+        with rt.db.session(read_only=True) as s:
             s.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -38,4 +40,7 @@ def readyz(rt: RuntimeDep) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 def prometheus(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.prometheus), media_type=CONTENT_TYPE_LATEST)
+    """Process-wide series for anyone; per-brain ones for the brains the key sent may read."""
+    with scraped_by(principal_of(request.scope)):
+        body = generate_latest(request.app.state.prometheus)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
-import time
+from contextlib import AbstractContextManager, nullcontext
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from service import auth, brains, schemas
+from service import auth, brains, samplelog, schemas
 from service.api import fastjson
-from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep
+from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep, caller_of
 from service.errors import NotFound
 from service.inference import predict as run_predict
 from service.inputs import check_images, check_limits, decode
 from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.serving import MicroBatcher, ServingCache
-from service.tables import Brain, Job, Task
+from service.tables import Brain, Task
+from service.waiting import RETRY_AFTER_SECONDS, JobWaiter, TooManyWaiters
 
 router = APIRouter(prefix="/v1/brains", tags=["learning"], route_class=fastjson.SafeErrorsRoute)
 
 
-def wait_for(rt: Runtime, job_id: str, timeout: float) -> Job:
-    """Poll the job row until it has finished or ``timeout`` passed; returns the last state."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        with rt.db.session() as s:
-            job = s.get(Job, job_id)
-        if job.state in ("succeeded", "failed") or time.monotonic() >= deadline:
-            return job
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
+def _waiting(request: Request, wait: bool) -> AbstractContextManager[JobWaiter | None]:
+    """With ``wait``: the process's job waiter, a slot taken (``service.waiting``); a route does its
+    synchronous part in a worker thread, then awaits its job's end on the event loop. All slots
+    taken: 503 with Retry-After before the request has done anything, so that it can be sent again."""
+    if not wait:
+        return nullcontext()
+    try:
+        return request.app.state.waiter.slot()
+    except TooManyWaiters as exc:
+        raise HTTPException(503, f"{exc}; retry later",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
 
 
 @router.post("/{name}/samples", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SamplesAccepted,
@@ -49,10 +50,17 @@ async def post_samples(
     body = await fastjson.parse_off_loop(schemas.SamplesIn, await request.body())
     check_limits(body.samples, field="samples", max_items=rt.settings.max_batch, setting="BRAIN_MAX_BATCH",
                  max_text_chars=rt.settings.max_text_chars)
-    return await run_in_threadpool(_accept, rt, name, body, wait)
+    with _waiting(request, wait) as waiter:
+        out = await run_in_threadpool(_accept, rt, name, body)
+        if waiter is not None and out.job is not None:
+            job = await waiter.wait(out.job, rt.settings.wait_timeout_seconds)
+            out.state = job.state
+            if job.state == "succeeded":  # this job may have found its samples learned by an earlier one
+                out.version = job.version
+        return out
 
 
-def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> schemas.SamplesAccepted:
+def _accept(rt: Runtime, name: str, body: schemas.SamplesIn) -> schemas.SamplesAccepted:
     if any(smp.image is not None for smp in body.samples):  # before ingest decodes them
         with rt.db.session() as s:
             brain = brains.get_brain(s, name)
@@ -64,23 +72,16 @@ def _accept(rt: Runtime, name: str, body: schemas.SamplesIn, wait: bool) -> sche
     # accepted == 0 with samples still unlearned: a client resending a batch whose first request
     # was logged but never answered (the API died, or the job could not be sent); a job learns them
     job_id = rt.jobs.submit("wake", brain_id, {"samples": accepted}, join_queued=True)
-    out = schemas.SamplesAccepted(accepted=accepted, duplicates=duplicates, job=job_id, state="queued")
-    if wait:
-        job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds)
-        out.state = job.state
-        if job.state == "succeeded":
-            with rt.db.session() as s:  # this job may have found its samples learned by an earlier one
-                out.version = s.get(Brain, brain_id).current_version
-    return out
+    return schemas.SamplesAccepted(accepted=accepted, duplicates=duplicates, job=job_id, state="queued")
 
 
 def _has_unlearned(rt: Runtime, brain_id: int) -> bool:
-    with rt.db.session() as s:
-        return brains.has_unlearned(s, brain_id)
+    with rt.db.session(read_only=True) as s:
+        return samplelog.has_pending(s, brain_id)
 
 
 def _loaded(rt: Runtime, cache: CacheDep, name: str):
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         brain = brains.get_brain(s, name)
     version, learner = cache.get(brain)
     return brain, version, learner
@@ -89,7 +90,7 @@ def _loaded(rt: Runtime, cache: CacheDep, name: str):
 def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
     if task is None:
         return list(range(len(brain.labels)))
-    with rt.db.session() as s:
+    with rt.db.session(read_only=True) as s:
         row = s.scalar(select(Task).where(Task.brain_id == brain.id, Task.name == task))
     if row is None:
         raise NotFound(f"brain {brain.name!r} has no task {task!r}")
@@ -110,9 +111,8 @@ async def serve_predict(request: Request) -> Response:
     of FastAPI's (which stays for the OpenAPI document): FastAPI's route matching and parameter
     solving were a third of a small request's time."""
     name = request.path_params["name"]
-    # not Depends: this route is the hot path; keys are checked from memory (service.auth)
-    caller = await auth.authenticate(request.app.state.auth, auth.bearer_token(request.headers.get("authorization")))
-    auth.require(caller, name, "read")
+    # not Depends: this route is the hot path; the gate (service.api.authgate) found the caller
+    auth.require(await caller_of(request), name, "read")
     serving: ServingCache = request.app.state.serving
     batcher: MicroBatcher = request.app.state.batcher
     body = await fastjson.parse_off_loop(schemas.PredictIn, await request.body())
@@ -163,22 +163,29 @@ def _evaluate(rt: Runtime, cache: CacheDep, name: str, body: schemas.EvaluateIn)
 
 
 @router.post("/{name}/sleep", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)
-def sleep(
+async def sleep(
     name: str,
+    request: Request,
     rt: RuntimeDep,
     _: CanWrite,
     wait: bool = Query(False, description="Answer when the sleep has finished."),
 ) -> schemas.SleepAccepted:
     """Consolidate now: replay and distill, then publish a new version. Poll ``GET /v1/jobs/{job}``."""
-    with rt.db.session() as s:
+    with _waiting(request, wait) as waiter:
+        return await _job_answer(rt, waiter, await run_in_threadpool(_submit_sleep, rt, name))
+
+
+def _submit_sleep(rt: Runtime, name: str) -> str:
+    with rt.db.session(read_only=True) as s:
         brain_id = brains.get_brain(s, name).id
-    return _job_answer(rt, rt.jobs.submit("sleep", brain_id, {"reason": "request"}), wait)
+    return rt.jobs.submit("sleep", brain_id, {"reason": "request"})
 
 
 @router.post("/{name}/meta-train", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)
-def meta_train(
+async def meta_train(
     name: str,
     body: schemas.MetaTrainIn,
+    request: Request,
     rt: RuntimeDep,
     _: CanWrite,
     wait: bool = Query(False, description="Answer when the meta-training has finished."),
@@ -188,13 +195,14 @@ def meta_train(
     they never enter the brain's labels, tasks, sample log or replay. Poll ``GET /v1/jobs/{job}``."""
     check_limits(body.samples, field="samples", max_items=rt.settings.max_meta_samples,
                  setting="BRAIN_MAX_META_SAMPLES", max_text_chars=rt.settings.max_text_chars)
-    return _job_answer(rt, submit_meta_train(rt, name=name, body=body), wait)
+    with _waiting(request, wait) as waiter:
+        return await _job_answer(rt, waiter, await run_in_threadpool(submit_meta_train, rt, name=name, body=body))
 
 
-def _job_answer(rt: Runtime, job_id: str, wait: bool) -> schemas.SleepAccepted:
-    """The submitted job: its end state when ``wait`` (up to the wait timeout), else "queued"."""
-    job = wait_for(rt, job_id, rt.settings.wait_timeout_seconds) if wait else None
-    return schemas.SleepAccepted(
-        job=job_id, state=job.state if job else "queued",
-        result=job.result if job else None, error=job.error if job else None,
-    )
+async def _job_answer(rt: Runtime, waiter: JobWaiter | None, job_id: str) -> schemas.SleepAccepted:
+    """The submitted job: with a waiter, its end state (or its state when the wait timeout passed),
+    else "queued"."""
+    if waiter is None:
+        return schemas.SleepAccepted(job=job_id, state="queued")
+    job = await waiter.wait(job_id, rt.settings.wait_timeout_seconds)
+    return schemas.SleepAccepted(job=job_id, state=job.state, result=job.result, error=job.error)

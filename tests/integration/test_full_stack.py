@@ -293,7 +293,7 @@ def test_learn_sleep_and_survive_worker_and_api_restarts(stack: Stack) -> None:
 
         job = _ok(api1.get(f"/v1/jobs/{second['job']}"))
         assert (job["kind"], job["state"], job["brain"], job["error"]) == ("wake", "succeeded", name, None)
-        assert job["result"] == {"learned": 150, "version": 3}
+        assert job["result"] == {"learned": 150, "version": 3, "left": 0}
         assert job["progress"] == 1.0 and job["finished_at"] is not None
 
         slept = _sleep(api1, name)

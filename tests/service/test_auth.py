@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
+from starlette.exceptions import HTTPException
 
+from service import auth
 from service.app import create_app
 from service.auth import AuthConfigError
 from service.db import upgrade
@@ -435,3 +437,111 @@ def test_keys_on_postgres(pg_url: str, tmp_path: Path) -> None:
         with admin_db.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin_db.dispose()
+
+
+# -- nothing parsed before auth (issue 14, point 4) -------------------------------------------------
+def body_routes(app) -> list[tuple[str, str]]:
+    """(method, path) of every route that takes a request body (by the OpenAPI document: the ones
+    FastAPI parses and the ones that parse their own, ``fastjson``), path parameters filled in."""
+    out = []
+    for path, methods in app.openapi()["paths"].items():
+        path = path.replace("{name}", "a").replace("{number}", "1").replace("{key_id}", "1")
+        out += [(method.upper(), path) for method, op in methods.items() if "requestBody" in op]
+    return out
+
+
+def test_body_routes_cover_every_route_with_a_body(api: TestClient) -> None:
+    routes = set(body_routes(api.app))
+    assert {("POST", "/v1/brains"), ("PATCH", "/v1/brains/a"), ("POST", "/v1/brains/a/meta-train"),
+            ("POST", "/v1/keys"), ("POST", "/v1/brains/a/samples"), ("POST", "/v1/brains/a/evaluate"),
+            ("POST", "/v1/brains/a/predict")} <= routes
+
+
+def test_invalid_json_without_a_valid_key_gets_401_not_422(api: TestClient) -> None:
+    make_brain(api, "a")
+    for method, path in body_routes(api.app):
+        for headers in ({}, bearer("pb_not-a-key")):
+            r = api.request(method, path, content=b'{"name": ', headers={**headers, "Content-Type": "application/json"})
+            assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
+            assert r.headers["www-authenticate"].startswith("Bearer"), (method, path)
+    # with the key, the same body is parsed and refused
+    assert api.post("/v1/brains", content=b'{"name": ', headers={**ADMIN, "Content-Type": "application/json"}
+                    ).status_code == 422
+
+
+class RecordedBody:
+    """A streamed (chunked) request body that records whether anyone read it."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.consumed = size, False
+
+    def __iter__(self):
+        self.consumed = True
+        yield b"{" + b" " * (self.size - 2) + b"}"
+
+
+def test_the_body_of_a_request_without_a_valid_key_is_not_read(tmp_path: Path) -> None:
+    """Not a byte: a body over BRAIN_MAX_BODY_BYTES, streamed without Content-Length, gets 401 (not
+    the 413 that reading it would give), on every route with a body and on a path with no route."""
+    settings = secured_settings(tmp_path / "var", max_body_bytes=1024)
+    with TestClient(create_app(settings)) as client:
+        make_brain(client, "a")
+        for method, path in [*body_routes(client.app), ("POST", "/v1/nowhere")]:
+            for headers in ({}, bearer("pb_not-a-key"), {"Authorization": "Basic YWRtaW46YWRtaW4="}):
+                body = RecordedBody(4096)
+                r = client.request(method, path, content=body, headers={**headers, "Content-Type": "application/json"})
+                assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
+                assert not body.consumed, (method, path, headers)
+                assert r.headers["x-request-id"]  # still observed: request ids and counts
+        body = RecordedBody(4096)  # with the admin key it is read, and refused for its size
+        r = client.post("/v1/brains/a/samples", content=body, headers=ADMIN)
+        assert r.status_code == 413 and body.consumed, r.text
+
+
+def test_open_paths_stay_open_and_other_paths_need_a_key(api: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/ui/", "/metrics"):
+        assert api.get(path).status_code == 200, path
+    for path in ("/nowhere", "/v1", "/healthz/x", "/uix"):
+        r = api.get(path)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (path, r.status_code)
+    assert api.get("/nowhere", headers=ADMIN).status_code == 404
+    assert api.get("/metrics", headers=bearer("pb_not-a-key")).status_code == 401  # a key sent is checked
+
+
+def test_requests_authenticate_once(api: TestClient, monkeypatch) -> None:
+    """The caller found before the route is the one its dependencies check (403 per brain)."""
+    make_brain(api, "a")
+    teach(api, "a")
+    reader = bearer(make_key(api, brains={"a": "read"})["key"])
+    calls: list[str | None] = []
+    real = auth.authenticate
+
+    async def counted(authenticator, token):
+        calls.append(token)
+        return await real(authenticator, token)
+
+    monkeypatch.setattr(auth, "authenticate", counted)
+    assert api.get("/v1/brains/a", headers=reader).status_code == 200
+    assert api.patch("/v1/brains/a", json={"sleep_policy": {"every_samples": 9}}, headers=reader).status_code == 403
+    assert api.post("/v1/brains/a/predict", json={"inputs": [{"x": X}]}, headers=reader).status_code == 200
+    assert len(calls) == 3
+
+
+# -- the key memory (issue 14, point 7) -------------------------------------------------------------
+def test_a_flood_of_unknown_keys_does_not_evict_a_valid_one(tmp_path: Path) -> None:
+    settings = secured_settings(tmp_path / "var", auth_cache_seconds=600)  # nothing expires meanwhile
+    with TestClient(create_app(settings)) as api:
+        make_brain(api, "a")
+        key = make_key(api, brains={"a": "read"})["key"]
+        assert api.get("/v1/brains/a", headers=bearer(key)).status_code == 200  # now remembered
+        authenticator = api.app.state.auth
+        flood = [f"pb_flood-{i}" for i in range(20_000)]
+        for token in flood:
+            with pytest.raises(HTTPException):
+                authenticator.load(token)
+        remembered = authenticator.peek(key)  # from memory alone
+        assert remembered is not None and remembered.brains == {"a": "read"}
+        with pytest.raises(HTTPException) as refused:
+            authenticator.peek(flood[-1])  # the latest refusals are remembered too
+        assert refused.value.status_code == 401
+        assert authenticator.peek(flood[0]) is None  # the oldest were let go: the memory is bounded

@@ -212,3 +212,39 @@ def test_a_failed_job_records_why(client: TestClient, monkeypatch) -> None:
     events = client.get(f"/v1/jobs/{job_id}").json()["events"]
     assert [e["event"] for e in events] == ["queued", "started", "failed"]
     assert "the disk is full" in events[-1]["error"]
+
+
+def test_a_due_sleep_names_its_policy_and_a_lost_queued_one_is_sent_again(settings) -> None:
+    """maybe_sleep: the reason is the policy that made the sleep due; a queued sleep is joined, and
+    an executor that can lose messages gets it again once it waited longer than the lock timeout
+    (before, a sleep queued by an API that died before sending it held every later sleep back)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from service import brains, schemas
+    from service.learning import maybe_sleep
+    from service.runtime import build_runtime
+    from service.tables import Brain, utcnow
+
+    rt = build_runtime(settings, executor=False)
+    try:
+        sent: list[str] = []
+        rt.jobs.executor = type("Lossy", (), {"redispatch_joined": True, "shutdown": lambda self: None,
+                                              "dispatch": lambda self, job_id, kind: sent.append(job_id)})()
+        body = schemas.BrainCreate(name="s", input=schemas.InputSpec(kind="vector", shape=[2]),
+                                   sleep_policy=schemas.SleepPolicy(every_seconds=60))
+        brain_id = brains.create_brain(rt, body=body).id
+        with rt.db.session() as s:
+            s.execute(update(Brain).where(Brain.id == brain_id).values(
+                samples_since_sleep=5, created_at=utcnow() - timedelta(seconds=61)))
+        first = maybe_sleep(rt, brain_id)
+        with rt.db.session(read_only=True) as s:
+            assert s.get(Job, first).payload["reason"] == "schedule"
+        assert maybe_sleep(rt, brain_id) == first and sent == [first]  # joined, not sent twice at once
+        with rt.db.session() as s:
+            s.execute(update(Job).where(Job.id == first).values(
+                created_at=utcnow() - timedelta(seconds=rt.settings.lock_timeout_seconds + 1)))
+        assert maybe_sleep(rt, brain_id) == first and sent == [first, first]
+    finally:
+        rt.close()

@@ -431,3 +431,19 @@ def test_an_image_is_refused_from_its_header_by_the_request_budget(tmp_path: Pat
         for url, body in [("samples", {"task": "t", "samples": [{"image": image, "label": "a"}]}),
                           ("predict", {"inputs": [{"image": image}]})]:
             refused(c.post(f"/v1/brains/img/{url}", json=body), 422, "100x100 pixels", "BRAIN_MAX_DECODED_PIXELS")
+
+
+def test_a_new_task_that_would_grow_the_brain_past_its_budget_is_refused(tmp_path: Path) -> None:
+    """MyGO adds a head and a generator per task: at 32 MiB a brain of 784 inputs holds a few tasks;
+    the batch whose new task would not fit is refused (nothing of it logged), its known tasks go on."""
+    with limited(tmp_path, max_model_bytes=32 * MiB) as c:
+        r = c.post("/v1/brains", json={"name": "g", "input": {"kind": "vector", "shape": [784]}, "strategy": "mygo",
+                                       "max_labels": 2})
+        assert r.status_code == 201, r.text
+        batch = [{"x": [0.0] * 784, "label": "a"}]
+        answers = [c.post("/v1/brains/g/samples", json={"task": f"t{i}", "samples": batch}) for i in range(10)]
+        fitted = [r.status_code for r in answers].index(422)
+        assert fitted >= 2 and all(r.status_code == 202 for r in answers[:fitted])
+        refused(answers[fitted], 422, f"with {fitted + 1} tasks", "BRAIN_MAX_MODEL_BYTES")
+        assert len(c.get("/v1/brains/g/tasks").json()["tasks"]) == fitted
+        assert c.post("/v1/brains/g/samples", json={"task": "t0", "samples": batch}).status_code == 202

@@ -10,18 +10,29 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event, func, insert, select
 
+from service.app import create_app
+from service.db import upgrade
+from service.runtime import build_runtime
+from service.tables import Brain, Job, Sample, Task, utcnow
+from tests.conftest import make_settings
 from tests.service.test_api import clusters, make_brain, post
+from tests.service.test_auth import ADMIN, bearer, make_key, secured_settings
+from tests.service.test_auth import make_brain as make_brain_as
+from tests.service.test_auth import teach as teach_as
 
 
-def scrape(client: TestClient) -> dict[tuple[str, tuple], float]:
-    r = client.get("/metrics")
-    assert r.status_code == 200
+def scrape(client: TestClient, headers: dict | None = None) -> dict[tuple[str, tuple], float]:
+    r = client.get("/metrics", headers=headers or {})
+    assert r.status_code == 200, r.text
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(r.text) for s in family.samples}
 
@@ -104,3 +115,130 @@ def test_json_logs_one_object_a_line_with_request_ids(tmp_path: Path) -> None:
     assert access["probe-2"]["status"] == 404 and access["probe-2"]["route"] == "/v1/brains/{name}"
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any(r["logger"].startswith("uvicorn") for r in records)  # uvicorn's own lines are JSON too
+
+
+# -- who sees which brains, and what a scrape costs (issue 14, point 7) -------------------------------
+def brains_in(m: dict[tuple[str, tuple], float]) -> set[str]:
+    return {dict(labels)["brain"] for _, labels in m if "brain" in dict(labels)}
+
+
+def test_per_brain_series_need_a_key_that_may_read_the_brain(tmp_path: Path) -> None:
+    with TestClient(create_app(secured_settings(tmp_path / "var"))) as client:
+        make_brain_as(client, "secret-a")
+        make_brain_as(client, "secret-b")
+        teach_as(client, "secret-a")
+        reader = bearer(make_key(client, brains={"secret-a": "read"})["key"])
+        anyone = client.get("/metrics")
+        assert anyone.status_code == 200 and "secret-" not in anyone.text, anyone.text
+        assert "brain_http_requests_total" in anyone.text  # process-wide series stay open
+        admin = scrape(client, ADMIN)
+        assert brains_in(admin) == {"secret-a", "secret-b"}
+        assert admin[("brain_samples_learned_total", (("brain", "secret-a"),))] == 8
+        assert brains_in(scrape(client, reader)) == {"secret-a"}
+        assert client.get("/metrics", headers=bearer("pb_not-a-key")).status_code == 401
+    public = secured_settings(tmp_path / "var", metrics_public_brains=True)  # BRAIN_METRICS_PUBLIC_BRAINS
+    with TestClient(create_app(public)) as client:
+        assert brains_in(scrape(client)) == {"secret-a", "secret-b"}
+
+
+def add_history(client: TestClient, brain: str, *, jobs: int, samples: int) -> None:
+    """Finished jobs and learned samples, written straight to the database."""
+    rt, now = client.app.state.runtime, utcnow()
+    with rt.db.session() as s:
+        row = s.scalar(select(Brain).where(Brain.name == brain))
+        task = s.scalar(select(Task.id).where(Task.brain_id == row.id))
+        s.execute(insert(Job), [
+            {"id": str(uuid.uuid4()), "brain_id": row.id, "kind": "sleep", "state": "succeeded", "progress": 1.0,
+             "payload": {}, "result": {"seconds": 0.5}, "attempts": 1, "events": [], "created_at": now,
+             "finished_at": now} for _ in range(jobs)])
+        s.execute(insert(Sample), [
+            {"brain_id": row.id, "task_id": task, "label": 0, "x": bytes(32), "created_at": now}
+            for _ in range(samples)])
+        row.learned_position = s.scalar(select(func.max(Sample.id)))
+
+
+def scrape_cost(client: TestClient) -> tuple[int, int]:
+    """SQL statements a scrape runs, and the SQLite virtual machine steps (in tens) they take."""
+    engine = client.app.state.runtime.db.engine
+    statements: list[str] = []
+    steps = [0]
+    connections = set()
+
+    def step() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    def before(conn, cursor, statement, *rest) -> None:
+        statements.append(statement)
+        raw = conn.connection.driver_connection
+        raw.set_progress_handler(step, 10)
+        connections.add(raw)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        scrape(client)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        for raw in connections:
+            raw.set_progress_handler(None, 0)
+    return len(statements), steps[0]
+
+
+def test_a_scrape_costs_the_same_whatever_the_history(tmp_path: Path) -> None:
+    """No count over the whole sample log or job table: the statements of a scrape and the work
+    they do stay the same when the history grows twentyfold."""
+    settings = make_settings(tmp_path / "var", sleep_check_seconds=3600, metrics_cache_seconds=0)
+    upgrade(settings.database_url)
+    with TestClient(create_app(settings)) as client:
+        for name in ("b", "c"):
+            make_brain(client, name)
+            x, y = clusters(8, ["a", "b"], seed=0)
+            assert post(client, name, "t1", x, y).json()["state"] == "succeeded"
+        add_history(client, "b", jobs=200, samples=1_000)
+        small = scrape_cost(client)
+        add_history(client, "b", jobs=4_000, samples=20_000)
+        large = scrape_cost(client)
+    assert small[1] > 0  # the steps are counted
+    assert large[0] == small[0], (small, large)
+    assert large[1] <= small[1] * 1.2 + 5, (small, large)  # it was 20 times more before (issue 14)
+
+
+def test_metrics_are_cached_for_a_few_seconds(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "var", sleep_check_seconds=3600, metrics_cache_seconds=60)
+    upgrade(settings.database_url)
+    with TestClient(create_app(settings)) as client:
+        make_brain(client, "b")
+        assert scrape_cost(client)[0] > 0
+        assert scrape_cost(client) == (0, 0)  # answered from the last scan
+
+
+def test_job_counts_are_kept_in_redis_for_every_process(redis_url: str, tmp_path: Path) -> None:
+    """Full stack: what a worker's jobs did, counted as it happens, is what the API process reads;
+    a rolled-back change is not counted, and a deleted brain's counts go with it."""
+    settings = make_settings(tmp_path / "var", redis_url=redis_url, jobs="inprocess")
+    upgrade(settings.database_url)
+    worker, api = build_runtime(settings, executor=False), build_runtime(settings, executor=False)
+    try:
+        with worker.db.session() as s:
+            brain = Brain(name="r", input_kind="vector", input_shape=[2], strategy="plastic", encoder="flatten",
+                          params={}, sleep_policy={}, replay={"size": 4, "policy": "reservoir"}, num_classes=2)
+            s.add(brain)
+            s.flush()
+            brain_id = brain.id
+            s.add(Job(id="j1", brain_id=brain_id, kind="sleep", payload={}, events=[]))
+        worker.jobs.start("j1")
+        worker.jobs.progress("j1", 0.5)  # not a state change
+        with pytest.raises(RuntimeError), worker.db.session() as s:
+            s.get(Job, "j1").state = "failed"
+            s.flush()
+            raise RuntimeError("rolled back")
+        worker.jobs.finish("j1", result={"seconds": 2.5})
+        assert api.job_counts.read([brain_id]) == {brain_id: {
+            "jobs:sleep:queued": 1, "jobs:sleep:running": 1, "jobs:sleep:succeeded": 1,
+            "sleeps": 1, "sleep_seconds": 2.5}}
+        with worker.db.session() as s:
+            s.delete(s.get(Brain, brain_id))
+        assert api.job_counts.read([brain_id]) == {brain_id: {}}
+    finally:
+        worker.close()
+        api.close()

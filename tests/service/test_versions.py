@@ -12,6 +12,7 @@ from sqlalchemy import select
 from service import brains, schemas
 from service.runtime import build_runtime
 from service.tables import Brain, Version
+from service.writer import locked_brain, writer
 
 
 @pytest.fixture
@@ -28,10 +29,11 @@ def new_brain(rt, name: str = "v") -> int:
 
 
 def publish(rt, brain_id: int, **kw):
-    with rt.db.session() as s:
-        brain = s.get(Brain, brain_id)
+    with writer(rt, brain_id) as lease, rt.db.session() as s:
+        brain = locked_brain(s, lease)
         learner = rt.versions.load(brain, brain.current_version)
-        return rt.versions.publish(s, brain, learner, kind="wake", log_position=0, samples_learned=0,
+        return rt.versions.publish(s, brain, learner, kind="wake", lease=lease, base=brain.current_version,
+                                   log_position=0, samples_learned=0,
                                    tasks_seen=0, stats={}, **kw).number
 
 
