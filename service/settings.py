@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # resource budgets (issue 14): what a brain's params or one request may make the API process
     # allocate, checked before it is allocated (service.budgets, service.inputs.check_images)
     max_model_bytes: int = Field(
-        1024**3, ge=2**20, description="Bytes one brain may need at its largest: its learner (weights, "
+        2 * 1024**3, ge=2**20, description="Bytes one brain may need at its largest: its learner (weights, "
         "optimiser state, memories once full, what its tasks add, the temporaries of a batch) and its "
         "replay buffer. Checked when a brain is created, its params change, a task is added, and per meta-training.",
     )

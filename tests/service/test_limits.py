@@ -296,7 +296,7 @@ def test_a_patch_that_would_need_40_gb_is_refused_at_once(tmp_path: Path) -> Non
         assert r.status_code == 201, r.text
         before, started = _max_rss(), time.perf_counter()
         r = c.patch("/v1/brains/eye", json={"params": {"layers": [{**eyes, "filters": 25, "pool": 4}]}})
-        refused(r, 422, "GiB", f"the limit is {1024**3} bytes (BRAIN_MAX_MODEL_BYTES)")
+        refused(r, 422, "GiB", f"the limit is {2 * 1024**3} bytes (BRAIN_MAX_MODEL_BYTES)")
         assert time.perf_counter() - started < 2.0
         assert _max_rss() - before < 100 * MiB
         assert c.get("/v1/brains/eye").json()["params"]["layers"] == [eyes]  # unchanged
@@ -338,9 +338,7 @@ def test_the_default_brain_of_every_strategy_fits_the_default_budget(tmp_path: P
 
     kind = "vector" if len(shape) == 1 else "image"
     with limited(tmp_path) as c:
-        for strategy in sorted(STRATEGIES):
-            if strategy == "joint" and shape == [3, 32, 32]:
-                continue  # it keeps up to 100,000 samples: 1.2 GB of 3,072 values
+        for strategy in sorted(STRATEGIES):  # joint on [3, 32, 32] the largest: 1.2 GiB once its memory is full
             r = c.post("/v1/brains", json={"name": strategy, "input": {"kind": kind, "shape": shape},
                                            "strategy": strategy})
             assert r.status_code == 201, r.text
