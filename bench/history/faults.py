@@ -113,7 +113,7 @@ class Nemesis(threading.Thread):
     def _short_lock(self) -> None:
         invoke = time.time()
         job = self._start_sleep()
-        self._running(job)
+        self._running(job, timeout=300.0)  # behind the clients' own sleeps in the queue
         batch = self._add(SLOW)
         self._record("short-lock", invoke, brain=SLOW, job=job, batch=batch, lock_timeout=SHORT_LOCK_SECONDS)
 
