@@ -46,23 +46,55 @@ class Executor(Protocol):
 
 class InProcessJobs:
     """Jobs on threads of the API process. The threads run at a lower CPU priority (``nice``, on
-    Linux a thread's own) so that training yields the CPU to the requests being served."""
+    Linux a thread's own) so that training yields the CPU to the requests being served.
 
-    def __init__(self, run: Callable[[str], None], workers: int = 2, nice: int = 10) -> None:
+    A job that ends with an error ``retryable`` says may succeed later (a brain busy with another
+    writer for longer than the lock timeout, a lost lock) is run again after a growing delay
+    (1 s, 2 s, ... at most 30 s), ``retries`` times, as the Celery task does."""
+
+    def __init__(self, run: Callable[[str], None], workers: int = 2, nice: int = 10, *,
+                 retryable: Callable[[BaseException], bool] = lambda exc: False, retries: int = 20) -> None:
         self.run = run
+        self.retryable = retryable
+        self.retries = retries
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brain-job",
                                        initializer=lower_priority, initargs=(nice,))
+        self._timers: set[threading.Timer] = set()
+        self._closed = False
+        self._guard = threading.Lock()
 
     def dispatch(self, job_id: str, kind: str) -> None:
-        self.pool.submit(self._run, job_id)
+        self.pool.submit(self._run, job_id, 0)
 
-    def _run(self, job_id: str) -> None:
+    def _run(self, job_id: str, attempt: int) -> None:
         try:
             self.run(job_id)
-        except Exception:
-            log.exception("job %s failed", job_id)
+        except Exception as exc:
+            if attempt < self.retries and self.retryable(exc):
+                self._later(job_id, attempt + 1, delay=min(30.0, 2.0 ** attempt))
+            else:
+                log.exception("job %s failed", job_id)
+
+    def _later(self, job_id: str, attempt: int, delay: float) -> None:
+        def again() -> None:
+            with self._guard:
+                self._timers.discard(timer)
+                if not self._closed:
+                    self.pool.submit(self._run, job_id, attempt)
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        with self._guard:
+            if self._closed:  # the job stays queued; the next start's recovery deals with it
+                return
+            self._timers.add(timer)
+        timer.start()
 
     def shutdown(self) -> None:
+        with self._guard:
+            self._closed = True
+            for timer in self._timers:
+                timer.cancel()
         self.pool.shutdown(wait=True, cancel_futures=False)
 
 

@@ -103,9 +103,10 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
             assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
             jobs.executor = CeleryJobs(settings.broker_url)
         else:
-            from service.learning import run_job
+            from service.learning import run_job, transient
 
-            jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id), nice=settings.job_nice)
+            jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id, retry_transient=True),
+                                          nice=settings.job_nice, retryable=transient)
     rt.job_counts = JobCounts(redis_client)  # counted as jobs change, in every process (issue 14)
     rt.job_counts.attach(db.sessions)
     return rt

@@ -208,3 +208,26 @@ def test_concurrent_promotes_and_wakes_never_lose_the_fence_order(rt) -> None:
     assert all(v.stats["base"] == v.number - 1 for v in versions[1:])
     with pytest.raises(BrainLockTimeout), rt.locks.hold(brain_id), rt.locks.hold(brain_id, wait=0.1):
         pass
+
+
+def test_an_embedded_job_that_waited_too_long_for_its_brain_is_retried_not_failed(tmp_path) -> None:
+    """A wake job finds its brain held for longer than the lock timeout: it is queued again and
+    run once the brain is free (before, it failed, and its samples waited for the next batch)."""
+    settings = make_settings(tmp_path / "var", lock_timeout_seconds=0.5)
+    from service.db import upgrade
+
+    upgrade(settings.database_url)
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/v1/brains", json={"name": "r", "input": {"kind": "vector", "shape": [2]}}).status_code == 201
+        rt = c.app.state.runtime
+        with rt.locks.hold(1):  # another writer, for longer than the lock timeout
+            job_id = c.post("/v1/brains/r/samples", json={"task": "t", "samples": [
+                {"x": [0.0, 1.0], "label": "a"}, {"x": [1.0, 0.0], "label": "b"}]}).json()["job"]
+            time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while (job := c.get(f"/v1/jobs/{job_id}").json())["state"] != "succeeded":
+            assert job["state"] != "failed" and time.monotonic() < deadline, job
+            time.sleep(0.1)
+        events = [e["event"] for e in job["events"]]
+        assert c.get("/v1/brains/r").json()["samples_learned"] == 2
+    assert events.count("retrying") >= 1 and events[-1] == "succeeded", events
