@@ -117,6 +117,7 @@ def delete_brain(rt: Runtime, *, name: str) -> None:
         s.delete(brain)
     rt.versions.remove_brain(brain_id)
     rt.drop_replay(brain_id)
+    rt.training.forget(brain_id)
 
 
 # -- labels ---------------------------------------------------------------------------------------

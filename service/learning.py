@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -31,7 +30,6 @@ import numpy as np
 import torch
 from sqlalchemy import select
 
-from models.learner import Learner
 from models.registry import STRATEGIES
 from service import budgets, samplelog, schemas
 from service.brains import get_brain, label_key
@@ -58,33 +56,6 @@ def sleep_budget(policy: dict, samples_since_sleep: int) -> int:
         return int(policy["budget"])
     low, high = SLEEP_BUDGET_RANGE
     return max(low, min(high, int(samples_since_sleep)))
-
-
-class _TrainingCache:
-    """The learner a process last trained, per brain, keyed by the version it equals.
-
-    Saves a checkpoint read per job. A learner is only reused when the brain's current version is
-    the one it was published as. ``checkout`` removes it from the cache and only a job that
-    published checks it in again, so a learner left half-updated by a failed job is never reused.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[int, Learner]] = {}
-        self._lock = threading.Lock()
-
-    def checkout(self, rt: Runtime, brain: Brain) -> Learner:
-        with self._lock:
-            entry = self._entries.pop(brain.id, None)
-        if entry is not None and entry[0] == brain.current_version:
-            return entry[1]
-        return rt.versions.load(brain, brain.current_version, device=rt.device)
-
-    def checkin(self, brain_id: int, version: int, learner: Learner) -> None:
-        with self._lock:
-            self._entries[brain_id] = (version, learner)
-
-
-_cache = _TrainingCache()
 
 
 def transient(exc: BaseException) -> bool:
@@ -160,7 +131,7 @@ def wake(rt: Runtime, job: Job) -> dict:
         if brain is None:
             return {"skipped": "brain deleted"}
         tasks = _tasks(rt, brain.id, {})
-        learner = _cache.checkout(rt, brain)
+        learner = rt.training.checkout(rt.versions, brain, rt.device)
         buffer = rt.replay(brain)
         _ensure_replay(rt, brain, buffer)
         start = cursor = brain.learned_position
@@ -185,7 +156,7 @@ def wake(rt: Runtime, job: Job) -> dict:
             learned += len(rows)
             rt.jobs.progress(job.id, learned / max(min(pending, limit), learned), f"learning {learned}/{pending}")
         if learned == 0:
-            _cache.checkin(brain.id, brain.current_version, learner)
+            rt.training.checkin(brain, brain.current_version, learner)
             return {"learned": 0, "version": brain.current_version}
         with rt.db.session() as s:
             row = locked_brain(s, lease)
@@ -210,7 +181,7 @@ def wake(rt: Runtime, job: Job) -> dict:
                 replay=buffer.snapshot() if rt.embedded_replay else None,
             )
             number = version.number
-        _cache.checkin(brain.id, number, learner)
+        rt.training.checkin(brain, number, learner)
     left = max(0, pending - learned)
     if left:  # the rest of the backlog (and whatever arrived meanwhile) in a job of its own
         rt.jobs.submit("wake", brain.id, {"reason": "continuation", "samples": left}, join_queued=True)
@@ -241,7 +212,7 @@ def sleep(rt: Runtime, job: Job) -> dict:
         if brain.samples_learned == 0:
             return {"skipped": "nothing learned yet", "version": brain.current_version}
         rt.jobs.progress(job.id, 0.05, "loading")
-        learner = _cache.checkout(rt, brain)
+        learner = rt.training.checkout(rt.versions, brain, rt.device)
         buffer = rt.replay(brain)
         _ensure_replay(rt, brain, buffer)
         budget = sleep_budget(brain.sleep_policy, brain.samples_since_sleep)
@@ -264,7 +235,7 @@ def sleep(rt: Runtime, job: Job) -> dict:
                 replay=buffer.snapshot(),
             )
             number = version.number
-        _cache.checkin(brain.id, number, learner)
+        rt.training.checkin(brain, number, learner)
         return {"version": number, "seconds": round(seconds, 4), "replayed": len(replay), **stats.as_dict()}
 
 
@@ -325,7 +296,7 @@ def meta_train(rt: Runtime, job: Job) -> dict:
             if not path.exists():
                 raise FileNotFoundError(f"the background set {path.name} is gone")
             data = load_file(path, device=rt.device)
-            learner = _cache.checkout(rt, brain)
+            learner = rt.training.checkout(rt.versions, brain, rt.device)
             buffer = rt.replay(brain)
             _ensure_replay(rt, brain, buffer)
             steps, inner = int(job.payload["steps"]), int(job.payload["inner_steps"])
@@ -348,7 +319,7 @@ def meta_train(rt: Runtime, job: Job) -> dict:
                     replay=buffer.snapshot() if rt.embedded_replay else None,
                 )
                 number = version.number
-            _cache.checkin(brain.id, number, learner)
+            rt.training.checkin(brain, number, learner)
             return {"version": number, "seconds": round(seconds, 4), **stats.as_dict()}
     finally:
         path.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from service.locks import Locks, RedisLocks, ThreadLocks
 from service.replay import MemoryStores, RedisStore, ReplayBuffer
 from service.settings import Settings
 from service.tables import Brain
+from service.training_cache import TrainingCache
 from service.versions import VersionStore, input_dim
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Runtime:
     job_counts: JobCounts = field(default_factory=JobCounts)  # what jobs did, for /metrics
     memory: MemoryStores = field(default_factory=MemoryStores)
     changes: BrainChanges = field(default_factory=BrainChanges)
+    training: TrainingCache = field(default_factory=TrainingCache)  # learners kept between jobs
     data_dir_claim: DataDirClaim | None = None  # held by the process that runs an embedded brain's jobs
 
     @property

@@ -248,3 +248,33 @@ def test_a_due_sleep_names_its_policy_and_a_lost_queued_one_is_sent_again(settin
         assert maybe_sleep(rt, brain_id) == first and sent == [first, first]
     finally:
         rt.close()
+
+
+def test_a_new_brain_never_gets_the_trained_learner_of_a_deleted_one(settings) -> None:
+    """SQLite reuses the id of a deleted brain: the learner a process kept from training the old
+    brain must not be handed to the new one (before, the cache was keyed by id and version)."""
+    from service import brains, schemas
+    from service.runtime import build_runtime
+    from service.tables import Brain
+
+    rt = build_runtime(settings, executor=False)
+    try:
+        rt.jobs.executor = type("Nothing", (), {"dispatch": lambda *a: None, "shutdown": lambda *a: None})()
+
+        def create(strategy: str) -> int:
+            body = schemas.BrainCreate(name="same", input=schemas.InputSpec(kind="vector", shape=[4]), strategy=strategy)
+            return brains.create_brain(rt, body=body).id
+
+        old = create("plastic")
+        job = rt.jobs.start(rt.jobs.submit("wake", old))
+        assert wake(rt, job)["learned"] == 0  # the old brain's learner is kept, as of version 1
+        brains.delete_brain(rt, name="same")
+        new = create("finetune")
+        assert new == old  # the id was reused
+        with rt.db.session(read_only=True) as s:
+            brain = s.get(Brain, new)
+            s.expunge(brain)
+        learner = rt.training.checkout(rt.versions, brain, rt.device)
+        assert type(learner).__name__ == type(rt.versions.load(brain, 1)).__name__ != "Plastic"
+    finally:
+        rt.close()
