@@ -310,7 +310,7 @@ def embedded_service(data_dir: Path):
             if proc.poll() is not None:
                 raise RuntimeError(f"the service exited: {proc.stderr.read()[-2000:]}")
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

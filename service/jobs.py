@@ -25,7 +25,6 @@ from service.tables import Job, utcnow
 
 log = logging.getLogger(__name__)
 
-ROLE = "api"  # who records job events from this process; ``brain worker`` sets "worker"
 MAX_EVENTS = 50  # events kept per job: the first few and the latest (redelivered messages add some)
 
 RUN_JOB_TASK = "plastic_brain.run_job"
@@ -137,10 +136,12 @@ class Jobs:
     which the same heartbeat renews) has lost its runner; a younger one is still being run, and
     a second delivery of its message must not start it again (:class:`JobBusy`)."""
 
-    def __init__(self, db: Database, executor: Executor | None = None, *, stale_after: float = 600.0) -> None:
+    def __init__(self, db: Database, executor: Executor | None = None, *, stale_after: float = 600.0,
+                 role: str = "api") -> None:
         self.db = db
         self.executor = executor
         self.stale_after = stale_after
+        self.role = role  # who records the events of this process: "api" or "worker"
 
     def submit(self, kind: str, brain_id: int, payload: dict | None = None, *, join_queued: bool = False,
                resend_after: float = 0.0) -> str:
@@ -167,7 +168,7 @@ class Jobs:
                 joined = None
                 job_id = str(uuid.uuid4())
                 job = Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload, events=[])
-                append_event(job, "queued")
+                self._append(job, "queued")
                 s.add(job)
         if joined is not None:
             if resend and getattr(self.executor, "redispatch_joined", False):
@@ -181,7 +182,7 @@ class Jobs:
             with self.db.session() as s:
                 job = s.get(Job, job_id)
                 job.state, job.error, job.finished_at = "failed", f"not dispatched: {type(exc).__name__}: {exc}", utcnow()
-                append_event(job, "failed", error=job.error)
+                self._append(job, "failed", error=job.error)
             raise
         return job_id
 
@@ -190,7 +191,7 @@ class Jobs:
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is not None:
-                append_event(job, event, **detail)
+                self._append(job, event, **detail)
 
     def progress(self, job_id: str, fraction: float, phase: str | None = None) -> None:
         with self.db.session() as s:
@@ -214,12 +215,12 @@ class Jobs:
             if job.state == "running":
                 beat = job.heartbeat_at or job.started_at
                 if beat is not None and (utcnow() - beat).total_seconds() < self.stale_after:
-                    append_event(job, "busy", note="running elsewhere with a live heartbeat; not started twice")
+                    self._append(job, "busy", note="running elsewhere with a live heartbeat; not started twice")
                     raise JobBusy(f"job {job_id} is running elsewhere")
             job.state = "running"
             job.started_at = job.heartbeat_at = utcnow()
             job.attempts += 1
-            append_event(job, "started", attempt=job.attempts)
+            self._append(job, "started", attempt=job.attempts)
             return job
 
     def requeue(self, job_id: str, reason: BaseException) -> None:
@@ -230,7 +231,7 @@ class Jobs:
                 job = s.get(Job, job_id)
                 if job is not None and job.state == "running":
                     job.state, job.phase, job.heartbeat_at = "queued", f"retrying after {type(reason).__name__}", None
-                    append_event(job, "retrying", error=f"{type(reason).__name__}: {reason}"[:500])
+                    self._append(job, "retrying", error=f"{type(reason).__name__}: {reason}"[:500])
         except Exception as again:  # noqa: BLE001 - the row stays "running"; the retry runs it all the same
             log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
 
@@ -240,7 +241,7 @@ class Jobs:
             jobs = s.scalars(select(Job).where(Job.state.in_(("queued", "running")))).all()
             for job in jobs:
                 job.state, job.error, job.finished_at = "failed", reason, utcnow()
-                append_event(job, "failed", error=reason)
+                self._append(job, "failed", error=reason)
             return len(jobs)
 
     def finish(self, job_id: str, *, result: dict | None = None, error: str | None = None) -> None:
@@ -253,23 +254,26 @@ class Jobs:
             job.error = error
             job.progress = 1.0 if error is None else job.progress
             job.finished_at = utcnow()
-            append_event(job, job.state, **({"error": error[:500]} if error else {}))
+            self._append(job, job.state, **({"error": error[:500]} if error else {}))
 
     def shutdown(self) -> None:
         if self.executor is not None:
             self.executor.shutdown()
 
+    def _append(self, job: Job, event: str, **detail: object) -> None:
+        append_event(job, event, by=whoami(self.role), **detail)
 
-def whoami() -> str:
+
+def whoami(role: str) -> str:
     """``role@host:pid`` of the calling process (read at each call: worker processes fork)."""
-    return f"{ROLE}@{socket.gethostname()}:{os.getpid()}"
+    return f"{role}@{socket.gethostname()}:{os.getpid()}"
 
 
-def append_event(job: Job, event: str, **detail: object) -> None:
+def append_event(job: Job, event: str, *, by: str, **detail: object) -> None:
     """Record ``event`` (queued, received, started, retrying, succeeded, failed, ...) with the time
-    and the process; the list is reassigned, so the JSON column is written. Past
+    and ``by`` (the process, :func:`whoami`); the list is reassigned, so the JSON column is written. Past
     :data:`MAX_EVENTS`, the oldest after the first ten are dropped."""
-    events = [*(job.events or []), {"at": utcnow().isoformat(), "event": event, "by": whoami(), **detail}]
+    events = [*(job.events or []), {"at": utcnow().isoformat(), "event": event, "by": by, **detail}]
     if len(events) > MAX_EVENTS:
         events = events[:10] + events[-(MAX_EVENTS - 10):]
     job.events = events

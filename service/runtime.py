@@ -76,8 +76,9 @@ class Runtime:
             self.data_dir_claim.release()
 
 
-def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
-    """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools). One
+def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api") -> Runtime:
+    """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools);
+    ``role`` names the process in the job events it records ("api", or "worker" for Celery's). One
     with in-process jobs owns the data dir (``service.datadir``): :class:`DataDirBusy` when
     another process does."""
     claim = None
@@ -95,7 +96,7 @@ def build_runtime(settings: Settings, *, executor: bool = True) -> Runtime:
         if redis_client is not None
         else ThreadLocks(settings.lock_timeout_seconds)
     )
-    jobs = Jobs(db, stale_after=settings.lock_timeout_seconds)
+    jobs = Jobs(db, stale_after=settings.lock_timeout_seconds, role=role)
     changes = BrainChanges(redis_client)
     changes.attach(db.sessions)
     rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,

@@ -9,7 +9,6 @@ import threading
 from celery import Celery
 from celery.signals import task_received, worker_ready
 
-from service import jobs
 from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK, JobBusy, lower_priority
 from service.learning import check_sleep_due, recover, run_job, transient
 from service.runtime import Runtime, build_runtime
@@ -36,13 +35,12 @@ class _ProcessRuntime:
             self._niced.done = True
         with self._lock:
             if self._rt is None or self._pid != os.getpid():
-                self._rt = build_runtime(self.settings)
+                self._rt = build_runtime(self.settings, role="worker")
                 self._pid = os.getpid()
             return self._rt
 
 
 def register(app: Celery, settings: Settings) -> None:
-    jobs.ROLE = "worker"  # job events recorded by this process say so
     runtime = _ProcessRuntime(settings)
 
     @task_received.connect(weak=False)
