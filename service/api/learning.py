@@ -62,7 +62,7 @@ async def post_samples(
 
 def _accept(rt: Runtime, name: str, body: schemas.SamplesIn) -> schemas.SamplesAccepted:
     if any(smp.image is not None for smp in body.samples):  # before ingest decodes them
-        with rt.db.session() as s:
+        with rt.db.session(read_only=True) as s:
             brain = brains.get_brain(s, name)
         check_images(body.samples, brain.input_kind, brain.input_shape, field="samples",
                      max_pixels=rt.settings.max_decoded_pixels)
