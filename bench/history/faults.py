@@ -27,10 +27,12 @@ from sqlalchemy import select
 from bench.history.record import Op, Recorder
 from bench.history.stacks import job_pid
 from bench.history.workload import SHARED_LABELS, SLOW, Data, call
+from service.settings import Settings
 from service.tables import Job
 
 SHORT_LOCK_SECONDS = 2.0
 SLOW_SLEEP_SECONDS = 3 * SHORT_LOCK_SECONDS  # how long a sleep of the slow brain should consolidate
+QUEUED_PATIENCE = 300.0  # how long a sleep the nemesis submits may wait behind the clients' sleeps
 
 
 def slow_sleep_budget(dim: int, classes: int, seconds: float = SLOW_SLEEP_SECONDS) -> int:
@@ -50,7 +52,8 @@ def slow_sleep_budget(dim: int, classes: int, seconds: float = SLOW_SLEEP_SECOND
         started = time.perf_counter()
         learner.sleep(Replay(x, y), budget=trial)
         rate = trial / max(1e-3, time.perf_counter() - started)
-    return int(min(10_000_000, max(10_000, rate * seconds)))
+    cap = Settings.model_fields["max_sleep_budget"].default  # the service's own limit (BRAIN_MAX_SLEEP_BUDGET)
+    return int(min(cap, max(10_000, rate * seconds)))
 
 
 class Nemesis(threading.Thread):
@@ -100,10 +103,11 @@ class Nemesis(threading.Thread):
         self._record("kill-api", invoke, target=f"api-{index}", pid=pid)
 
     def _kill_worker(self) -> None:
-        """Kill a process while it runs a job: any running job, else a sleep started for this."""
-        found = self._running()
+        """Kill a process while it runs a job: any running job (the clients keep the workers busy),
+        else a sleep started for this (it may wait behind the clients' own sleeps in the queue)."""
+        found = self._running(timeout=60.0)
         if found is None:
-            found = self._running(self._start_sleep())
+            found = self._running(self._start_sleep(), timeout=QUEUED_PATIENCE)
         job, index, pid = found
         invoke = time.time()
         killed = self.stack.kill_worker(index)
@@ -113,7 +117,7 @@ class Nemesis(threading.Thread):
     def _short_lock(self) -> None:
         invoke = time.time()
         job = self._start_sleep()
-        self._running(job, timeout=300.0)  # behind the clients' own sleeps in the queue
+        self._running(job, timeout=QUEUED_PATIENCE)
         batch = self._add(SLOW)
         self._record("short-lock", invoke, brain=SLOW, job=job, batch=batch, lock_timeout=SHORT_LOCK_SECONDS)
 
@@ -153,10 +157,11 @@ class Nemesis(threading.Thread):
                 raise RuntimeError("could not submit a sleep of the slow brain")
             time.sleep(0.2)
 
-    def _running(self, job_id: str | None = None, timeout: float = 60.0) -> tuple[str, int, int] | None:
-        """A running job (``job_id``, waiting up to ``timeout`` for it to start; else any job running
-        now, or None), the stack's index of the process that runs it, and that process's pid."""
-        deadline = time.monotonic() + (timeout if job_id else 0.0)
+    def _running(self, job_id: str | None = None, timeout: float = 0.0) -> tuple[str, int, int] | None:
+        """A running job (``job_id``, else any), waiting up to ``timeout`` for one; the stack's index
+        of the process that runs it, and that process's pid. None when no job ran in time (and
+        ``job_id`` was not given: its not starting is an error)."""
+        deadline = time.monotonic() + timeout
         while True:
             with self.sessions() as s:
                 query = select(Job).where(Job.state == "running")

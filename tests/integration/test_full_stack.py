@@ -34,13 +34,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from bench.history.faults import slow_sleep_budget
 from service.app import create_app
 from service.brains import ingest
 from service.db import upgrade
 from service.locks import RedisLocks
 from service.schemas import SamplesIn
 from service.settings import Settings
-from service.tables import Brain, Job
+from service.tables import Brain, Job, Version
 from tests.conftest import make_settings
 from tests.integration.synthetic import SMALL_PARAMS, Clusters, accuracy
 
@@ -486,3 +487,49 @@ def test_scheduled_sleep_every_samples_and_every_seconds(stack: Stack) -> None:
         # nothing learned since: beat keeps checking (every 0.5 s) but does not make it sleep again
         time.sleep(4 * stack.settings.sleep_check_seconds)
         assert len(sleeps(api, by_time)) == 1
+
+
+SHORT_LOCK_TIMEOUT = 2.0  # far below the jobs of the next test
+
+
+def test_a_job_longer_than_the_lock_timeout_keeps_its_brain(stack: Stack) -> None:
+    """One fenced writer per brain (issue 14) with a lock timeout far shorter than a job: two
+    workers, a sleep that runs several lock timeouts, and a wake job for the same brain sent
+    meanwhile. The sleep's lock is renewed while it runs, so the wake waits (retried, not failed)
+    and publishes after it, on top of it; nothing runs twice."""
+    stack.configure(lock_timeout_seconds=SHORT_LOCK_TIMEOUT)
+    stack.start_worker()
+    stack.start_worker()
+    data, labels = Clusters(["a", "b", "c"], dim=20, seed=5), ["a", "b", "c"]
+    with stack.api() as c:
+        _create(c, "long", strategy="replay", params={})
+        _learn(c, "long", "t1", data.samples(labels, 20, seed=1))
+        budget = slow_sleep_budget(20, 100, seconds=4 * SHORT_LOCK_TIMEOUT)  # measured on this machine
+        _ok(c.patch("/v1/brains/long", json={"sleep_policy": {"budget": budget}}))
+        sleep_job = _ok(c.post("/v1/brains/long/sleep"), 202)["job"]
+        rt = c.app.state.runtime
+
+        def state(job_id: str) -> Job:
+            with rt.db.session(read_only=True) as s:
+                return s.get(Job, job_id)
+
+        _poll(lambda: state(sleep_job).state == "running", "the sleep to start")
+        started = time.monotonic()
+        wake_job = _ok(c.post("/v1/brains/long/samples", json={"task": "t2", "samples": data.samples(labels, 10, seed=2)}), 202)["job"]
+        _poll(lambda: state(sleep_job).state == "succeeded", "the sleep to finish", timeout=180)
+        sleep_seconds = time.monotonic() - started
+        _poll(lambda: state(wake_job).state == "succeeded", "the wake to finish", timeout=120)
+        with rt.db.session(read_only=True) as s:
+            versions = s.scalars(select(Version).order_by(Version.number)).all()
+            versions = [v for v in versions if v.stats.get("job") in (sleep_job, wake_job)]
+            sleep_row = state(sleep_job)
+        brain = _ok(c.get("/v1/brains/long"))
+    assert sleep_seconds > 2 * SHORT_LOCK_TIMEOUT, f"the sleep took {sleep_seconds:.1f}s: too short to test anything"
+    assert [v.kind for v in versions] == ["sleep", "wake"]  # the wake waited for the sleep
+    sleep_v, wake_v = versions
+    assert wake_v.stats["base"] == sleep_v.number and sleep_v.stats["base"] == sleep_v.number - 1
+    assert wake_v.stats["fence"] > sleep_v.stats["fence"]
+    assert wake_v.log_position > sleep_v.log_position and wake_v.stats["log_from"] == sleep_v.log_position
+    assert sleep_row.attempts == 1  # never started twice
+    assert brain["samples_learned"] == 90 and brain["samples_pending"] == 0
+    assert brain["current_version"] == wake_v.number
