@@ -20,9 +20,9 @@ from collections.abc import Callable
 from itertools import chain
 
 from redis.exceptions import RedisError
-from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import on_commit
 from service.tables import Brain
 
 log = logging.getLogger(__name__)
@@ -43,26 +43,18 @@ class BrainChanges:
 
     # -- collecting ---------------------------------------------------------------------------------
     def attach(self, sessions: sessionmaker) -> None:
-        event.listen(sessions, "after_flush", self._collect)
-        event.listen(sessions, "after_commit", self._committed)
-        event.listen(sessions, "after_soft_rollback", self._rolled_back)
+        on_commit(sessions, _PENDING, empty=set, collect=self._collect, committed=self._committed)
 
     @staticmethod
-    def _collect(session: Session, _context: object) -> None:
-        ids: set[int] = session.info.setdefault(_PENDING, set())
+    def _collect(session: Session, ids: set[int]) -> None:
         for obj in chain(session.new, session.dirty, session.deleted):
             brain_id = obj.id if isinstance(obj, Brain) else getattr(obj, "brain_id", None)
             if brain_id is not None:
                 ids.add(int(brain_id))
 
-    def _committed(self, session: Session) -> None:
-        ids = session.info.pop(_PENDING, None)
+    def _committed(self, ids: set[int]) -> None:
         if ids:
             self.announce(ids)
-
-    @staticmethod
-    def _rolled_back(session: Session, _transaction: object) -> None:
-        session.info.pop(_PENDING, None)
 
     # -- announcing ---------------------------------------------------------------------------------
     def listen(self, listener: Listener) -> None:

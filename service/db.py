@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import Settings
 
+T = TypeVar("T")
 AFTER_COMMIT = "after_commit"
 READ_ONLY = "pb_read_only"  # execution option of the engine that read-only sessions use
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -42,6 +44,30 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def on_commit(sessions: sessionmaker, key: str, *, empty: Callable[[], T], collect: Callable[[Session, T], None],
+              committed: Callable[[T], None]) -> None:
+    """Act on what a transaction changed once it has committed: after each flush ``collect(session,
+    pending)`` adds to the transaction's ``pending`` (made by ``empty()``, kept in
+    ``session.info[key]`` while the flush history still tells what changed), ``committed(pending)``
+    runs after the commit, and a rollback drops it."""
+    def flushed(session: Session, _context: object) -> None:
+        if key not in session.info:
+            session.info[key] = empty()
+        collect(session, session.info[key])
+
+    def done(session: Session) -> None:
+        pending = session.info.pop(key, None)
+        if pending is not None:
+            committed(pending)
+
+    def rolled_back(session: Session, _transaction: object) -> None:
+        session.info.pop(key, None)
+
+    event.listen(sessions, "after_flush", flushed)
+    event.listen(sessions, "after_commit", done)
+    event.listen(sessions, "after_soft_rollback", rolled_back)
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

@@ -16,9 +16,10 @@ import threading
 from collections import Counter
 
 from redis.exceptions import RedisError
-from sqlalchemy import event, inspect
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import on_commit
 from service.tables import Brain, Job
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,12 @@ class JobCounts:
 
     # -- counting -----------------------------------------------------------------------------------
     def attach(self, sessions: sessionmaker) -> None:
-        event.listen(sessions, "after_flush", self._collect)
-        event.listen(sessions, "after_commit", self._committed)
-        event.listen(sessions, "after_soft_rollback", self._rolled_back)
+        on_commit(sessions, _PENDING, empty=lambda: ([], set()), collect=self._collect, committed=self._committed)
 
     @staticmethod
-    def _collect(session: Session, _context: object) -> None:
+    def _collect(session: Session, pending: tuple[list, set[int]]) -> None:
         """Runs before the flush's history is reset: the state each job had and has now."""
-        increments, dropped = session.info.setdefault(_PENDING, ([], set()))
+        increments, dropped = pending
 
         def entered(job: Job, state: str) -> None:
             increments.append((job.brain_id, jobs_field(job.kind, state), 1))
@@ -70,14 +69,9 @@ class JobCounts:
                 entered(obj, added[0])
         dropped.update(obj.id for obj in session.deleted if isinstance(obj, Brain))
 
-    def _committed(self, session: Session) -> None:
-        pending = session.info.pop(_PENDING, None)
-        if pending and (pending[0] or pending[1]):
+    def _committed(self, pending: tuple[list, set[int]]) -> None:
+        if pending[0] or pending[1]:
             self._apply(*pending)
-
-    @staticmethod
-    def _rolled_back(session: Session, _transaction: object) -> None:
-        session.info.pop(_PENDING, None)
 
     def _apply(self, increments: list[tuple[int, str, float]], dropped: set[int]) -> None:
         if self.redis is None:

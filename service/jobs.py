@@ -34,6 +34,14 @@ QUEUES = ("wake", "sleep")
 QUEUE_OF = {"meta_train": "sleep"}
 
 
+RETRIES = 20  # tries of a job whose error may pass (``service.learning.transient``): about 8 minutes
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before try ``attempt + 1`` of such a job: 1, 2, 4, ... at most 30."""
+    return min(30.0, 2.0 ** attempt)
+
+
 class JobBusy(RuntimeError):
     """The job is running elsewhere and its runner is alive: this delivery must not start it."""
 
@@ -49,10 +57,10 @@ class InProcessJobs:
 
     A job that ends with an error ``retryable`` says may succeed later (a brain busy with another
     writer for longer than the lock timeout, a lost lock) is run again after a growing delay
-    (1 s, 2 s, ... at most 30 s), ``retries`` times, as the Celery task does."""
+    (:func:`retry_delay`), :data:`RETRIES` times, as the Celery task does."""
 
     def __init__(self, run: Callable[[str], None], workers: int = 2, nice: int = 10, *,
-                 retryable: Callable[[BaseException], bool] = lambda exc: False, retries: int = 20) -> None:
+                 retryable: Callable[[BaseException], bool] = lambda exc: False, retries: int = RETRIES) -> None:
         self.run = run
         self.retryable = retryable
         self.retries = retries
@@ -70,7 +78,7 @@ class InProcessJobs:
             self.run(job_id)
         except Exception as exc:
             if attempt < self.retries and self.retryable(exc):
-                self._later(job_id, attempt + 1, delay=min(30.0, 2.0 ** attempt))
+                self._later(job_id, attempt + 1, delay=retry_delay(attempt))
             else:
                 log.exception("job %s failed", job_id)
 

@@ -162,9 +162,6 @@ def wake(rt: Runtime, job: Job) -> dict:
             row = locked_brain(s, lease)
             if row is None:
                 return {"skipped": "brain deleted"}
-            if row.learned_position != start:
-                raise LockLost(f"brain {brain.id}: learned position moved from {start} to {row.learned_position} "
-                               "under this writer")
             previous = s.scalar(
                 select(Version.tasks_seen).where(
                     Version.brain_id == brain.id, Version.number == row.current_version

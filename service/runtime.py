@@ -99,8 +99,10 @@ def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api
     jobs = Jobs(db, stale_after=settings.lock_timeout_seconds, role=role)
     changes = BrainChanges(redis_client)
     changes.attach(db.sessions)
+    job_counts = JobCounts(redis_client)  # counted as jobs change, in every process
+    job_counts.attach(db.sessions)
     rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,
-                 changes=changes, data_dir_claim=claim)
+                 changes=changes, job_counts=job_counts, data_dir_claim=claim)
     if executor:
         if settings.uses_celery:
             assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
@@ -110,6 +112,4 @@ def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api
 
             jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id, retry_transient=True),
                                           nice=settings.job_nice, retryable=transient)
-    rt.job_counts = JobCounts(redis_client)  # counted as jobs change, in every process (issue 14)
-    rt.job_counts.attach(db.sessions)
     return rt

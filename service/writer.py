@@ -35,8 +35,7 @@ def writer(rt: Runtime, brain_id: int, *, wait: float | None = None, job_id: str
             )
         lease.fence = fence  # None: the brain was deleted; locked_brain then finds no row
         lease.job_id = job_id
-        if job_id is not None:
-            rt.jobs.heartbeat(job_id)
+        if job_id is not None:  # Jobs.start stamped its first heartbeat
             lease.beats.append(lambda: rt.jobs.heartbeat(job_id))
         yield lease
 

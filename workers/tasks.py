@@ -9,13 +9,12 @@ import threading
 from celery import Celery
 from celery.signals import task_received, worker_ready
 
-from service.jobs import CHECK_SLEEP_TASK, RUN_JOB_TASK, JobBusy, lower_priority
+from service.jobs import CHECK_SLEEP_TASK, RETRIES, RUN_JOB_TASK, JobBusy, lower_priority, retry_delay
 from service.learning import check_sleep_due, recover, run_job, transient
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-RETRIES = 20  # of a job interrupted by a backend that went away: about 8 minutes of retries
 
 
 class _ProcessRuntime:
@@ -72,7 +71,7 @@ def register(app: Celery, settings: Settings) -> None:
         except Exception as exc:
             if last or not transient(exc):
                 raise
-            raise self.retry(exc=exc, countdown=min(30.0, 2.0 ** self.request.retries)) from exc
+            raise self.retry(exc=exc, countdown=retry_delay(self.request.retries)) from exc
 
     @app.task(name=CHECK_SLEEP_TASK, ignore_result=True)
     def check_sleep_task() -> list[str]:
