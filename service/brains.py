@@ -152,7 +152,7 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
         brain = get_brain(s, name)
         brain_id, kind, shape, encoder = brain.id, brain.input_kind, list(brain.input_shape), brain.encoder
     # the log stores the encoder's output: wake, sleep and replay never run the encoder again
-    x = decode(body.samples, kind, shape, field="samples", encoder=encoder)
+    x = decode(body.samples, kind, shape, field="samples", encoder=encoder, max_pixels=rt.settings.max_decoded_pixels)
     # A writing session: the brain's row is locked (SQLite: the whole store) before its labels and
     # tasks are read, so concurrent batches never compute new indices from the same stale list.
     with rt.db.session() as s:

@@ -14,7 +14,7 @@ from service.api import fastjson
 from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep, caller_of
 from service.errors import NotFound
 from service.inference import predict as run_predict
-from service.inputs import check_images, check_limits, decode
+from service.inputs import check_limits, decode
 from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.serving import MicroBatcher, ServingCache
@@ -61,11 +61,6 @@ async def post_samples(
 
 
 def _accept(rt: Runtime, name: str, body: schemas.SamplesIn) -> schemas.SamplesAccepted:
-    if any(smp.image is not None for smp in body.samples):  # before ingest decodes them
-        with rt.db.session(read_only=True) as s:
-            brain = brains.get_brain(s, name)
-        check_images(body.samples, brain.input_kind, brain.input_shape, field="samples",
-                     max_pixels=rt.settings.max_decoded_pixels)
     brain_id, accepted, duplicates = brains.ingest(rt, name=name, body=body)
     if not accepted and not _has_unlearned(rt, brain_id):
         return schemas.SamplesAccepted(accepted=0, duplicates=duplicates, job=None)
