@@ -182,7 +182,7 @@ def test_promote_answers_503_with_retry_after_while_a_writer_holds_the_brain(tmp
         assert c.post("/v1/brains/p/versions/1/promote").status_code == 200
 
 
-def test_concurrent_promotes_and_wakes_never_lose_the_fence_order(rt) -> None:
+def test_concurrent_writers_publish_in_fence_order(rt) -> None:
     """Writers in many threads: every published version's fence is above its base's."""
     brain_id = _brain(rt)
     errors: list[BaseException] = []
