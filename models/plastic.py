@@ -20,7 +20,8 @@ Wake (``observe``, one cheap step per batch):
      re-solved whenever the statistics changed, lazily (at the next prediction or checkpoint). It
      depends on what was seen, not on its order: with a fixed code, the same samples in any order
      give the same readout, which is what keeps old classes in class-incremental learning, between
-     sleeps as well as after them.
+     sleeps as well as after them. ``ridge="auto"`` (default) starts from 0.1 and lets each sleep
+     choose the penalty (below); a number fixes it.
    - ``readout="delta"`` (Plasticish's triarchic core): a delta-rule step (the softmax
      cross-entropy gradient), each synapse scaled by ``1 - importance``, the consolidation brake (a
      synapse of importance 1 gets exactly zero update); re-solved in closed form at sleep.
@@ -34,7 +35,14 @@ Wake (``observe``, one cheap step per batch):
 
 Sleep (``sleep``):
 
-1. The core is re-solved in closed form (both readouts).
+1. With ``ridge="auto"``, the penalty is chosen from the replayed samples: every sample counted in
+   the statistics has an exact leave-one-out prediction in closed form (``models.ridge``), so each
+   candidate penalty is scored on the replay without holding any sample back from learning, and
+   the one whose held-out predictions are most often right is kept. This is the part of sleep that
+   changes a closed-form brain's predictions: how strongly to regularise depends on how many
+   samples were seen and how noisy they are, which only the data can tell. In panic mode the
+   penalty is left alone (the statistics hold none of the shift). Then the core is re-solved in
+   closed form (both readouts).
 2. Importance rises on the core synapses that carry correct recall of the replayed samples:
    ``imp[c] += importance_rate · mean over replayed class-c samples of (code / max code) ·
    correct``, clamped to [0, 1] (it brakes the delta core).
@@ -66,16 +74,9 @@ the new params); layers from the first changed one upwards start fresh. When the
 changed, the readout statistics are rebuilt from the episodic memory (refused without one) and the
 readout re-solved. The eyes cannot change once something was learned.
 
-Defaults come from Split Fashion-MNIST, class-incremental (5 tasks of 2 classes, one pass, batches
-of 128, a sleep with 500 reservoir-replayed samples after each task, the 2,000 test images of each
-task), seed 0: the defaults (eyes + closed form, no memory) reach 89.6% after the last task
-(forgetting 5.6 points; 89.6% just before the last sleep too); the sparse code of the pixels alone
-85.4%; the delta core with a 5,000-sample memory 88.5%; fine-tuning 19.9%. A sparse layer of
-2,048 units (k = 256) stacked on the eyes: 83.4%; Hebbian learning in the pixels' sparse layer
-(``hebbian_lr`` 0.05): 81.9% against 85.4% without. Neither helps a closed-form readout: a random
-sparse recoding loses information, and every change of the code makes the statistics gathered
-before it stale. Each of these is ``python -m bench.quality --scenarios split-fmnist-class
---strategies plastic --seeds 0 --params '{"plastic": {...}}'`` with the variant's params.
+The defaults were chosen on Split Fashion-MNIST (docs/benchmarks.md gives the figures and the
+commands); a closed-form readout gains nothing from Hebbian learning or a stacked sparse layer,
+because every change of the code makes the statistics gathered before it stale.
 
 There is no randomness after the seeded initialisation of the layers, and all state is tensors, so
 a reloaded learner predicts and learns exactly as the original would.
@@ -90,6 +91,7 @@ import torch
 from pydantic import Discriminator, Field, Tag
 
 from models.conv_layer import ConvLayer, ConvSpec, image_shape
+from models import ridge as ridge_loo
 from models.learner import Learner, Replay, Stats
 from models.registry import register
 from models.sizing import FLOAT
@@ -106,6 +108,8 @@ Layer = Annotated[
 
 _QUERY_CHUNK = 2048  # queries per block when comparing with the memory
 _LAYER_SEED_STRIDE = 7919  # layer i is initialised from seed + i * stride
+_FIRST_RIDGE = 0.1  # ridge "auto" before its first sleep (chosen on validation images: docs/bench/ridge.md)
+_MIN_RIDGE_SAMPLES = 20  # replayed samples needed to choose the ridge at sleep
 
 
 @register
@@ -116,8 +120,11 @@ class Plastic(Learner):
     # and every layer's under ``layers.<i>.``.
     _STATE = (
         "period_samples", "w_core", "w_ctx", "importance", "stat_a", "stat_b", "class_counts",
-        "memory_keys", "memory_writes",
+        "memory_keys", "memory_writes", "ridge_value",
     )
+    # State added after checkpoints were first written: an older checkpoint without it loads with
+    # the value the constructor gives.
+    _ADDED_STATE = frozenset({"ridge_value"})
 
     def __init__(
         self,
@@ -179,8 +186,11 @@ class Plastic(Learner):
             float, Field(gt=0, description="inverse temperature of the readout softmax")
         ] = 10.0,
         ridge: Annotated[
-            float, Field(gt=0, description="L2 penalty of the closed-form core readout")
-        ] = 0.01,
+            Annotated[Annotated[float, Field(gt=0)], Tag("number")] | Annotated[Literal["auto"], Tag("auto")],
+            Discriminator(lambda value: "auto" if isinstance(value, str) else "number"),
+            Field(description="L2 penalty of the closed-form core readout; auto: chosen at each "
+                  "sleep by exact leave-one-out on the replayed samples"),
+        ] = "auto",
         importance_rate: Annotated[
             float, Field(ge=0, description="importance added per sleep for full correct recall")
         ] = 1.0,
@@ -209,7 +219,8 @@ class Plastic(Learner):
         self.newborn_step, self.maturity_fraction = newborn_step, maturity_fraction
         self.core_lr, self.context_lr = core_lr, context_lr
         self.context_decay, self.sleep_context_decay = context_decay, sleep_context_decay
-        self.readout_scale, self.ridge, self.importance_rate = readout_scale, ridge, importance_rate
+        self.readout_scale, self.importance_rate = readout_scale, importance_rate
+        self.auto_ridge = ridge == "auto"
         self.memory_k, self.memory_weight = memory_k, memory_weight
         self.memory_temperature = memory_temperature
         # Each class owns a ring of ``per_class`` memory slots.
@@ -236,6 +247,8 @@ class Plastic(Learner):
         self.class_counts = torch.zeros(num_classes, dtype=torch.int64)
         self.memory_keys = torch.zeros(num_classes * self.per_class, self.key_dim)
         self.memory_writes = torch.zeros(num_classes, dtype=torch.int64)
+        # The penalty in use: the fixed ``ridge``, or with ``auto`` the last one a sleep chose.
+        self.ridge_value = torch.tensor(_FIRST_RIDGE if self.auto_ridge else float(ridge), dtype=torch.float64)
 
     @staticmethod
     def layer_specs(layers: list | None, input_shape: Sequence[int]) -> list[LayerSpec | ConvSpec]:
@@ -410,12 +423,26 @@ class Plastic(Learner):
     # -- sleep ------------------------------------------------------------------------------------
     @torch.no_grad()
     def sleep(self, replay: Replay, budget: int = 1000) -> Stats:
+        n = min(len(replay), budget)
+        code = y = None
+        if n and (self.auto_ridge or self.importance_rate):
+            code = self._top_code(self._keys(normalise(self._inputs(replay.x[:n]))))
+            y = replay.y[:n].to(self.device, torch.int64)
+        extra: dict[str, float | int | str] = {}
+        # In panic the statistics hold none of the replayed shift: leave the core as it is.
+        choose = self.auto_ridge and self.mode == "plastic" and n >= _MIN_RIDGE_SAMPLES
+        if choose and code is not None and y is not None:
+            choice = ridge_loo.choose(self.stat_a, self.stat_b, code, y, self.class_counts > 0)
+            self.ridge_value.fill_(choice.ridge)
+            extra.update(ridge_loo_accuracy=round(choice.accuracy, 4))
         self._solve_readout()
-        accuracy = self._raise_importance(replay, budget)
-        extra: dict[str, float | int | str] = self.consolidate()
-        if accuracy is not None:
+        extra["ridge"] = float(self.ridge_value)
+        accuracy = None
+        if self.importance_rate and code is not None and y is not None:
+            accuracy = self._raise_importance(code, y)
             extra["replay_accuracy"] = accuracy
-        used = min(len(replay), budget) if accuracy is not None else 0
+        extra.update(self.consolidate())
+        used = n if code is not None else 0
         return Stats(samples=used, extra=extra)
 
     def _solve_readout(self) -> None:
@@ -426,7 +453,7 @@ class Plastic(Learner):
             return
         with torch.inference_mode(False), torch.no_grad():
             eye = torch.eye(self.hidden, device=self.device, dtype=torch.float64)
-            factor = torch.linalg.cholesky(self.stat_a.double() + self.ridge * eye)
+            factor = torch.linalg.cholesky(self.stat_a.double() + float(self.ridge_value) * eye)
             self.w_core = torch.cholesky_solve(self.stat_b.double(), factor).T.float().contiguous()
 
     def _core(self) -> torch.Tensor:
@@ -444,14 +471,9 @@ class Plastic(Learner):
         self.period_samples.zero_()
         return {"new_mature": sum(new), "mature": sum(int(layer.mature.sum()) for layer in self.layers)}
 
-    def _raise_importance(self, replay: Replay, budget: int) -> float | None:
-        """Raise the importance of core synapses that carry correct recall of replayed samples."""
-        n = min(len(replay), budget)
-        if n == 0 or self.importance_rate == 0:
-            return None
-        keys = self._keys(normalise(self._inputs(replay.x[:n])))
-        y = replay.y[:n].to(self.device, torch.int64)
-        code = self._top_code(keys)
+    def _raise_importance(self, code: torch.Tensor, y: torch.Tensor) -> float:
+        """Raise the importance of core synapses that carry correct recall of the replayed samples
+        (their codes and class indices); returns the share recalled correctly."""
         seen = self.class_counts > 0
         scores = (code @ self._core().T).masked_fill(~seen, float("-inf"))
         correct = (scores.argmax(dim=1) == y).float()
@@ -490,6 +512,8 @@ class Plastic(Learner):
         keys, labels = self._memory()
         new._remember(keys, labels)
         if kept == len(old_layers) == len(new_layers):
+            if new.auto_ridge and self.auto_ridge:
+                new.ridge_value = self.ridge_value.clone()
             for name in ("w_core", "w_ctx", "importance", "stat_a", "stat_b"):
                 setattr(new, name, getattr(self, name).clone())
         elif int(self.class_counts.sum()) > 0 and not len(keys):
@@ -507,10 +531,12 @@ class Plastic(Learner):
     # -- size ---------------------------------------------------------------------------------------
     def working_bytes(self, batch: int) -> int:
         """Every layer's temporaries for ``batch`` inputs (conv activations, codes; the inputs
-        themselves are the caller's); a statistics update and the closed-form solve (float64
-        ``A + ridge I``, identity, Cholesky factor); the memory's gathered keys and similarities."""
+        themselves are the caller's); a statistics update and the larger of the closed-form solve
+        (float64 ``A + ridge I``, identity, Cholesky factor) and the sleep's eigendecomposition
+        (float64 ``A``, eigenvectors, LAPACK's workspace of about two more); the memory's gathered
+        keys and similarities."""
         layers = sum(layer.working_bytes(batch) for _, layer in self._numbered_layers())
-        solve = (self.hidden**2) * (FLOAT + 3 * 8)
+        solve = (self.hidden**2) * (FLOAT + 4 * 8)
         keys = self.memory_keys.shape[0]
         memory = (keys * self.key_dim + 2 * min(batch, _QUERY_CHUNK) * keys) * FLOAT
         return layers + solve + memory
@@ -530,6 +556,7 @@ class Plastic(Learner):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = self.state_dict()
+        state = {**{name: expected[name] for name in self._ADDED_STATE if name not in state}, **state}
         missing = set(expected) - set(state)
         unexpected = set(state) - set(expected)
         if missing or unexpected:

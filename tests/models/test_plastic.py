@@ -438,6 +438,75 @@ def test_the_closed_form_core_is_current_without_sleep_and_order_free():
     assert torch.allclose(probs, sorted_.predict(x), atol=1e-4)
     codes = shuffled.encode(x).double()
     onehot = torch.nn.functional.one_hot(y, CLASSES).double()
-    ridge = torch.linalg.solve(codes.T @ codes + 0.01 * torch.eye(64, dtype=torch.float64), codes.T @ onehot)
+    penalty = float(shuffled.ridge_value)  # no sleep yet: the first penalty of ridge "auto"
+    ridge = torch.linalg.solve(codes.T @ codes + penalty * torch.eye(64, dtype=torch.float64), codes.T @ onehot)
     assert torch.allclose(shuffled.w_core, ridge.T.float(), atol=1e-4)
     assert torch.equal(shuffled.state_dict()["w_core"], shuffled.w_core)  # a checkpoint holds it
+
+
+# -- the sleep's choice of ridge (ridge "auto", the default) -------------------------------------
+def noisy_stream(per_class: int = 50) -> tuple[torch.Tensor, ...]:
+    """Few noisy samples of 5 classes in 20 dimensions, shuffled, and 2,000 held-out ones: a small
+    stream on which the first penalty overfits."""
+    x, y, _, _ = clusters(num_classes=5, dim=20, per_class=per_class, spread=2.0, seed=0)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    held_x, held_y, _, _ = clusters(num_classes=5, dim=20, per_class=400, spread=2.0, seed=0)
+    return x[order], y[order], held_x, held_y
+
+
+def default_brain(**params) -> Plastic:
+    return Plastic(input_dim=20, num_classes=5, seed=0, **params)
+
+
+def learned(brain: Plastic, x: torch.Tensor, y: torch.Tensor) -> Plastic:
+    for start in range(0, len(y), 25):
+        brain.observe(x[start : start + 25], y[start : start + 25])
+    return brain
+
+
+def test_the_default_sleep_chooses_the_ridge_and_raises_held_out_accuracy_on_a_small_stream():
+    x, y, held_x, held_y = noisy_stream()
+    brain = learned(default_brain(), x, y)
+    before = brain.predict(held_x).argmax(dim=1)
+    first = float(brain.ridge_value)
+    stats = brain.sleep(Replay(x, y), budget=1000)
+    after = brain.predict(held_x).argmax(dim=1)
+    assert stats.extra["ridge"] == float(brain.ridge_value) != first
+    assert 0 < stats.extra["ridge_loo_accuracy"] <= 1 and stats.samples == len(y)
+    assert float((after != before).float().mean()) > 0.05  # the sleep changed predictions
+    gain = float((after == held_y).float().mean()) - float((before == held_y).float().mean())
+    assert gain > 0.03, gain
+
+
+def test_a_fixed_ridge_is_kept_through_sleep_and_sleep_changes_no_prediction():
+    x, y, held_x, _ = noisy_stream()
+    brain = learned(default_brain(ridge=0.5), x, y)
+    before = brain.predict(held_x)
+    stats = brain.sleep(Replay(x, y), budget=1000)
+    assert float(brain.ridge_value) == stats.extra["ridge"] == 0.5 and "ridge_loo_accuracy" not in stats.extra
+    assert torch.allclose(brain.predict(held_x), before)
+
+
+def test_panic_sleep_leaves_the_ridge_alone():
+    x, y, _, _ = noisy_stream()
+    brain = learned(default_brain(mode="panic"), x, y)
+    first = float(brain.ridge_value)
+    brain.sleep(Replay(x, y), budget=1000)
+    assert float(brain.ridge_value) == first
+
+
+def test_the_chosen_ridge_is_checkpointed_and_an_older_checkpoint_without_it_loads():
+    x, y, held_x, _ = noisy_stream()
+    brain = learned(default_brain(), x, y)
+    brain.sleep(Replay(x, y), budget=1000)
+    state = brain.state_dict()
+    reloaded = default_brain()
+    reloaded.load_state_dict(state)
+    assert float(reloaded.ridge_value) == float(brain.ridge_value)
+    assert torch.equal(reloaded.predict(held_x), brain.predict(held_x))
+    older = {name: value for name, value in state.items() if name != "ridge_value"}
+    from_older = default_brain()
+    from_older.load_state_dict(older)  # a checkpoint written before the ridge was chosen at sleep
+    assert float(from_older.ridge_value) == float(default_brain().ridge_value)
+    with pytest.raises(ValueError, match="missing"):
+        default_brain().load_state_dict({k: v for k, v in state.items() if k != "stat_a"})

@@ -46,8 +46,10 @@ def test_schema_lists_every_hyperparameter_with_its_bounds():
     schema = param_schema("plastic")
     assert schema["additionalProperties"] is False
     assert schema["properties"]["ridge"] == {
-        "default": 0.01, "description": "L2 penalty of the closed-form core readout",
-        "exclusiveMinimum": 0, "title": "Ridge", "type": "number",
+        "default": "auto", "title": "Ridge",
+        "description": "L2 penalty of the closed-form core readout; auto: chosen at each sleep by "
+                       "exact leave-one-out on the replayed samples",
+        "oneOf": [{"exclusiveMinimum": 0, "type": "number"}, {"const": "auto", "type": "string"}],
     }
     layer = schema["$defs"]["LayerSpec"]
     assert layer["additionalProperties"] is False
@@ -88,7 +90,7 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(ParamsError) as error:
         validate_params("plastic", {"layers": [{"k": 0}], "ridge": -1, "colour": 1})
     text = str(error.value)
-    assert "'layers.0.sparse.k'" in text and "'ridge'" in text and "'colour'" in text
+    assert "'layers.0.sparse.k'" in text and "'ridge.number'" in text and "'colour'" in text
 
 
 def test_create_builds_a_configured_learner():
