@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,19 @@ def _idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
+@lru_cache(maxsize=4)
 def fashion_mnist(split: str = "train", root: Path = FASHION_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """``(x [N, 784] float32 in [0, 1], y [N] int64)``; split is "train" or "test"."""
+    """``(x [N, 784] float32 in [0, 1], y [N] int64)``; split is "train" or "test". Read once per
+    process (a benchmark builds a scenario per seed); the arrays are read-only, index them."""
     prefix = "train" if split == "train" else "t10k"
     images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
     if not images.exists():
         raise FileNotFoundError(f"{images} is missing: install the Debian package dataset-fashion-mnist")
     x = _idx(images).reshape(-1, 784).astype(np.float32) / 255.0
-    return x, _idx(labels).astype(np.int64)
+    y = _idx(labels).astype(np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,27 @@ class Task:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # Training images held out of the stream: never learned, they choose settings and measure sleeps.
+    x_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 784), np.float32))
+    y_val: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def hold_out(y: np.ndarray, pool: np.ndarray, *, fraction: float, cap: int | None,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split the indices ``pool`` (into ``y``) into ``(rest, held)``, class-stratified: ``held``
+    takes ``fraction`` of each class's samples (rounded), all classes together at most ``cap``
+    (shared out in proportion). Both in a random order drawn from ``rng``."""
+    pool = np.asarray(pool)
+    classes, counts = np.unique(y[pool], return_counts=True)
+    want = np.round(counts * fraction).astype(int)
+    if cap is not None and want.sum() > cap:
+        want = np.floor(counts * cap / counts.sum()).astype(int)
+    rest, held = [], []
+    for c, n in zip(classes, want):
+        members = rng.permutation(pool[y[pool] == c])
+        held.append(members[:n])
+        rest.append(members[n:])
+    return rng.permutation(np.concatenate(rest)), rng.permutation(np.concatenate(held))
 
 
 def split_tasks(

@@ -5,25 +5,41 @@
     python -m bench.quality --via http --url http://127.0.0.1:8000   # through a running service
     python -m bench.quality --via http                   # starts an embedded service of its own
 
-Each run streams a scenario (``bench.scenarios``) into a brain as a service receives it: batches
-of ``--batch`` labelled samples (one POST each, learned at once), ``--epochs`` passes over each
-task before the next, a sleep after each task, then an evaluation of the tasks on their test
-images (the tasks seen so far; every task in the domain-incremental scenario). The brain has the
-service's replay buffer of ``--replay`` samples (reservoir).
+Each run streams a scenario (``bench.scenarios``; each seed its own sample order, the same
+training, validation and test images) into a brain as a service receives it: batches of
+``--batch`` labelled samples (one POST each, learned at once), ``--epochs`` passes over each task
+before the next, then an evaluation of the tasks on their test images and on their validation
+images (training images never learned; the tasks seen so far, every task in the
+domain-incremental scenario). Three protocols, each a run per strategy and seed:
 
-- ``--via http`` does exactly that against the HTTP API (``POST /v1/brains``, ``/samples?wait=true``,
+- ``service``: the service's protocol. The brain has the service's replay buffer of ``--replay``
+  samples (reservoir) and sleeps after each task; the mean validation accuracy of the tasks seen
+  so far is measured just before and just after each sleep.
+- ``pair``: our side of a pair with Avalanche (strategies with a counterpart), trained as
+  Avalanche's is: no service replay buffer and no sleep, so the strategy's own memory is all it
+  stores. Strategies in ``OWN_SLEEP`` keep a sleep, with nothing to replay, because it is their
+  own method rather than the service's rehearsal.
+- ``joint-fit``: the same strategy, params and seed fitted on everything at once: all tasks'
+  training samples shuffled into one task, the same passes and batch size, one sleep at the end
+  (the service's buffer and budget), evaluated on every task with the same masks. The *gap to
+  joint* of a strategy is its service run's average accuracy minus this run's.
+
+- ``--via http`` streams through the HTTP API (``POST /v1/brains``, ``/samples?wait=true``,
   ``/sleep?wait=true``, ``/predict``).
 - ``--via local`` calls the learners directly, with the service's own pieces and in the same order:
   labels mapped to indices in order of first appearance, ``num_classes`` = the brain's ``max_labels``
   (the scenario's classes, as in Avalanche's 10-output head), the same replay buffer and its seeds
-  (the version number at sleep), the same sleep budget, the same masks at prediction. For the same seed both give the same accuracy.
+  (the version number at sleep), the same sleep budget, the same masks at prediction. For the same
+  seed both give the same accuracy. The joint fit always runs locally: its task-incremental
+  evaluation masks the answer to a task's classes, which the API restricts only by task name.
 
-For every run: the accuracy matrix, average accuracy, backward and forward transfer, forgetting,
-wall time, the replay buffer's samples and bytes, and the samples the strategy keeps in its own
-state (``Learner.stored_samples``) with the state's bytes. ``--avalanche`` runs the same scenarios
-with Avalanche in its own virtual environment (``bench.avalanche_env``): the same MLP 784-400-400-10,
-class order, batch size, passes and seeds. Results go to ``--out`` as ``quality.json`` and
-``quality.md``, with accuracy-matrix heatmaps and accuracy-over-tasks curves (PNG).
+For every run: the test and validation accuracy matrices, average accuracy, backward and forward
+transfer, forgetting, wall time, the replay buffer's samples and bytes, and the samples the
+strategy keeps in its own state (``Learner.stored_samples``) with the state's bytes.
+``--avalanche`` runs the same streams with Avalanche in its own virtual environment
+(``bench.avalanche_env``): the same MLP 784-400-400-10, class order, batch size, passes, memory
+size and seeds. Results go to ``--out`` as ``quality.json`` and ``quality.md``, with
+accuracy-matrix heatmaps and accuracy-over-tasks curves (PNG).
 """
 
 from __future__ import annotations
@@ -46,8 +62,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from bench.scenarios import SCENARIOS, SHAPE, Scenario, build
-from models.learner import Learner
+from bench.scenarios import SCENARIOS, SHAPE, SPLIT_SCENARIOS, Scenario, build
+from models.learner import Learner, Replay
 from models.metrics import cl_metrics
 from models.registry import DEFAULT_STRATEGY, create
 
@@ -55,10 +71,20 @@ from models.registry import DEFAULT_STRATEGY, create
 COUNTERPARTS = {
     "finetune": "naive", "joint": "joint", "ewc": "ewc", "lwf": "lwf", "replay": "replay",
     "gem": "gem", "agem": "agem", "mygo": "generative_replay", "plastic": None, "packnet": None,
-    "pnn": None, "anml": None, "hindsight": None,
+    "pnn": None, "anml": None,
 }
+# Strategies whose sleep is their own method, not the service's rehearsal: they keep it in a pair.
+# mygo's sleep trains its extractor and unified head on dreams of its generators, distilled from
+# its task heads; with no replay buffer it dreams only, as Avalanche's GenerativeReplay trains on
+# its generator's samples and no stored ones. Every other counterpart's sleep is rehearsal of the
+# service's buffer and its own memory (replay, gem, agem, joint), a Fisher that the next task's
+# first batch computes identically anyway (ewc), or nothing (finetune, lwf).
+OWN_SLEEP = frozenset({"mygo"})
 DEFAULT_STRATEGIES = ("plastic", "finetune", "joint", "replay", "ewc", "lwf", "gem", "agem", "mygo")
+SERVICE, PAIR, JOINT_FIT, AVALANCHE = "service", "pair", "joint-fit", "avalanche"
+PROTOCOLS = (SERVICE, PAIR, JOINT_FIT)
 PREDICT_CHUNK = 500
+METRICS = ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")
 
 
 @dataclass
@@ -77,6 +103,25 @@ class Run:
     stored_samples: int
     state_bytes: int
     params: dict = field(default_factory=dict)
+    protocol: str = SERVICE
+    # R on the validation split, as ``matrix`` on the test split
+    val_matrix: list[list[float | None]] = field(default_factory=list)
+    # [before, after] per sleep: mean validation accuracy of the tasks seen so far
+    sleeps: list[list[float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.strategy.startswith("avalanche:"):  # quality.json files written before protocols
+            self.protocol = AVALANCHE
+
+
+@dataclass
+class Stream:
+    """What streaming a scenario into a brain measured."""
+
+    matrix: list[list[float | None]]
+    val_matrix: list[list[float | None]]
+    sleeps: list[list[float]]
+    seconds: float
 
 
 # -- the two ways of driving a brain --------------------------------------------------------------
@@ -122,16 +167,24 @@ class LocalBrain:
         if self.learned == 0:
             return
         replay = self.buffer.sample(None, seed=self.version)
+        if len(replay) == 0:  # no buffer (a pair): an empty replay of the learner's width
+            replay = Replay(torch.zeros(0, self.learner.input_dim), replay.y)
         self.learner.sleep(replay, budget=sleep_budget({}, self.since_sleep))
         self.since_sleep = 0
         self.version += 1
 
-    def predict(self, x: np.ndarray, task: str | None) -> np.ndarray:
-        """Client labels predicted for ``x`` (restricted to ``task``'s labels when given)."""
+    def predict(self, x: np.ndarray, task: str | None, classes: tuple[int, ...] | None = None) -> np.ndarray:
+        """Client labels predicted for ``x``, restricted to ``task``'s labels when given, else to the
+        client labels ``classes`` when given (the joint fit's task masks)."""
         from service.inference import class_mask
 
         labels = np.array(self.labels.labels, dtype=np.int64)  # class index -> client label
-        allowed = self.task_labels[task] if task else list(range(len(labels)))
+        if task:
+            allowed = self.task_labels[task]
+        elif classes is not None:
+            allowed = [i for i, label in enumerate(self.labels.labels) if label in classes]
+        else:
+            allowed = list(range(len(labels)))
         out = []
         for lo in range(0, len(x), PREDICT_CHUNK):
             probs = self.learner.predict(torch.from_numpy(x[lo: lo + PREDICT_CHUNK]),
@@ -196,85 +249,127 @@ class HttpBrain:
 
 
 # -- one run ----------------------------------------------------------------------------------------
-def run_stream(brain: LocalBrain | HttpBrain, scenario: Scenario, *, epochs: int, batch: int, seed: int) -> tuple[list, float]:
-    """Stream ``scenario`` into ``brain``; returns the accuracy matrix and the training seconds."""
+def accuracies(brain: LocalBrain | HttpBrain, scenario: Scenario, split: str, seen: int) -> list[float | None]:
+    """Accuracy on each task's ``split`` ("test" or "val") images; ``None`` for the tasks after the
+    first ``seen`` (every task in the domain-incremental scenario: forward transfer)."""
+    row: list[float | None] = []
+    for j, task in enumerate(scenario.tasks):
+        if j >= seen and scenario.setting != "domain":
+            row.append(None)
+            continue
+        x, y = (task.x_test, task.y_test) if split == "test" else (task.x_val, task.y_val)
+        predicted = brain.predict(x, task.name if scenario.setting == "task" else None)
+        row.append(float((predicted == y).mean()))
+    return row
+
+
+def _mean_seen(row: list[float | None], seen: int) -> float:
+    return float(np.mean([v for v in row[:seen] if v is not None]))
+
+
+def run_stream(brain: LocalBrain | HttpBrain, scenario: Scenario, *, epochs: int, batch: int, seed: int,
+               sleep: bool = True) -> Stream:
+    """Stream ``scenario`` into ``brain`` in the scenario's sample order (later passes reshuffled
+    with ``seed``), sleeping after each task when ``sleep``."""
     rng = np.random.default_rng(seed)
-    matrix: list[list[float | None]] = []
-    seconds = 0.0
-    evaluate_all = scenario.setting == "domain"  # future tasks share the labels: forward transfer
+    out = Stream([], [], [], 0.0)
     for i, task in enumerate(scenario.tasks):
         started = time.perf_counter()
-        for _ in range(epochs):
-            order = rng.permutation(len(task.y_train)) if epochs > 1 else np.arange(len(task.y_train))
+        for epoch in range(epochs):
+            order = rng.permutation(len(task.y_train)) if epoch > 0 else np.arange(len(task.y_train))
             for lo in range(0, len(order), batch):
                 chunk = order[lo: lo + batch]
                 brain.learn(task.name, task.x_train[chunk], task.y_train[chunk])
-        brain.sleep()
-        seconds += time.perf_counter() - started
+        if sleep:
+            out.seconds += time.perf_counter() - started
+            before = _mean_seen(accuracies(brain, scenario, "val", i + 1), i + 1)
+            started = time.perf_counter()
+            brain.sleep()
+        out.seconds += time.perf_counter() - started
+        out.matrix.append(accuracies(brain, scenario, "test", i + 1))
+        out.val_matrix.append(accuracies(brain, scenario, "val", i + 1))
+        if sleep:
+            out.sleeps.append([before, _mean_seen(out.val_matrix[-1], i + 1)])
+    return out
+
+
+def joint_fit(brain: LocalBrain, scenario: Scenario, *, epochs: int, batch: int, seed: int) -> Stream:
+    """Every task's training samples as one shuffled task, ``epochs`` passes, one sleep; one row
+    per split, each task answered with the same mask as in the stream."""
+    x = np.concatenate([t.x_train for t in scenario.tasks])
+    y = np.concatenate([t.y_train for t in scenario.tasks])
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        order = rng.permutation(len(y))
+        for lo in range(0, len(order), batch):
+            chunk = order[lo: lo + batch]
+            brain.learn("joint", x[chunk], y[chunk])
+    brain.sleep()
+    seconds = time.perf_counter() - started
+    rows = []
+    for split in ("test", "val"):
         row: list[float | None] = []
-        for j, other in enumerate(scenario.tasks):
-            if j > i and not evaluate_all:
-                row.append(None)
-                continue
-            restrict = other.name if scenario.setting == "task" else None
-            predicted = brain.predict(other.x_test, restrict)
-            row.append(float((predicted == other.y_test).mean()))
-        matrix.append(row)
-    return matrix, seconds
+        for task in scenario.tasks:
+            xs, ys = (task.x_test, task.y_test) if split == "test" else (task.x_val, task.y_val)
+            classes = task.classes if scenario.setting == "task" else None
+            row.append(float((brain.predict(xs, None, classes) == ys).mean()))
+        rows.append([row])
+    return Stream(rows[0], rows[1], [], seconds)
 
 
-def one_run(scenario: Scenario, strategy: str, seed: int, args: argparse.Namespace, url: str | None) -> Run:
+def one_run(scenario: Scenario, strategy: str, seed: int, args: argparse.Namespace, url: str | None,
+            protocol: str = SERVICE) -> Run:
     params = json.loads(args.params).get(strategy, {}) if args.params else {}
     torch.manual_seed(seed)
-    if args.via == "local":
-        brain: LocalBrain | HttpBrain = LocalBrain(strategy, params, seed=seed, replay=args.replay,
+    replay = 0 if protocol == PAIR else args.replay
+    via = "local" if protocol == JOINT_FIT else args.via
+    if via == "local":
+        brain: LocalBrain | HttpBrain = LocalBrain(strategy, params, seed=seed, replay=replay,
                                                    max_labels=scenario.num_classes)
     else:
         import httpx
 
         http = httpx.Client(base_url=url, timeout=600)
-        brain = HttpBrain(http, f"bench-{strategy}-{seed}", strategy, params, seed=seed, replay=args.replay,
+        brain = HttpBrain(http, f"bench-{strategy}-{seed}-{protocol}", strategy, params, seed=seed, replay=replay,
                           max_labels=scenario.num_classes)
     try:
-        matrix, seconds = run_stream(brain, scenario, epochs=args.epochs, batch=args.batch, seed=seed)
+        if protocol == JOINT_FIT:
+            assert isinstance(brain, LocalBrain)
+            stream = joint_fit(brain, scenario, epochs=args.epochs, batch=args.batch, seed=seed)
+        else:
+            stream = run_stream(brain, scenario, epochs=args.epochs, batch=args.batch, seed=seed,
+                                sleep=protocol == SERVICE or strategy in OWN_SLEEP)
         memory = brain.memory()
     finally:
         brain.close()
-        if args.via == "http":
+        if via == "http":
             http.close()
-    metrics = cl_metrics(matrix, list(range(len(scenario.tasks))), scenario.chance())
-    return Run(scenario.name, scenario.setting, strategy, seed, args.epochs, args.via, matrix,
-               {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
-               round(seconds, 2), *memory, params=params)
-
-
-def hindsight_run(scenario: Scenario, seed: int, args: argparse.Namespace) -> Run:
-    """The class-incremental forgetting floor (``bench.hindsight``): a jointly trained MLP asked,
-    at each row, among the classes seen so far."""
-    from bench.hindsight import joint_mlp, seen_class_matrix
-
-    net, seconds = joint_mlp(scenario, epochs=args.hindsight_epochs, batch=args.batch, seed=seed)
-    matrix = seen_class_matrix(net, scenario)
-    metrics = cl_metrics(matrix, list(range(len(scenario.tasks))), scenario.chance())
-    samples = sum(len(t.y_train) for t in scenario.tasks)
-    return Run(scenario.name, scenario.setting, "hindsight", seed, args.hindsight_epochs, "hindsight", matrix,
-               {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
-               round(seconds, 2), -1, -1, samples, -1)
+    learned_at = [0] * len(scenario.tasks) if protocol == JOINT_FIT else list(range(len(scenario.tasks)))
+    metrics = cl_metrics(stream.matrix, learned_at, scenario.chance())
+    return Run(scenario.name, scenario.setting, strategy, seed, args.epochs, via, stream.matrix,
+               {k: metrics[k] for k in METRICS}, round(stream.seconds, 2), *memory, params=params,
+               protocol=protocol, val_matrix=stream.val_matrix, sleeps=stream.sleeps)
 
 
 # -- Avalanche --------------------------------------------------------------------------------------
-def run_avalanche(scenario: Scenario, strategies: list[str], args: argparse.Namespace, work: Path) -> list[Run]:
-    """Avalanche's counterparts of ``strategies`` on ``scenario`` (none: nothing to run)."""
+def run_avalanche(scenario: Scenario, strategies: list[str], seed: int, args: argparse.Namespace,
+                  work: Path) -> list[Run]:
+    """Avalanche's counterparts of ``strategies`` on ``scenario``, streamed as for ``seed`` (none:
+    nothing to run). The scenario file holds the training samples in the stream's order (the
+    validation split is left out: nobody learns it), one file per seed."""
     from bench import avalanche_env
 
     counterparts = [c for c in dict.fromkeys(COUNTERPARTS.get(s) for s in strategies) if c]
     if not counterparts:
         return []
     python = avalanche_env.ensure_env(Path(args.avalanche_env))
-    npz = avalanche_env.write_scenario(work / f"{scenario.name}.npz", scenario.tasks, setting=scenario.setting)
+    npz = avalanche_env.write_scenario(work / f"{scenario.name}-seed{seed}.npz", scenario.tasks,
+                                       setting=scenario.setting)
     config = {"strategies": counterparts,
-              "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch, "lr": 1e-3,
-              "memory": args.replay, "hidden": 400, "threads": args.threads}
+              "seeds": [seed], "epochs": args.epochs, "batch_size": args.batch, "lr": 1e-3,
+              "memory": args.replay, "hidden": 400, "threads": args.threads,
+              **avalanche_memories(strategies, args)}
     result = avalanche_env.run(npz, config, python)
     runs = []
     for r in result["results"]:
@@ -284,11 +379,31 @@ def run_avalanche(scenario: Scenario, strategies: list[str], args: argparse.Name
         learned_at = [0] * len(scenario.tasks) if len(matrix) == 1 else list(range(len(scenario.tasks)))
         metrics = cl_metrics(matrix, learned_at, scenario.chance())
         runs.append(Run(scenario.name, scenario.setting, f"avalanche:{r['strategy']}", r["seed"], args.epochs,
-                        "avalanche", matrix,
-                        {k: metrics[k] for k in ("average_accuracy", "backward_transfer", "forward_transfer", "forgetting")},
+                        "avalanche", matrix, {k: metrics[k] for k in METRICS},
                         round(r["train_seconds"], 2), 0, 0, int(r.get("memory_samples") or 0), -1,
-                        params=r.get("params", {})))
+                        params=r.get("params", {}), protocol=AVALANCHE))
     return runs
+
+
+def avalanche_memories(strategies: list[str], args: argparse.Namespace) -> dict:
+    """Avalanche's memory settings equal to our strategies' own (their params, defaults filled in):
+    in a pair, each side stores the same number of samples."""
+    from models.registry import validate_params
+
+    given = json.loads(args.params) if args.params else {}
+    out = {}
+    for strategy in strategies:
+        twin = COUNTERPARTS.get(strategy)
+        if twin not in ("replay", "gem", "agem"):
+            continue
+        params = validate_params(strategy, given.get(strategy, {}))
+        if twin == "replay":
+            out[twin] = {"mem_size": params["memory_size"]}
+        else:
+            out[twin] = {"patterns_per_exp": params["memory_per_task"]}
+            if twin == "agem":
+                out[twin]["sample_size"] = params["memory_batch"]
+    return out
 
 
 # -- an embedded service for --via http without --url ------------------------------------------------
@@ -326,21 +441,49 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _points(value: float | None, spread: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.1f}" + (f" ± {100 * spread:.1f}" if spread else "")
+
+
+def _stat(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def final_val(run: Run) -> float | None:
+    """Mean validation accuracy over the tasks of the last row."""
+    if not run.val_matrix:
+        return None
+    return float(np.mean([v for v in run.val_matrix[-1] if v is not None]))
+
+
+def sleep_gain(run: Run) -> float | None:
+    """Mean over the run's sleeps of (validation accuracy after minus before)."""
+    return float(np.mean([after - before for before, after in run.sleeps])) if run.sleeps else None
+
+
 def summarise(runs: list[Run]) -> list[dict]:
-    """Mean and spread over seeds per (scenario, strategy)."""
-    groups: dict[tuple[str, str], list[Run]] = {}
+    """Mean and spread over seeds per (scenario, strategy, protocol); a service row also has the
+    gap to joint (against the joint-fit runs of the same seeds) and the sleep gain."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.scenario, r.strategy), []).append(r)
+        groups.setdefault((r.scenario, r.strategy, r.protocol), []).append(r)
     rows = []
-    for (scenario, strategy), rs in groups.items():
-        def stat(key: str, rs: list[Run] = rs) -> tuple[float | None, float | None]:
-            values = [r.metrics[key] for r in rs if r.metrics[key] is not None]
-            if not values:
-                return None, None
-            return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    for (scenario, strategy, protocol), rs in groups.items():
+        fits = {r.seed: r for r in groups.get((scenario, strategy, JOINT_FIT), [])}
+        gaps = [r.metrics["average_accuracy"] - fits[r.seed].metrics["average_accuracy"]
+                for r in rs if protocol == SERVICE and r.seed in fits]
+        gains = [g for g in map(sleep_gain, rs) if g is not None]
+        vals = [v for v in map(final_val, rs) if v is not None]
         rows.append({
-            "scenario": scenario, "strategy": strategy, "seeds": len(rs),
-            **{k: stat(k) for k in ("average_accuracy", "forgetting", "backward_transfer", "forward_transfer")},
+            "scenario": scenario, "strategy": strategy, "protocol": protocol, "seeds": len(rs),
+            **{k: _stat([r.metrics[k] for r in rs if r.metrics.get(k) is not None]) for k in METRICS},
+            "validation_accuracy": _stat(vals), "gap_to_joint": _stat(gaps), "sleep_gain": _stat(gains),
+            # per sleep: [before, after], each the mean over seeds
+            "sleeps": [list(map(statistics.fmean, zip(*per_sleep))) for per_sleep in zip(*(r.sleeps for r in rs))],
             "seconds": statistics.fmean(r.seconds for r in rs),
             "replay_samples": max(r.replay_samples for r in rs), "stored_samples": max(r.stored_samples for r in rs),
             "state_mb": max(r.state_bytes for r in rs) / 2**20 if rs[0].state_bytes >= 0 else None,
@@ -348,40 +491,64 @@ def summarise(runs: list[Run]) -> list[dict]:
     return rows
 
 
+def _acc(row: dict | None) -> str:
+    if row is None or row["average_accuracy"][0] is None:
+        return "-"
+    acc, spread = row["average_accuracy"]
+    return f"{_pct(acc)} ± {_pct(spread)}"
+
+
 def markdown(rows: list[dict], args: argparse.Namespace) -> str:
-    by_key = {(r["scenario"], r["strategy"]): r for r in rows}
+    by_key = {(r["scenario"], r["strategy"], r["protocol"]): r for r in rows}
     lines = [f"Command: `python -m bench.quality {' '.join(args.argv)}`".rstrip(), ""]
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        heading = (f"### {scenario} ({args.epochs} pass{'es' if args.epochs > 1 else ''}, "
-                   f"batch {args.batch}, replay {args.replay})")
-        lines += [heading, "",
-                  "| strategy | accuracy % | forgetting % | BWT % | FWT % | train s | replay + own samples | state MB | Avalanche counterpart | accuracy diff | time ratio |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        ours = [r for r in rows if r["scenario"] == scenario and not r["strategy"].startswith("avalanche:")]
-        ours.sort(key=lambda r: -(r["average_accuracy"][0] or 0))
-        for r in ours:
-            twin_name = COUNTERPARTS.get(r["strategy"])
-            twin = by_key.get((scenario, f"avalanche:{twin_name}")) if twin_name else None
-            acc, spread = r["average_accuracy"]
-            cells = [
-                f"**{r['strategy']}**" if r["strategy"] == DEFAULT_STRATEGY else r["strategy"],
-                f"{_pct(acc)} ± {_pct(spread)}", _pct(r["forgetting"][0]), _pct(r["backward_transfer"][0]),
-                _pct(r["forward_transfer"][0]), f"{r['seconds']:.1f}",
+        mine = [r for r in rows if r["scenario"] == scenario]
+        service = sorted((r for r in mine if r["protocol"] == SERVICE), key=lambda r: -(r["average_accuracy"][0] or 0))
+        lines += [f"### {scenario} ({args.epochs} pass{'es' if args.epochs > 1 else ''}, batch {args.batch}, "
+                  f"replay {args.replay})", ""]
+        if service:
+            lines += [f"The service's protocol: its replay buffer of {args.replay} samples and a sleep after each task. "
+                      "Gap to joint: accuracy minus that of the same strategy fitted on all tasks at once; "
+                      "sleep gain: validation accuracy just after a sleep minus just before, mean over the sleeps "
+                      "(points).", "",
+                      "| strategy | accuracy % | validation % | forgetting % | BWT % | FWT % | gap to joint | "
+                      "sleep gain, validation | train s | replay + own samples | state MB |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in service:
+            lines.append("| " + " | ".join([
+                f"**{r['strategy']}**" if r["strategy"] == DEFAULT_STRATEGY else r["strategy"], _acc(r),
+                _pct(r["validation_accuracy"][0]), _pct(r["forgetting"][0]), _pct(r["backward_transfer"][0]),
+                _pct(r["forward_transfer"][0]), _points(*r["gap_to_joint"]), _points(*r["sleep_gain"]),
+                f"{r['seconds']:.1f}",
                 f"{r['replay_samples']} + {r['stored_samples']}" if r["replay_samples"] >= 0 else "-",
                 f"{r['state_mb']:.1f}" if r["state_mb"] is not None else "-",
-            ]
-            if twin and twin["average_accuracy"][0] is not None and acc is not None:
-                cells += [f"{twin_name}: {_pct(twin['average_accuracy'][0])} ± {_pct(twin['average_accuracy'][1])}",
-                          f"{100 * (acc - twin['average_accuracy'][0]):+.1f}",
-                          f"{r['seconds'] / max(twin['seconds'], 1e-9):.2f}"]
-            else:
-                cells += [twin_name or "-", "-", "-"]
-            lines.append("| " + " | ".join(cells) + " |")
-        extra = [r for r in rows if r["scenario"] == scenario and r["strategy"].startswith("avalanche:")
-                 and r["strategy"].split(":", 1)[1] not in {COUNTERPARTS.get(o["strategy"]) for o in ours}]
-        for r in extra:
-            lines.append(f"| {r['strategy']} | {_pct(r['average_accuracy'][0])} ± {_pct(r['average_accuracy'][1])} | "
-                         f"{_pct(r['forgetting'][0])} | - | - | {r['seconds']:.1f} | - | - | - | - | - |")
+            ]) + " |")
+        pairs = [r for r in mine if r["protocol"] == PAIR]
+        theirs = [r for r in mine if r["protocol"] == AVALANCHE]
+        if pairs or theirs:
+            lines += ["", "Like for like with Avalanche: ours with no service buffer and no service sleep "
+                      f"({', '.join(sorted(OWN_SLEEP))}: its own sleep, with nothing to replay), theirs with the same "
+                      "network, stream, memory size and passes. Time ratio: ours / theirs, these runs.", "",
+                      "| strategy | ours % | own samples | train s | Avalanche counterpart | theirs % | their samples | "
+                      "accuracy diff | time ratio | ours with the service's sleep % |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+        matched = set()
+        for r in sorted(pairs, key=lambda r: -(r["average_accuracy"][0] or 0)):
+            twin_name = COUNTERPARTS.get(r["strategy"])
+            twin = by_key.get((scenario, f"avalanche:{twin_name}", AVALANCHE))
+            matched.add(f"avalanche:{twin_name}")
+            ok = twin is not None and twin["average_accuracy"][0] is not None and r["average_accuracy"][0] is not None
+            lines.append("| " + " | ".join([
+                r["strategy"], _acc(r), str(r["stored_samples"]), f"{r['seconds']:.1f}", twin_name or "-", _acc(twin),
+                str(twin["stored_samples"]) if twin else "-",
+                f"{100 * (r['average_accuracy'][0] - twin['average_accuracy'][0]):+.1f}" if ok else "-",
+                f"{r['seconds'] / max(twin['seconds'], 1e-9):.2f}" if ok else "-",
+                _acc(by_key.get((scenario, r["strategy"], SERVICE))),
+            ]) + " |")
+        for r in theirs:
+            if r["strategy"] not in matched:
+                lines.append(f"| - | - | - | - | {r['strategy'].split(':', 1)[1]} | {_acc(r)} | {r['stored_samples']} "
+                             "| - | - | - |")
         lines.append("")
     return "\n".join(lines)
 
@@ -394,7 +561,8 @@ def plots(runs: list[Run], out: Path) -> list[Path]:
 
     written = []
     for scenario in dict.fromkeys(r.scenario for r in runs):
-        mine = [r for r in runs if r.scenario == scenario and r.seed == min(x.seed for x in runs) and len(r.matrix) > 1]
+        mine = [r for r in runs if r.scenario == scenario and r.seed == min(x.seed for x in runs) and len(r.matrix) > 1
+                and r.protocol in (SERVICE, AVALANCHE)]
         if not mine:
             continue
         cols = min(4, len(mine))
@@ -458,10 +626,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--url", default=None, help="--via http: a running service (default: start one)")
     p.add_argument("--avalanche", action="store_true", help="also run Avalanche's counterparts of the strategies run")
     p.add_argument("--avalanche-env", default=".bench-venv/avalanche")
-    p.add_argument("--hindsight-epochs", type=int, default=5,
-                   help="class-incremental scenarios: passes of the jointly trained MLP whose matrix, asked "
-                        "among the classes seen so far, is the forgetting floor (bench.hindsight); 0: none")
-    p.add_argument("--small", action="store_true", help="1,000 training samples per task (quick look)")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS),
+                   help="service: the service's buffer and sleeps; pair: like Avalanche (strategies with a "
+                        "counterpart); joint-fit: the same strategy on all tasks at once (the gap to joint)")
+    p.add_argument("--class-order-seeds", default="",
+                   help="extra runs of the split scenarios whose seed also permutes the class order "
+                        "(reported as <scenario>+class-order)")
+    p.add_argument("--small", action="store_true",
+                   help="1,000 training, 200 validation and 500 test samples per task (quick look)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (ours and Avalanche's)")
     p.add_argument("--out", default="docs/bench", help="folder for quality.json, quality.md and plots")
     p.add_argument("--from-json", default=None, help="redo the table and plots of an earlier quality.json")
@@ -471,7 +643,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.class_order_seeds = [int(s) for s in args.class_order_seeds.split(",") if s]
+    args.protocols = [p for p in args.protocols.split(",") if p]
+    unknown = set(args.protocols) - set(PROTOCOLS)
+    if unknown:
+        raise SystemExit(f"unknown protocols {sorted(unknown)}; known: {', '.join(PROTOCOLS)}")
     return args
+
+
+def protocols(strategy: str, args: argparse.Namespace) -> list[str]:
+    """The protocols run for ``strategy``: a pair only where Avalanche has a counterpart."""
+    return [p for p in args.protocols if p != PAIR or COUNTERPARTS.get(strategy)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,24 +672,24 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pb-quality-"))
     try:
         with (embedded_service(work / "service") if args.via == "http" and not args.url else _given(args.url)) as url:
-            for name in [s for s in args.scenarios.split(",") if s]:
-                scenario = build(name, small=args.small)
+            names = [s for s in args.scenarios.split(",") if s]
+            plan = [(name, seed, False) for name in names for seed in args.seeds]
+            plan += [(name, seed, True) for name in names if name in SPLIT_SCENARIOS for seed in args.class_order_seeds]
+            for name, seed, class_order in plan:
+                scenario = build(name, small=args.small, seed=seed, class_order=class_order)
                 for strategy in strategies:
-                    for seed in args.seeds:
-                        run = one_run(scenario, strategy, seed, args, url)
+                    for protocol in protocols(strategy, args):
+                        run = one_run(scenario, strategy, seed, args, url, protocol)
                         runs.append(run)
-                        print(f"{name:20s} {strategy:10s} seed {seed}: accuracy {_pct(run.metrics['average_accuracy'])}%, "
-                              f"forgetting {_pct(run.metrics['forgetting'])}, {run.seconds:.1f}s", flush=True)
-                if scenario.setting == "class" and args.hindsight_epochs:
-                    for seed in args.seeds:
-                        run = hindsight_run(scenario, seed, args)
-                        runs.append(run)
-                        print(f"{name:20s} hindsight  seed {seed}: accuracy {_pct(run.metrics['average_accuracy'])}%, "
-                              f"forgetting {_pct(run.metrics['forgetting'])}", flush=True)
+                        gain = sleep_gain(run)
+                        print(f"{scenario.name:20s} {strategy:10s} {protocol:9s} seed {seed}: accuracy "
+                              f"{_pct(run.metrics['average_accuracy'])}%, validation {_pct(final_val(run))}%, "
+                              f"forgetting {_pct(run.metrics['forgetting'])}, sleep gain {_points(gain)}, "
+                              f"{run.seconds:.1f}s", flush=True)
                 if args.avalanche:
-                    for run in run_avalanche(scenario, strategies, args, work):
+                    for run in run_avalanche(scenario, strategies, seed, args, work):
                         runs.append(run)
-                        print(f"{name:20s} {run.strategy:28s} seed {run.seed}: accuracy "
+                        print(f"{scenario.name:20s} {run.strategy:28s} seed {run.seed}: accuracy "
                               f"{_pct(run.metrics['average_accuracy'])}%, {run.seconds:.1f}s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -519,10 +701,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def replace_runs(earlier: list[Run], fresh: list[Run]) -> list[Run]:
-    """``earlier`` with the runs of the same scenario, strategy, seed, passes and path as one in
-    ``fresh`` replaced by it."""
+    """``earlier`` with the runs of the same scenario, strategy, seed, passes, path and protocol as
+    one in ``fresh`` replaced by it."""
     def key(run: Run) -> tuple:
-        return run.scenario, run.strategy, run.seed, run.epochs, run.via
+        return run.scenario, run.strategy, run.seed, run.epochs, run.via, run.protocol
 
     new = {key(r): r for r in fresh}
     kept = [new.pop(key(r), r) for r in earlier]
