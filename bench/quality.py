@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from bench.scenarios import SCENARIOS, SHAPE, SPLIT_SCENARIOS, Scenario, build
-from models.learner import Learner, Replay
+from models.learner import Learner
 from models.metrics import cl_metrics
 from models.registry import DEFAULT_STRATEGY, create
 
@@ -135,7 +135,7 @@ class LocalBrain:
         self.wake_batch = WAKE_BATCH
         self.learner: Learner = create(strategy, input_dim=784, num_classes=max_labels, seed=seed,
                                        params=params, input_shape=list(SHAPE))
-        self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed)
+        self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed, width=784)
         self.labels = SimpleNamespace(labels=[])  # the label registry, as service.brains keeps it
         self.label_limit = max_labels
         self.task_labels: dict[str, list[int]] = {}
@@ -167,8 +167,6 @@ class LocalBrain:
         if self.learned == 0:
             return
         replay = self.buffer.sample(None, seed=self.version)
-        if len(replay) == 0:  # no buffer (a pair): an empty replay of the learner's width
-            replay = Replay(torch.zeros(0, self.learner.input_dim), replay.y)
         self.learner.sleep(replay, budget=sleep_budget({}, self.since_sleep))
         self.since_sleep = 0
         self.version += 1

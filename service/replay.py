@@ -97,8 +97,9 @@ class RedisStore:
 class ReplayBuffer:
     """``add`` / ``sample`` / ``len`` / ``snapshot`` / ``restore`` over any store."""
 
-    def __init__(self, store: ReplayStore, *, capacity: int, policy: str, seed: int) -> None:
+    def __init__(self, store: ReplayStore, *, capacity: int, policy: str, seed: int, width: int = 0) -> None:
         self.store = store
+        self.width = width  # of the brain's encoded inputs: an empty sample still has it
         self.capacity = capacity
         self.policy = POLICIES[policy]()
         self.seed = seed
@@ -131,7 +132,7 @@ class ReplayBuffer:
         """Up to ``n`` distinct samples (all when ``n`` is None), in a seeded random order."""
         size = len(self)
         if size == 0:
-            return Replay(torch.zeros(0, 0), torch.zeros(0, dtype=torch.long))
+            return Replay(torch.zeros(0, self.width), torch.zeros(0, dtype=torch.long))
         order = list(range(size))
         random.Random(f"{self.seed}:{seed}:sample").shuffle(order)
         slots = order if n is None else order[: max(0, n)]
@@ -143,7 +144,7 @@ class ReplayBuffer:
         if size:
             x, y = self.store.read(list(range(size)))
         else:
-            x, y = np.zeros((0, 0), dtype=np.float32), []
+            x, y = np.zeros((0, self.width), dtype=np.float32), []
         return {
             "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
             "y": torch.tensor(y, dtype=torch.long),

@@ -54,13 +54,10 @@ class Runtime:
         return self.redis is None
 
     def replay(self, brain: Brain) -> ReplayBuffer:
-        if self.redis is None:
-            store = self.memory.get(brain.id)
-        else:
-            store = RedisStore(self.redis, brain.id, input_dim(brain.input_shape, brain.encoder))
-        return ReplayBuffer(
-            store, capacity=int(brain.replay["size"]), policy=brain.replay["policy"], seed=brain.seed
-        )
+        width = input_dim(brain.input_shape, brain.encoder)
+        store = self.memory.get(brain.id) if self.redis is None else RedisStore(self.redis, brain.id, width)
+        return ReplayBuffer(store, capacity=int(brain.replay["size"]), policy=brain.replay["policy"],
+                            seed=brain.seed, width=width)
 
     def drop_replay(self, brain_id: int) -> None:
         if self.redis is None:

@@ -99,6 +99,16 @@ def test_a_sleep_rehearses_its_budget(client: TestClient) -> None:
     assert second["samples"] == 300
 
 
+def test_a_brain_without_a_replay_buffer_sleeps_on_its_own_memory(client: TestClient) -> None:
+    # An empty buffer hands the learner an empty replay of the brain's width, not a [0, 0] one.
+    make_brain(client, "r0", strategy="replay", params={"hidden": 16, "sleep_share": 1.0},
+               replay={"size": 0, "policy": "reservoir"})
+    post(client, "r0", "t", *clusters(30, ["a", "b"], seed=1))
+    job = client.post("/v1/brains/r0/sleep", params={"wait": True}).json()
+    assert job["state"] == "succeeded", job
+    assert job["result"]["samples"] == SLEEP_BUDGET_RANGE[0]  # rehearsed from its own memory
+
+
 class _Held:
     """An executor that runs nothing until told: jobs stay queued."""
 
