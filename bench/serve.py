@@ -20,7 +20,9 @@ Everything runs on this machine, against services this command starts and stops 
   bodies; ingest (``POST /samples``, 64 per request, 16 clients).
 - **time-to-learn**: seconds from the answer to a ``POST /samples`` of 16 (``wait=false``) to the
   first prediction answered by a version that holds them (the wake job's ``result.version``).
-- **sleep**: seconds of a sleep rehearsing 10,000 samples (the default strategy and ``replay``).
+- **sleep**: seconds of a sleep with a budget of 10,000 samples (the default strategy and
+  ``replay``), per 10,000 samples it actually replayed (the default rehearses at most its replay
+  buffer, whatever the budget).
 - **latency during a job**: 1-client predict p50/p99 while the replay brain sleeps (budget
   ``--job-budget``) and while it wakes on 2,048-sample POSTs, against idle.
 - **memory**: the server's resident memory per extra brain taught and loaded for prediction.
@@ -340,13 +342,16 @@ def time_to_learn(api: Api, name: str, x: np.ndarray, y: np.ndarray, *, rounds: 
 
 
 def sleep_seconds(api: Api, name: str, budget: int) -> dict[str, Any]:
-    """A sleep rehearsing ``budget`` samples: its job's seconds, and per 10,000."""
+    """A sleep with a ``budget`` of ``budget`` samples: its job's seconds, the samples it actually
+    replayed (the learner's ``Stats.samples`` in the job's result: a strategy may rehearse fewer
+    than its budget, e.g. only what the replay buffer holds) and seconds per 10,000 of those."""
     api("PATCH", f"/v1/brains/{name}", json={"sleep_policy": {"budget": budget}})
     job = api("POST", f"/v1/brains/{name}/sleep", params={"wait": "true"})
     if job["state"] != "succeeded":
         raise RuntimeError(f"sleep of {name} failed: {job}")
-    seconds = float(job["result"]["seconds"])
-    return {"budget": budget, "seconds": seconds, "seconds_per_10k": seconds * 10_000 / budget,
+    seconds, samples = float(job["result"]["seconds"]), int(job["result"]["samples"])
+    return {"budget": budget, "samples": samples, "seconds": seconds,
+            "seconds_per_10k": seconds * 10_000 / samples if samples else None,
             "version": job["result"]["version"]}
 
 
@@ -504,8 +509,9 @@ def run_embedded(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 create_brain(api, "replay", x, y, strategy="replay")
                 out["sleep"] = {"default": sleep_seconds(api, BRAIN, args.sleep_budget),
                                 "replay": sleep_seconds(api, "replay", args.sleep_budget)}
-            print(f"  sleep per 10k: default {out['sleep']['default']['seconds_per_10k']:.2f} s, "
-                  f"replay {out['sleep']['replay']['seconds_per_10k']:.2f} s", flush=True)
+            print("  sleep per 10k replayed: " + ", ".join(
+                f"{strategy} {_f(s['seconds_per_10k'], 2)} s ({s['samples']:,} replayed)"
+                for strategy, s in out["sleep"].items()), flush=True)
             with phase(out, "during_jobs"):
                 out["during_jobs"] = latency_during_jobs(ours, api, x, y, other="replay", args=args, work=work)
             with phase(out, "memory"):
@@ -647,7 +653,7 @@ def table_rows(report: dict) -> list[list[str]]:
                      "-", "-"])
     for strategy, s in emb.get("sleep", {}).items():
         rows.append([f"sleep, {strategy}: s per 10,000 replayed", _f(s["seconds_per_10k"], 2),
-                     f"{_f(s['seconds'], 2)} s for {s['budget']:,}", "-"])
+                     f"{_f(s['seconds'], 2)} s for {s['samples']:,} replayed (budget {s['budget']:,})", "-"])
     rows += during_job_rows(emb.get("during_jobs"))
     if "memory" in emb:
         m = emb["memory"]
@@ -738,7 +744,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", default=None, help="clients per predict cell (default 1,16,64; --quick 1,16)")
     p.add_argument("--teach", type=int, default=None, help="samples taught first (default 2000; --quick 1000)")
     p.add_argument("--rounds", type=int, default=None, help="time-to-learn rounds (default 20; --quick 5)")
-    p.add_argument("--sleep-budget", type=int, default=None, help="samples per measured sleep (default 10000; --quick 2000)")
+    p.add_argument("--sleep-budget", type=int, default=None, help="budget of each measured sleep, in samples (default 10000; --quick 2000)")
     p.add_argument("--job-budget", type=int, default=None,
                    help="sleep budget while predict latency is measured (default 100000; --quick 5000)")
     p.add_argument("--ingest-duration", type=float, default=None,

@@ -27,13 +27,14 @@ classes, so the newest task does not simply take over the class-incremental answ
 is frozen during wake (its features are computed once, without gradients, so the extra head steps
 are cheap: linear heads on fixed features), except in the "infant" phase: while only one task has
 been seen and no sleep has consolidated yet, the extractor trains with the first task's heads.
-Finally the task's generator takes ``generator_steps`` steps (``generator_lr``) on the real batch.
-Two steps, not three: generator training was 44% of the strategy's time, and with two the
-benchmark's accuracy is the same (3 seeds, three steps against two: Split FMNIST class-incremental
-79.1 against 79.0%, permuted 53.1 against 53.8%, MNIST-5k 69.4 against 69.0%) for 15-20% less
-time on Split FMNIST. A stream of only a few batches a task needs more: with three batches of 40 a
-task (the service tests' stream), two steps leave dreams too poor and a sleep then unlearns the
-newest task; give such a brain ``generator_steps`` 3 or more.
+Finally the task's generator trains on the real batch (``generator_lr``): ``generator_warmup``
+steps on the task's first batch, half as many on each next batch of the task, never fewer than
+``generator_steps`` (``generator_steps_for``). The step count follows the task's length where a
+fixed count per batch does not: a generator needs some tens of steps before its dreams look like
+their class, and a task of a few batches at two steps each leaves them looking like no class in
+particular; a sleep trained on such dreams then unlearns the newest task. A long task gets the
+warm-up plus its steady two steps a batch, a bounded extra cost. Figures and the commands that
+measure them: ``docs/bench/mygo.md``.
 
 Sleep (``sleep(replay, budget)``)
 ---------------------------------
@@ -81,17 +82,7 @@ Randomness is reproducible from the state: every wake batch and every sleep draw
 ``(seed, task index)``. The state dict holds the networks with their Adam moments, the task names
 (UTF-8 bytes of a JSON list) and the bookkeeping tensors. The sleep optimiser is fresh per sleep.
 
-Measured (Fashion-MNIST, ``bench.data.split_tasks``: 5 tasks of 2 classes, the full train split
-seen once in batches of 128, a sleep after each task with ``budget=4000`` and *no* real replay, the
-default params of the time (three generator steps), seed 0, one CPU thread, about 20 s in all):
-class-incremental accuracy on the 10-class test set after the 5 tasks **0.755** (task-incremental,
-with the task's mask, 0.979); ``finetune`` under the same protocol 0.199 (task-incremental 0.599).
-The last sleep alone lifts the class-incremental mean over the five tasks from 0.70 to 0.755; per
-task after all five: 0.90 / 0.74 / 0.70 / 0.58 / 0.86. Variants (class-incremental): sleep budget
-1000: 0.711; ``generator="gan"``: 0.558; ``wake_dream_ratio=0``: 0.730; ``head_steps=1``: 0.731;
-``distill_weight=0``: 0.738; ``sleep_lr=1e-4`` (the original's): 0.701; with 200 real replay
-samples (40 per task) handed to each sleep: 0.766, where ``replay`` (experience replay, its own
-500-sample memory plus the same replay) gets 0.778."""
+What it achieves, under which protocol: ``docs/bench/mygo.md``."""
 
 from __future__ import annotations
 
@@ -199,6 +190,7 @@ class MyGO(Learner):
         generator_lr: LearningRate = 1e-3,
         head_steps: Annotated[int, Field(ge=1, le=100)] = 5,
         generator_steps: Annotated[int, Field(ge=1, le=100)] = 2,
+        generator_warmup: Annotated[int, Field(ge=1, le=1000)] = 32,
         wake_dream_ratio: Annotated[float, Field(ge=0.0, le=16.0)] = 1.0,
         sleep_lr: LearningRate = 1e-3,
         sleep_batch: Annotated[int, Field(ge=1, le=4096)] = 64,
@@ -209,6 +201,7 @@ class MyGO(Learner):
         self.epochs_per_batch, self.head_steps = epochs_per_batch, head_steps
         self.generator_kind, self.generator_hidden, self.z_dim = generator, generator_hidden, z_dim
         self.generator_lr, self.generator_steps = generator_lr, generator_steps
+        self.generator_warmup = generator_warmup
         self.wake_dream_ratio = wake_dream_ratio
         self.sleep_lr, self.sleep_batch, self.distill_weight = sleep_lr, sleep_batch, distill_weight
         self._reset()
@@ -235,6 +228,7 @@ class MyGO(Learner):
         self.task_classes = torch.zeros(0, self.num_classes, dtype=torch.bool)  # [T, C], CPU
         self.class_task = torch.full((self.num_classes,), -1, dtype=torch.int64)  # CPU
         self.seen = torch.zeros(self.num_classes, dtype=torch.bool)  # CPU
+        self.task_batches = torch.zeros(0, dtype=torch.int64)  # [T] wake batches of each task, CPU
         self.batches = 0  # wake batches observed (seeds their randomness)
         self.sleeps = 0  # sleeps that consolidated (seeds their randomness)
 
@@ -264,6 +258,7 @@ class MyGO(Learner):
         self.task_classes = torch.cat(
             [self.task_classes, torch.zeros(1, self.num_classes, dtype=torch.bool)]
         )
+        self.task_batches = torch.cat([self.task_batches, torch.zeros(1, dtype=torch.int64)])
         return index
 
     def _task_networks(self) -> tuple[nn.Linear, nn.Module, ConditionalDiscriminator | None]:
@@ -302,12 +297,15 @@ class MyGO(Learner):
         infant = self.sleeps == 0 and len(self.tasks) == 1
         for _ in range(self.epochs_per_batch):
             loss = self._wake_step(x, y, k, infant, gen)
-        generator_loss = self._train_generator(k, x, y, gen)
+        steps = self.generator_steps_for(int(self.task_batches[k]))
+        self.task_batches[k] += 1
+        generator_loss = self._train_generator(k, x, y, gen, steps)
         return Stats(
             samples=int(x.shape[0]),
             loss=loss,
             extra={
                 "generator_loss": generator_loss,
+                "generator_steps": steps,
                 "tasks": len(self.tasks),
                 "extractor": "training" if infant else "frozen",
             },
@@ -341,12 +339,20 @@ class MyGO(Learner):
             self.wake_opt.step()
         return float(loss.detach())
 
+    def generator_steps_for(self, earlier: int) -> int:
+        """Generator steps on a task's batch after ``earlier`` batches of the same task: the
+        warm-up on its first batch, half as many on each next one, never fewer than
+        ``generator_steps``. A generator needs some tens of steps before its dreams carry their
+        class, however few batches its task brings; the warm-up gives them to a short task and adds
+        a bounded number (about twice the warm-up) to a long one."""
+        return max(self.generator_steps, self.generator_warmup >> min(earlier, 62))
+
     def _train_generator(
-        self, k: int, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+        self, k: int, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, steps: int
     ) -> float:
         generator = self.generators[k]
         loss = torch.zeros(())
-        for _ in range(self.generator_steps):
+        for _ in range(steps):
             if self.generator_kind == "vae":
                 self.gen_opt.zero_grad(set_to_none=True)
                 loss = generator.loss(x, y, gen)
@@ -477,6 +483,7 @@ class MyGO(Learner):
             "mygo.task_classes": self.task_classes.clone(),
             "mygo.class_task": self.class_task.clone(),
             "mygo.seen": self.seen.clone(),
+            "mygo.task_batches": self.task_batches.clone(),
             "mygo.batches": torch.tensor(self.batches),
             "mygo.sleeps": torch.tensor(self.sleeps),
             "mygo.seed": torch.tensor(self.seed),
@@ -501,6 +508,9 @@ class MyGO(Learner):
         self.task_classes = task_classes.bool().cpu().clone()
         self.class_task = state["mygo.class_task"].to(torch.int64).cpu().clone()
         self.seen = state["mygo.seen"].bool().cpu().clone()
+        # States saved before the warm-up existed lack the count: their tasks warm up again.
+        batches = state.get("mygo.task_batches", torch.zeros(len(self.tasks), dtype=torch.int64))
+        self.task_batches = batches.to(torch.int64).cpu().clone()
         self.batches = int(state["mygo.batches"])
         self.sleeps = int(state["mygo.sleeps"])
 

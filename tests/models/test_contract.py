@@ -21,11 +21,7 @@ SMALL = {
     "agem": {"hidden": 64, "lr": 0.01, "memory_per_task": 40, "memory_batch": 64},
     "packnet": {"hidden": 64, "lr": 0.01},
     "pnn": {"hidden": 32, "lr": 0.01},
-    # Three generator steps a batch (the default is two): these streams are a few batches a task,
-    # too few for a generator at two steps to dream its classes (measured: the last task's
-    # accuracy after a sleep fell to 0.1 over HTTP, tests/service/test_strategies_over_http.py).
-    "mygo": {"hidden": 64, "features": 32, "lr": 0.01, "generator_hidden": 32, "generator_lr": 1e-2,
-             "generator_steps": 3},
+    "mygo": {"hidden": 64, "features": 32, "lr": 0.01, "generator_hidden": 32, "generator_lr": 1e-2},
     "anml": {"hidden": 128, "nm_hidden": 32, "lr": 0.2},
 }
 

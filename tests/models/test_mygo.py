@@ -8,13 +8,12 @@ import torch
 from models import create
 from models.learner import Replay
 from models.mygo import UNSEEN, MyGO
+from service.learning import sleep_budget
 from tests.models.synthetic import clusters, task_batches
 
 DIM, CLASSES, PER_TASK = 20, 6, 2
-# A small model on a short synthetic stream (a few batches of 32 a task): its generators get three steps a
-# batch, where the benchmark's long real streams need two (the default).
-SMALL = {"hidden": 64, "features": 32, "lr": 0.01, "generator_hidden": 32, "generator_lr": 0.01,
-         "generator_steps": 3}
+# A small model, so that the short synthetic streams run fast.
+SMALL = {"hidden": 64, "features": 32, "lr": 0.01, "generator_hidden": 32, "generator_lr": 0.01}
 NO_REPLAY = Replay(torch.zeros(0, DIM), torch.zeros(0, dtype=torch.int64))
 
 
@@ -187,3 +186,34 @@ def test_load_rejects_foreign_state():
     learner = build()
     with pytest.raises(ValueError):
         learner.load_state_dict({**learner.state_dict(), "net.0.weight": torch.zeros(1)})
+
+
+def test_default_params_keep_every_task_on_a_stream_of_a_few_batches_a_task():
+    """The service's short streams: three batches of 40 a task, a sleep after each task with the
+    service's default budget and no real replay (the dreams alone carry the old tasks). The newest
+    task must survive its sleep and the older ones stay far above chance (1/6)."""
+    x, y, x_test, y_test = clusters(num_classes=CLASSES, dim=DIM, per_class=60, seed=1)
+    learner = create("mygo", input_dim=DIM, num_classes=CLASSES, seed=0, params={})
+    for task in range(3):
+        gen = torch.Generator().manual_seed(task)
+        seen = 0
+        for xb, yb in task_batches(x, y, task, PER_TASK, 40, gen):
+            learner.observe(xb, yb, task=f"t{task}")
+            seen += len(yb)
+        learner.sleep(NO_REPLAY, budget=sleep_budget({}, seen))
+    in_task = [(y_test // PER_TASK) == t for t in range(3)]
+    scores = [class_accuracy(learner, x_test[rows], y_test[rows]) for rows in in_task]
+    assert scores[-1] >= 0.8, scores
+    assert min(scores[:-1]) >= 0.6, scores
+
+
+def test_a_tasks_generator_warms_up_on_its_first_batches_then_takes_its_steady_steps(data):
+    x, y, _, _ = data
+    learner = build(generator_warmup=16, generator_steps=3)
+    steps = [learner.observe(x[y == 0][i : i + 8], y[y == 0][i : i + 8], task="t0").extra["generator_steps"]
+             for i in range(0, 48, 8)]
+    assert steps == [16, 8, 4, 3, 3, 3]
+    copy = build(seed=3, generator_warmup=16, generator_steps=3)
+    copy.load_state_dict(learner.state_dict())  # the count travels with the state
+    assert copy.observe(x[y == 1][:8], y[y == 1][:8], task="t0").extra["generator_steps"] == 3
+    assert copy.observe(x[y == 2][:8], y[y == 2][:8], task="t1").extra["generator_steps"] == 16
