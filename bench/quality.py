@@ -76,10 +76,12 @@ COUNTERPARTS = {
 # Strategies whose sleep is their own method, not the service's rehearsal: they keep it in a pair.
 # mygo's sleep trains its extractor and unified head on dreams of its generators, distilled from
 # its task heads; with no replay buffer it dreams only, as Avalanche's GenerativeReplay trains on
-# its generator's samples and no stored ones. Every other counterpart's sleep is rehearsal of the
-# service's buffer and its own memory (replay, gem, agem, joint), a Fisher that the next task's
-# first batch computes identically anyway (ewc), or nothing (finetune, lwf).
-OWN_SLEEP = frozenset({"mygo"})
+# its generator's samples and no stored ones. joint's sleep is its pass over everything it holds,
+# what makes it joint training (Avalanche's JointTraining trains once on the whole stream). Every
+# other counterpart's sleep is rehearsal of the service's buffer and its own memory (replay, gem,
+# agem), a Fisher that the next task's first batch computes identically anyway (ewc), or nothing
+# (finetune, lwf).
+OWN_SLEEP = frozenset({"mygo", "joint"})
 DEFAULT_STRATEGIES = ("plastic", "finetune", "joint", "replay", "ewc", "lwf", "gem", "agem", "mygo")
 SERVICE, PAIR, JOINT_FIT, AVALANCHE = "service", "pair", "joint-fit", "avalanche"
 PROTOCOLS = (SERVICE, PAIR, JOINT_FIT)

@@ -108,6 +108,7 @@ Layer = Annotated[
 
 _QUERY_CHUNK = 2048  # queries per block when comparing with the memory
 _LAYER_SEED_STRIDE = 7919  # layer i is initialised from seed + i * stride
+_MIN_CONV_FEATURES = 1024  # below, the default sparse layer's 2,048 units code more
 _FIRST_RIDGE = 0.1  # ridge "auto" before its first sleep (chosen on validation images: docs/bench/ridge.md)
 _MIN_RIDGE_SAMPLES = 20  # replayed samples needed to choose the ridge at sleep
 
@@ -253,11 +254,15 @@ class Plastic(Learner):
     @staticmethod
     def layer_specs(layers: list | None, input_shape: Sequence[int]) -> list[LayerSpec | ConvSpec]:
         """The layer specs of ``layers`` (dicts or specs); None gives the default for the input:
-        the conv front end for image-shaped inputs it fits, else one sparse layer."""
+        the conv front end for inputs read as images (flat vectors of s * s values too) on which it
+        gives at least ``_MIN_CONV_FEATURES`` features, else one sparse layer. Brains created
+        before this default are pinned to theirs by migration 0005."""
         if layers is None:
             shape = image_shape(input_shape)
-            fits = shape is not None and min(shape[1:]) >= 12
-            return [ConvSpec(type="conv")] if fits else [LayerSpec()]
+            conv = ConvSpec(type="conv")
+            if shape is not None and ConvLayer.features(shape, conv) >= _MIN_CONV_FEATURES:
+                return [conv]
+            return [LayerSpec()]
         return [spec if not isinstance(spec, dict) else
                 (ConvSpec(**spec) if spec.get("type") == "conv" else LayerSpec(**spec)) for spec in layers]
 
@@ -510,7 +515,8 @@ class Plastic(Learner):
             raise ValueError("the conv front end (what the episodic memory stores) cannot be added, "
                              "removed or changed once the brain has learned; create a new brain")
         keys, labels = self._memory()
-        new._remember(keys, labels)
+        if same_keys:  # else nothing was learned, and the memory is empty
+            new._remember(keys, labels)
         if kept == len(old_layers) == len(new_layers):
             if new.auto_ridge and self.auto_ridge:
                 new.ridge_value = self.ridge_value.clone()

@@ -8,6 +8,7 @@ no difference (a model change without a migration fails here).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,66 @@ def test_diff_detects_a_model_change(sqlite_url: str) -> None:
         engine.dispose()
     # ("add_column", schema, table name, Column)
     assert [(d[0], d[2], d[3].name) for d in diff] == [("add_column", "brains", "extra")]
+
+
+def _brains_at_0004(url: str) -> None:
+    """Brains as stored before 0005: plastic ones with the default layers (``null``) and a conv
+    layer without ``activation``, and one of another strategy."""
+    upgrade(url, "0004")
+    rows = [
+        ("flat", "vector", [784], "plastic", "flatten", {"layers": None, "ridge": 0.01}),
+        ("image", "image", [28, 28], "plastic", "pixels", {"layers": None}),
+        ("text", "text", [1], "plastic", "all-minilm-l6-v2", {"layers": None}),
+        ("conv", "vector", [28, 28], "plastic", "flatten",
+         {"layers": [{"type": "conv", "filters": 8, "size": 5, "pool": 4}]}),
+        ("other", "vector", [784], "replay", "flatten", {"hidden": 16}),
+    ]
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name, kind, shape, strategy, encoder, params in rows:
+                conn.execute(text(
+                    "INSERT INTO brains (name, input_kind, input_shape, strategy, encoder, params, sleep_policy,"
+                    " replay, seed, num_classes, labels, learned_position, samples_learned, samples_since_sleep,"
+                    " writer_fence, created_at) VALUES (:name, :kind, :shape, :strategy, :encoder, :params,"
+                    " '{}', '{}', 0, 10, '[]', 0, 0, 0, 0, CURRENT_TIMESTAMP)"),
+                    {"name": name, "kind": kind, "shape": json.dumps(shape), "strategy": strategy,
+                     "encoder": encoder, "params": json.dumps(params)})
+    finally:
+        engine.dispose()
+
+
+def _params(url: str) -> dict[str, dict]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT name, params FROM brains")).all()
+    finally:
+        engine.dispose()
+    return {name: json.loads(params) if isinstance(params, str) else params for name, params in rows}
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_0005_pins_existing_plastic_brains_to_the_layers_their_checkpoints_hold(store: str, request) -> None:
+    from models.plastic import Plastic
+
+    url = request.getfixturevalue(f"{store}_url")
+    _brains_at_0004(url)
+    upgrade(url)
+    params = _params(url)
+    # a flat 784-vector brain kept its sparse layer (the new default would read it as a 28 x 28 image)
+    assert [layer["type"] for layer in params["flat"]["layers"]] == ["sparse"]
+    assert params["flat"]["ridge"] == 0.01
+    assert Plastic(input_dim=784, num_classes=10, input_shape=[784], layers=params["flat"]["layers"]).front is None
+    assert Plastic(input_dim=784, num_classes=10, input_shape=[784]).front is not None
+    # image brains keep the relu front end; the text brain (384 features, no shape) its sparse layer
+    assert params["image"]["layers"] == [{"type": "conv", "filters": 64, "size": 5, "pool": 4, "activation": "relu"}]
+    assert [layer["type"] for layer in params["text"]["layers"]] == ["sparse"]
+    assert params["conv"]["layers"] == [{"type": "conv", "filters": 8, "size": 5, "pool": 4, "activation": "relu"}]
+    assert params["other"] == {"hidden": 16}
+    downgrade(url, "0004")  # the older code knows no "activation"
+    assert params_without_activation(_params(url))
+
+
+def params_without_activation(params: dict[str, dict]) -> bool:
+    return all("activation" not in layer for p in params.values() for layer in p.get("layers") or [])

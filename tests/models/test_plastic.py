@@ -380,11 +380,20 @@ def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x.reshape(n, 144), y
 
 
-def test_image_shaped_inputs_get_the_conv_front_end_by_default():
-    conv = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12])
-    flat = Plastic(input_dim=144, num_classes=2, input_shape=[144])
+def test_inputs_read_as_images_get_the_conv_front_end_by_default():
+    image = Plastic(input_dim=784, num_classes=2, input_shape=[28, 28])
+    flat = Plastic(input_dim=784, num_classes=2, input_shape=[784])  # s * s values: an s x s image
+    assert image.front is not None and image.layers == [] and image.hidden == 64 * 6 * 6
+    assert flat.front is not None and torch.equal(flat.front.filters, image.front.filters)
+    x = torch.rand(5, 784)
+    assert torch.equal(flat.encode(x), image.encode(x))  # learners take flat rows; the shape is the layout
+    assert image.front.spec.activation == "power"
+    # where the conv front end would give fewer than 1,024 features, a sparse layer codes more
+    for shape in ([12, 12], [144], [1000]):
+        small_input = Plastic(input_dim=int(torch.tensor(shape).prod()), num_classes=2, input_shape=shape)
+        assert small_input.front is None and len(small_input.layers) == 1
+    conv = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12], layers=[{"type": "conv"}])
     assert conv.front is not None and conv.layers == [] and conv.hidden == 64 * 2 * 2
-    assert flat.front is None and len(flat.layers) == 1
     assert set(conv.state_dict()) >= {"layers.0.filters"}
     x, y = images(64, seed=0)
     xt, yt = images(64, seed=1)
@@ -398,7 +407,7 @@ def test_image_shaped_inputs_get_the_conv_front_end_by_default():
 
 def test_a_conv_layer_needs_an_image_and_must_come_first():
     with pytest.raises(ValueError, match="image-shaped input"):
-        Plastic(input_dim=144, num_classes=2, input_shape=[144], layers=[{"type": "conv"}])
+        Plastic(input_dim=150, num_classes=2, input_shape=[150], layers=[{"type": "conv"}])
     with pytest.raises(ValueError, match="does not fit"):
         Plastic(input_dim=16, num_classes=2, input_shape=[4, 4], layers=[{"type": "conv", "size": 5}])
     with pytest.raises(ValueError, match="only be the first"):
@@ -411,9 +420,11 @@ def test_a_conv_layer_needs_an_image_and_must_come_first():
 
 
 def test_the_front_end_cannot_change_once_something_was_learned():
-    conv = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12])
+    conv = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12], layers=[{"type": "conv"}])
     grown = conv.reconfigure({**MEM, "layers": [{"type": "conv"}, {"hidden": 32, "k": 4}]})  # nothing learned
     assert torch.equal(grown.front.filters, conv.front.filters)
+    sparse = Plastic(input_dim=144, num_classes=2, input_shape=[12, 12])  # nothing learned: any front end
+    assert sparse.reconfigure({**MEM, "layers": [{"type": "conv"}]}).front is not None
     x, y = images(16, seed=0)
     grown.observe(x, y)
     with pytest.raises(ValueError, match="cannot be added, removed or changed"):
