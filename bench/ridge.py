@@ -1,10 +1,13 @@
-"""How much the default brain's accuracy depends on its readout's ridge penalty, by stream length.
+"""How much the default brain's accuracy depends on its readout's ridge penalty, and what its sleep
+chooses.
 
-The plastic brain's closed-form readout is ``(A + ridge·I)⁻¹ B`` with a fixed ``ridge`` (0.01).
-This sweep learns ``n`` Fashion-MNIST training images (flat 784-vectors, one pass in batches of
-100, default params otherwise) for each ridge and reports accuracy on a validation set of
-training images the brain never saw (never the test split: this measures what a sleep could
-choose from held-out data, issue 15). ``python -m bench.ridge`` prints a Markdown table.
+For each code (the default front end of a flat 784-vector, which reads it as a 28 x 28 image, and
+one sparse layer) and each stream length ``n``, the brain learns ``n`` Fashion-MNIST training images
+in one pass (batches of 100); its readout is then solved with every penalty of the sleep's grid
+(``models.ridge.GRID``) and scored on 2,000 other training images it never saw (validation, seed
+0; the test split is not used). Last, it sleeps over 500 of the images it learned (the service's
+replay buffer size), and the penalty the sleep chose by leave-one-out is scored the same way.
+``python -m bench.ridge`` prints a Markdown table per code (docs/bench/ridge.md).
 """
 
 from __future__ import annotations
@@ -15,39 +18,54 @@ import numpy as np
 import torch
 
 from bench.data import fashion_mnist
+from models.learner import Replay
 from models.registry import create
+from models.ridge import GRID
 
-RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+CODES = {"default (conv front end)": None, "one sparse layer": [{"type": "sparse"}]}
+REPLAY = 500
 
 
-def sweep(sizes: list[int], ridges: tuple[float, ...] = RIDGES, *, validation: int = 2000,
-          seed: int = 0) -> dict[int, dict[float, float]]:
-    """Validation accuracy (%) per stream length and ridge."""
+def sweep(sizes: list[int], layers: list[dict] | None = None, ridges: tuple[float, ...] = GRID, *,
+          validation: int = 2000, seed: int = 0) -> dict[int, dict]:
+    """Per stream length: validation accuracy (%) per ridge, the first penalty's, and the sleep's
+    choice with its accuracy."""
     x, y = fashion_mnist("train")
     order = np.random.default_rng(seed).permutation(len(x))
     held_out = order[:validation]
     xv, yv = torch.from_numpy(x[held_out]), torch.from_numpy(y[held_out])
-    out: dict[int, dict[float, float]] = {}
+    out: dict[int, dict] = {}
     for n in sizes:
         train = order[validation:validation + n]
         xs, ys = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-        out[n] = {}
+        brain = create("plastic", input_dim=784, num_classes=10, seed=seed, params={"layers": layers})
+
+        def accuracy() -> float:
+            return round(100 * float((brain.predict(xv).argmax(1) == yv).float().mean()), 1)
+
+        for start in range(0, n, 100):
+            brain.observe(xs[start:start + 100], ys[start:start + 100])
+        first = (float(brain.ridge_value), accuracy())
+        by_ridge = {}
         for ridge in ridges:
-            brain = create("plastic", input_dim=784, num_classes=10, seed=seed, params={"ridge": ridge})
-            for start in range(0, n, 100):
-                brain.observe(xs[start:start + 100], ys[start:start + 100], "t")
-            out[n][ridge] = round(100 * float((brain.predict(xv).argmax(1) == yv).float().mean()), 1)
+            brain.use_ridge(ridge)
+            by_ridge[ridge] = accuracy()
+        replay = np.random.default_rng(seed).choice(n, size=min(REPLAY, n), replace=False)
+        stats = brain.sleep(Replay(xs[replay], ys[replay]), budget=REPLAY)
+        out[n] = {"ridges": by_ridge, "first": first, "sleep": (stats.extra["ridge"], accuracy())}
     return out
 
 
-def markdown(result: dict[int, dict[float, float]]) -> str:
-    ridges = list(next(iter(result.values())))
-    lines = ["| samples learned | " + " | ".join(f"ridge {r:g}" for r in ridges) + " |",
-             "|---|" + "---|" * len(ridges)]
+def markdown(result: dict[int, dict]) -> str:
+    ridges = list(next(iter(result.values()))["ridges"])
+    lines = ["| samples learned | " + " | ".join(f"{r:.2g}" for r in ridges)
+             + " | before the first sleep | the sleep's choice |",
+             "|---|" + "---|" * (len(ridges) + 2)]
     for n, row in result.items():
-        best = max(row.values())
-        cells = [f"**{a}**" if a == best else f"{a}" for a in row.values()]
-        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+        best = max(row["ridges"].values())
+        cells = [f"**{a}**" if a == best else f"{a}" for a in row["ridges"].values()]
+        (first, at_first), (chosen, at_chosen) = row["first"], row["sleep"]
+        lines.append(f"| {n:,} | " + " | ".join(cells) + f" | {at_first} ({first:.2g}) | {at_chosen} ({chosen:.2g}) |")
     return "\n".join(lines)
 
 
@@ -57,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(markdown(sweep([int(n) for n in args.sizes.split(",")], seed=args.seed)))
+    sizes = [int(n) for n in args.sizes.split(",")]
+    for name, layers in CODES.items():
+        print(f"{name}: validation accuracy (%) by ridge penalty\n")
+        print(markdown(sweep(sizes, layers, seed=args.seed)) + "\n", flush=True)
     return 0
 
 

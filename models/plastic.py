@@ -20,8 +20,8 @@ Wake (``observe``, one cheap step per batch):
      re-solved whenever the statistics changed, lazily (at the next prediction or checkpoint). It
      depends on what was seen, not on its order: with a fixed code, the same samples in any order
      give the same readout, which is what keeps old classes in class-incremental learning, between
-     sleeps as well as after them. ``ridge="auto"`` (default) starts from 0.1 and lets each sleep
-     choose the penalty (below); a number fixes it.
+     sleeps as well as after them. ``ridge="auto"`` (default) starts from a penalty that suits
+     the code it reads and lets each sleep choose it (below); a number fixes it.
    - ``readout="delta"`` (Plasticish's triarchic core): a delta-rule step (the softmax
      cross-entropy gradient), each synapse scaled by ``1 - importance``, the consolidation brake (a
      synapse of importance 1 gets exactly zero update); re-solved in closed form at sleep.
@@ -109,7 +109,9 @@ Layer = Annotated[
 _QUERY_CHUNK = 2048  # queries per block when comparing with the memory
 _LAYER_SEED_STRIDE = 7919  # layer i is initialised from seed + i * stride
 _MIN_CONV_FEATURES = 1024  # below, the default sparse layer's 2,048 units code more
-_FIRST_RIDGE = 0.1  # ridge "auto" before its first sleep (chosen on validation images: docs/bench/ridge.md)
+# ridge "auto" before its first sleep, by the code the readout reads (the conv front end's dense
+# features want far less than a sparse layer's code; chosen on validation images: docs/bench/ridge.md)
+_FIRST_RIDGE = {"conv": 0.003, "sparse": 0.1}
 _MIN_RIDGE_SAMPLES = 20  # replayed samples needed to choose the ridge at sleep
 
 
@@ -249,7 +251,8 @@ class Plastic(Learner):
         self.memory_keys = torch.zeros(num_classes * self.per_class, self.key_dim)
         self.memory_writes = torch.zeros(num_classes, dtype=torch.int64)
         # The penalty in use: the fixed ``ridge``, or with ``auto`` the last one a sleep chose.
-        self.ridge_value = torch.tensor(_FIRST_RIDGE if self.auto_ridge else float(ridge), dtype=torch.float64)
+        first = _FIRST_RIDGE["sparse" if self.layers else "conv"]
+        self.ridge_value = torch.tensor(first if self.auto_ridge else float(ridge), dtype=torch.float64)
 
     @staticmethod
     def layer_specs(layers: list | None, input_shape: Sequence[int]) -> list[LayerSpec | ConvSpec]:
@@ -460,6 +463,12 @@ class Plastic(Learner):
             eye = torch.eye(self.hidden, device=self.device, dtype=torch.float64)
             factor = torch.linalg.cholesky(self.stat_a.double() + float(self.ridge_value) * eye)
             self.w_core = torch.cholesky_solve(self.stat_b.double(), factor).T.float().contiguous()
+
+    def use_ridge(self, value: float) -> None:
+        """Use the penalty ``value`` from now on (the core is re-solved at its next use); a later
+        sleep of a ``ridge="auto"`` brain chooses again."""
+        self.ridge_value.fill_(value)
+        self._stale = True
 
     def _core(self) -> torch.Tensor:
         """The core readout; with ``closed_form``, solved first if the statistics changed."""

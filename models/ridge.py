@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-# Candidate penalties: half decades from 1e-3 to 1e3.
-GRID = tuple(10 ** (e / 2) for e in range(-6, 7))
+# Candidate penalties: half decades from 1e-4 to 1e3.
+GRID = tuple(10 ** (e / 2) for e in range(-8, 7))
 _MIN_LEVERAGE_GAP = 1e-6  # 1 - h below this: the sample alone determines its fit
 
 
