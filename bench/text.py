@@ -24,8 +24,9 @@ Reported: test accuracy of each, the gaps of the brains to LR, and the brains' v
 (on the topics seen so far) just before and just after each sleep. Everything chosen (topics, C,
 the params one tries) is chosen on validation; test is only reported. The diagnosis (``--diagnose``)
 adds, on validation only, what separates the brain from LR: LR on the brain's sparse code instead
-of the embeddings (does the code lose information?) and the brain's readout at fixed ridges (is the
-penalty the sleep chooses the right one?).
+of the embeddings (does the code lose information?), a ridge readout on the embeddings themselves
+(does the least-squares loss?) and the brain at fixed ridges (is the penalty the sleep chooses the
+right one?).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ import torch
 from bench.data import fortunes, hold_out
 from bench.quality import LocalBrain
 
-# Topics with distinct vocabularies and at least ~150 entries each (docs/bench/text.md says why).
-TOPICS = ("computers", "food", "law", "science", "sports", "politics", "love", "drugs")
+# Topics with their own vocabularies and at least ~150 entries each, in the order tasks take them
+# (docs/bench/text.md says how they were chosen).
+TOPICS = ("computers", "food", "law", "sports", "politics", "love", "drugs", "startrek")
 ENCODER = "all-minilm-l6-v2"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2  # of each topic
@@ -163,14 +165,24 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarra
     return LogReg(best, scores[best], test_acc, scores)
 
 
+def fit_ridge(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
+              grid: tuple[float, ...] = RIDGES + (100.0,)) -> float:
+    """Best validation accuracy of a least-squares (ridge) classifier on ``x`` itself over ``grid``:
+    the brain's kind of readout without its sparse code."""
+    from sklearn.linear_model import RidgeClassifier
+
+    return max(float(RidgeClassifier(alpha=a).fit(x[train], y[train]).score(x[val], y[val])) for a in grid)
+
+
 def diagnose(c: Corpus, train: np.ndarray, params: dict, *, seed: int) -> dict[str, float]:
     """Validation accuracy of what might separate the brain from LR (never the test split): the
     brain fitted jointly; LR on the brain's sparse code of the same texts; the brain at each fixed
     ridge of ``RIDGES``."""
     joint = run_brain(c, train, params, seed=seed, joint=True)
-    codes = joint.brain.learner.encode(torch.from_numpy(np.ascontiguousarray(c.x))).numpy()
+    codes = joint.brain.learner.encode(torch.from_numpy(c.x.copy())).numpy()  # x is read-only
     out = {"brain (joint)": joint.val,
-           "LR on the brain's code": fit_logistic(codes, c.y, train, c.val, None).val}
+           "LR on the brain's code": fit_logistic(codes, c.y, train, c.val, None).val,
+           "ridge readout on the embeddings": fit_ridge(c.x, c.y, train, c.val)}
     for ridge in RIDGES:
         out[f"brain, ridge {ridge:g}"] = run_brain(c, train, {**params, "ridge": ridge}, seed=seed, joint=True).val
     return out
@@ -202,7 +214,7 @@ def run(sizes: list[str], params_list: list[dict], seeds: list[int], *, diagnosi
                 "stream_sleeps": [r.sleeps for r in streamed], "joint_sleeps": [r.sleeps for r in joint],
                 "lr_C": lr.C, "lr_val": lr.val, "lr_test": lr.test, "seconds": time.perf_counter() - started,
             })
-            if diagnosis:
+            if diagnosis and params == params_list[0]:
                 result["diagnosis"].append({"size": size, "params": params, "lr_val": lr.val,
                                             **diagnose(c, train, params, seed=seeds[0])})
     return result
@@ -210,14 +222,15 @@ def run(sizes: list[str], params_list: list[dict], seeds: list[int], *, diagnosi
 
 def markdown(result: dict) -> str:
     lines = ["| stream | texts | params | brain streamed (test) | brain joint (test) | LR (test, C) "
-             "| streamed − LR | joint − LR |", "|---|---|---|---|---|---|---|---|"]
+             "| streamed − LR | joint − LR | validation: streamed / joint / LR |", "|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         gap_s = [s - row["lr_test"] for s in row["stream_test"]]
         gap_j = [j - row["lr_test"] for j in row["joint_test"]]
         lines.append(
             f"| {row['size']} | {row['train']} | `{json.dumps(row['params'])}` | {_pct(row['stream_test'])} "
             f"| {_pct(row['joint_test'])} | {100 * row['lr_test']:.1f} (C={row['lr_C']:g}) "
-            f"| {_pct(gap_s)} | {_pct(gap_j)} |")
+            f"| {_pct(gap_s)} | {_pct(gap_j)} | {100 * statistics.fmean(row['stream_val']):.1f} / "
+            f"{100 * statistics.fmean(row['joint_val']):.1f} / {100 * row['lr_val']:.1f} |")
     lines += ["", "Validation accuracy (topics seen so far) just before → just after each sleep, mean over seeds:",
               "", "| stream | params | class-incremental, per task | joint |", "|---|---|---|---|"]
     for row in result["rows"]:
@@ -243,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="stream orders, comma-separated")
     parser.add_argument("--params", action="append", type=json.loads,
                         help="plastic params as JSON (repeatable; default: {} only)")
-    parser.add_argument("--diagnose", action="store_true", help="add the validation diagnosis")
+    parser.add_argument("--diagnose", action="store_true", help="add the validation diagnosis (first params)")
     parser.add_argument("--json", type=Path, help="also write the raw result here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
