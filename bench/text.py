@@ -126,9 +126,8 @@ def run_brain(c: Corpus, train: np.ndarray, params: dict, *, seed: int, joint: b
     if joint:
         tasks = [("joint", rng.permutation(train))]
     else:
-        labels = np.arange(len(c.topics))
-        tasks = [(f"task{i // TASK_TOPICS + 1}", rng.permutation(train[np.isin(c.y[train], group)]))
-                 for i, group in ((i, labels[i:i + TASK_TOPICS]) for i in range(0, len(labels), TASK_TOPICS))]
+        tasks = [(f"task{n + 1}", rng.permutation(train[np.isin(c.y[train], np.arange(lo, lo + TASK_TOPICS))]))
+                 for n, lo in enumerate(range(0, len(c.topics), TASK_TOPICS))]
     seen: set[int] = set()
     sleeps = []
     for name, idx in tasks:
