@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import gzip
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -85,3 +87,44 @@ def split_tasks(
         te = np.flatnonzero(np.isin(yte, classes))[:test_per_task]
         tasks.append(Task(f"task{i + 1}", classes, xtr[tr], ytr[tr], xte[te], yte[te]))
     return tasks
+
+
+# -- text: fortunes labelled by topic (Debian's ``fortunes``) --------------------------------------
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+
+
+def _overstrike(text: str) -> str:
+    """Drop terminal overstriking (``_\\bI`` underlines I, ``____\\b\\b\\b\\bonly`` underlines a word):
+    each backspace erases the character before it, which leaves the printed text."""
+    while "\b" in text:
+        stripped = re.sub(r"[^\n\x08]\x08", "", text)
+        if stripped == text:  # a backspace with nothing before it
+            stripped = text.replace("\b", "")
+        text = stripped
+    return text
+
+
+@lru_cache(maxsize=8)
+def fortunes(topics: tuple[str, ...], root: Path = FORTUNES_DIR) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(texts, y)``: the entries of the fortune files ``topics`` (entries are separated by lines
+    holding ``%``), whitespace collapsed, ``y[i]`` the index in ``topics`` of ``texts[i]``'s file.
+    Entries found in more than one of the files, or twice in one, are dropped, so a text has one
+    label and can fall in only one split."""
+    per_topic = []
+    for topic in topics:
+        path = root / topic
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: install the Debian package fortunes")
+        raw = _overstrike(path.read_text(encoding="utf-8", errors="replace"))
+        entries = (" ".join(e.split()) for e in re.split(r"^%$", raw, flags=re.M))
+        per_topic.append([e for e in entries if e])
+    counts = Counter(e for entries in per_topic for e in entries)
+    texts, y = [], []
+    for label, entries in enumerate(per_topic):
+        for e in entries:
+            if counts[e] == 1:
+                texts.append(e)
+                y.append(label)
+    y_arr = np.array(y, dtype=np.int64)
+    y_arr.setflags(write=False)
+    return tuple(texts), y_arr

@@ -130,14 +130,16 @@ class Stream:
 class LocalBrain:
     """A learner driven exactly as the service drives it (``service.learning``), without HTTP."""
 
-    def __init__(self, strategy: str, params: dict, *, seed: int, replay: int, max_labels: int) -> None:
+    def __init__(self, strategy: str, params: dict, *, seed: int, replay: int, max_labels: int,
+                 input_shape: tuple[int, ...] = SHAPE) -> None:
         from service.learning import WAKE_BATCH
         from service.replay import MemoryStore, ReplayBuffer
 
         self.wake_batch = WAKE_BATCH
-        self.learner: Learner = create(strategy, input_dim=784, num_classes=max_labels, seed=seed,
-                                       params=params, input_shape=list(SHAPE))
-        self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed, width=784)
+        self.width = int(np.prod(input_shape))  # the encoded input's size (784 for the image scenarios)
+        self.learner: Learner = create(strategy, input_dim=self.width, num_classes=max_labels, seed=seed,
+                                       params=params, input_shape=list(input_shape))
+        self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed, width=self.width)
         self.labels = SimpleNamespace(labels=[])  # the label registry, as service.brains keeps it
         self.label_limit = max_labels
         self.task_labels: dict[str, list[int]] = {}
@@ -195,7 +197,7 @@ class LocalBrain:
     def memory(self) -> tuple[int, int, int, int]:
         n = len(self.buffer)
         state = self.learner.state_dict()
-        return n, n * (784 * 4 + 8), self.learner.stored_samples(), sum(t.numel() * t.element_size() for t in state.values())
+        return n, n * (self.width * 4 + 8), self.learner.stored_samples(), sum(t.numel() * t.element_size() for t in state.values())
 
     def close(self) -> None:
         pass

@@ -97,6 +97,7 @@ def beat(data_dir: DataDir = None) -> None:
 BENCHMARKS = {
     "quality": "bench.quality", "serve": "bench.serve", "soak": "bench.soak", "stream": "bench.stream",
     "panic": "bench.panic", "history": "bench.history.__main__", "ridge": "bench.ridge", "eyes": "bench.eyes",
+    "text": "bench.text",
 }
 
 
