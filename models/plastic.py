@@ -37,8 +37,9 @@ Sleep (``sleep``):
 
 1. With ``ridge="auto"``, the penalty is chosen from the replayed samples: every sample counted in
    the statistics has an exact leave-one-out prediction in closed form (``models.ridge``), so each
-   candidate penalty is scored on the replay without holding any sample back from learning, and
-   the one whose held-out predictions are most often right is kept. This is the part of sleep that
+   candidate penalty is scored on the replay without holding any sample back from learning; the
+   one whose held-out predictions are most often right replaces the penalty in use when its gain
+   is clear (two standard errors of the paired difference), not a ranking by chance. This is the part of sleep that
    changes a closed-form brain's predictions: how strongly to regularise depends on how many
    samples were seen and how noisy they are, which only the data can tell. In panic mode the
    penalty is left alone (the statistics hold none of the shift). Then the core is re-solved in
@@ -440,7 +441,8 @@ class Plastic(Learner):
         # In panic the statistics hold none of the replayed shift: leave the core as it is.
         choose = self.auto_ridge and self.mode == "plastic" and n >= _MIN_RIDGE_SAMPLES
         if choose and code is not None and y is not None:
-            choice = ridge_loo.choose(self.stat_a, self.stat_b, code, y, self.class_counts > 0)
+            choice = ridge_loo.choose(self.stat_a, self.stat_b, code, y, self.class_counts > 0,
+                                      current=float(self.ridge_value))
             self.ridge_value.fill_(choice.ridge)
             extra.update(ridge_loo_accuracy=round(choice.accuracy, 4))
         self._solve_readout()

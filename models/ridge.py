@@ -17,6 +17,7 @@ import torch
 # Candidate penalties: half decades from 1e-4 to 1e3.
 GRID = tuple(10 ** (e / 2) for e in range(-8, 7))
 _MIN_LEVERAGE_GAP = 1e-6  # 1 - h below this: the sample alone determines its fit
+EVIDENCE = 2.0  # standard errors of the accuracy gain needed to move away from the penalty in use
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,24 @@ def leave_one_out(stat_a: torch.Tensor, stat_b: torch.Tensor, codes: torch.Tenso
 
 
 def choose(stat_a: torch.Tensor, stat_b: torch.Tensor, codes: torch.Tensor, labels: torch.Tensor,
-           allowed: torch.Tensor, ridges: tuple[float, ...] = GRID) -> Choice:
+           allowed: torch.Tensor, ridges: tuple[float, ...] = GRID, *, current: float | None = None,
+           evidence: float = EVIDENCE) -> Choice:
     """The penalty of ``ridges`` whose leave-one-out predictions of ``labels`` (among the classes
-    ``allowed``, a ``[C]`` mask) are most often right; ties go to the lower squared error."""
+    ``allowed``, a ``[C]`` mask) are most often right; ties go to the lower squared error.
+
+    With ``current`` (the penalty in use), the choice moves away from it only when the evidence is
+    clear: the per-sample differences in correctness between the best penalty and ``current`` must
+    have a mean at least ``evidence`` standard errors above zero (a paired test, as McNemar's).
+    Otherwise ``current`` is kept: a few hundred samples rank neighbouring penalties by chance."""
     targets = torch.nn.functional.one_hot(labels, stat_b.shape[1]).to(codes.device)
-    best: Choice | None = None
-    for ridge, scores in zip(ridges, leave_one_out(stat_a, stat_b, codes, targets, ridges)):
-        right = scores.masked_fill(~allowed, float("-inf")).argmax(dim=1) == labels
-        candidate = Choice(ridge, float(right.double().mean()),
-                           float(((scores - targets) ** 2).sum(dim=1).mean()))
-        if best is None or (candidate.accuracy, -candidate.squared_error) > (best.accuracy, -best.squared_error):
-            best = candidate
-    assert best is not None, "ridges is empty"
-    return best
+    candidates = tuple(dict.fromkeys((*ridges, *(() if current is None else (current,)))))
+    scored: dict[float, tuple[Choice, torch.Tensor]] = {}
+    for ridge, scores in zip(candidates, leave_one_out(stat_a, stat_b, codes, targets, candidates)):
+        right = (scores.masked_fill(~allowed, float("-inf")).argmax(dim=1) == labels).double()
+        scored[ridge] = (Choice(ridge, float(right.mean()), float(((scores - targets) ** 2).sum(dim=1).mean())), right)
+    best = max((scored[r][0] for r in ridges), key=lambda c: (c.accuracy, -c.squared_error))
+    if current is None or best.ridge == current:
+        return best
+    gain = scored[best.ridge][1] - scored[current][1]
+    spread = float(gain.std()) / max(len(gain), 1) ** 0.5
+    return best if float(gain.mean()) >= evidence * max(spread, 1e-12) else scored[current][0]

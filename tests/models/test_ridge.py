@@ -41,3 +41,21 @@ def test_the_choice_is_the_penalty_whose_held_out_predictions_are_most_often_rig
     only = torch.tensor([True, True, False])
     narrowed = ridge.choose(stat_a, stat_b, codes, labels, only)
     assert narrowed.accuracy <= (labels != 2).double().mean().item()
+
+
+def test_the_penalty_in_use_is_kept_unless_another_is_clearly_better() -> None:
+    codes, labels, targets, stat_a, stat_b = problem(n=60, hidden=40)
+    allowed = torch.ones(3, dtype=torch.bool)
+    free = ridge.choose(stat_a, stat_b, codes, labels, allowed)
+    accuracy = {p: float((s.argmax(dim=1) == labels).double().mean())
+                for p, s in zip(ridge.GRID, ridge.leave_one_out(stat_a, stat_b, codes, targets, ridge.GRID))}
+    # a neighbour of the best that is a sample or two behind it stays in use
+    close = min((p for p in ridge.GRID if p != free.ridge and free.accuracy - accuracy[p] <= 2 / 60),
+                key=lambda p: abs(p - free.ridge))
+    assert ridge.choose(stat_a, stat_b, codes, labels, allowed, current=close).ridge == close
+    # with more units than samples, a penalty far from the best is clearly worse: it is replaced
+    codes, labels, targets, stat_a, stat_b = problem(n=60, hidden=200)
+    free = ridge.choose(stat_a, stat_b, codes, labels, allowed)
+    worse = ridge.leave_one_out(stat_a, stat_b, codes, targets, (1.0,))[0]
+    assert float((worse.argmax(dim=1) == labels).double().mean()) < free.accuracy - 0.2
+    assert ridge.choose(stat_a, stat_b, codes, labels, allowed, current=1.0).ridge == free.ridge
