@@ -39,11 +39,11 @@ Sleep (``sleep``):
    the statistics has an exact leave-one-out prediction in closed form (``models.ridge``), so each
    candidate penalty is scored on the replay without holding any sample back from learning; the
    one whose held-out predictions are most often right replaces the penalty in use when its gain
-   is clear (two standard errors of the paired difference), not a ranking by chance. This is the part of sleep that
-   changes a closed-form brain's predictions: how strongly to regularise depends on how many
-   samples were seen and how noisy they are, which only the data can tell. In panic mode the
-   penalty is left alone (the statistics hold none of the shift). Then the core is re-solved in
-   closed form (both readouts).
+   is clear (three standard errors of the paired difference), not a ranking by chance. This is
+   the part of sleep that changes a closed-form brain's predictions: how strongly to regularise
+   depends on how many samples were seen and how noisy they are, which only the data can tell. In
+   panic mode the penalty is left alone (the statistics hold none of the shift). Then the core is
+   re-solved in closed form (both readouts).
 2. Importance rises on the core synapses that carry correct recall of the replayed samples:
    ``imp[c] += importance_rate · mean over replayed class-c samples of (code / max code) ·
    correct``, clamped to [0, 1] (it brakes the delta core).

@@ -17,7 +17,7 @@ import torch
 # Candidate penalties: half decades from 1e-4 to 1e3.
 GRID = tuple(10 ** (e / 2) for e in range(-8, 7))
 _MIN_LEVERAGE_GAP = 1e-6  # 1 - h below this: the sample alone determines its fit
-EVIDENCE = 2.0  # standard errors of the accuracy gain needed to move away from the penalty in use
+EVIDENCE = 3.0  # standard errors of the accuracy gain needed to move away from the penalty in use
 
 
 @dataclass(frozen=True)
