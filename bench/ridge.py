@@ -50,6 +50,7 @@ def sweep(sizes: list[int], layers: list[dict] | None = None, ridges: tuple[floa
         for ridge in ridges:
             brain.use_ridge(ridge)
             by_ridge[ridge] = accuracy()
+        brain.use_ridge(first[0])  # the sleep starts from the penalty in use, as in the service
         replay = np.random.default_rng(seed).choice(n, size=min(REPLAY, n), replace=False)
         stats = brain.sleep(Replay(xs[replay], ys[replay]), budget=REPLAY)
         out[n] = {"ridges": by_ridge, "first": first, "sleep": (stats.extra["ridge"], accuracy())}
