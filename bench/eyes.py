@@ -32,7 +32,8 @@ def score(layers: list[dict], x: np.ndarray, y: np.ndarray, held: tuple[np.ndarr
           seed: int) -> tuple[float, float, float]:
     """Validation accuracy (%), the ridge the sleep chose, and the seconds it took."""
     started = time.perf_counter()
-    x, y = np.array(x), np.array(y)  # writable copies: torch does not take read-only arrays
+    # writable copies: torch does not take read-only arrays
+    x, y, held = np.array(x), np.array(y), (np.array(held[0]), np.array(held[1]))
     brain = create("plastic", input_dim=784, num_classes=10, seed=seed, params={"layers": layers},
                    input_shape=[784])
     for lo in range(0, len(y), BATCH):
