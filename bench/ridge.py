@@ -39,22 +39,22 @@ def sweep(sizes: list[int], layers: list[dict] | None = None, ridges: tuple[floa
         train = order[validation:validation + n]
         xs, ys = torch.from_numpy(x[train]), torch.from_numpy(y[train])
         brain = create("plastic", input_dim=784, num_classes=10, seed=seed, params={"layers": layers})
-
-        def accuracy() -> float:
-            return round(100 * float((brain.predict(xv).argmax(1) == yv).float().mean()), 1)
-
         for start in range(0, n, 100):
             brain.observe(xs[start:start + 100], ys[start:start + 100])
-        first = (float(brain.ridge_value), accuracy())
+        first = (float(brain.ridge_value), _accuracy(brain, xv, yv))
         by_ridge = {}
         for ridge in ridges:
             brain.use_ridge(ridge)
-            by_ridge[ridge] = accuracy()
+            by_ridge[ridge] = _accuracy(brain, xv, yv)
         brain.use_ridge(first[0])  # the sleep starts from the penalty in use, as in the service
         replay = np.random.default_rng(seed).choice(n, size=min(REPLAY, n), replace=False)
         stats = brain.sleep(Replay(xs[replay], ys[replay]), budget=REPLAY)
-        out[n] = {"ridges": by_ridge, "first": first, "sleep": (stats.extra["ridge"], accuracy())}
+        out[n] = {"ridges": by_ridge, "first": first, "sleep": (stats.extra["ridge"], _accuracy(brain, xv, yv))}
     return out
+
+
+def _accuracy(brain, x: torch.Tensor, y: torch.Tensor) -> float:
+    return round(100 * float((brain.predict(x).argmax(1) == y).float().mean()), 1)
 
 
 def markdown(result: dict[int, dict]) -> str:

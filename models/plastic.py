@@ -91,8 +91,8 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Discriminator, Field, Tag
 
-from models.conv_layer import ConvLayer, ConvSpec, image_shape
 from models import ridge as ridge_loo
+from models.conv_layer import ConvLayer, ConvSpec, image_shape
 from models.learner import Learner, Replay, Stats
 from models.registry import register
 from models.sizing import FLOAT
