@@ -17,7 +17,7 @@ domain-incremental scenario). Three protocols, each a run per strategy and seed:
   so far is measured just before and just after each sleep.
 - ``pair``: our side of a pair with Avalanche (strategies with a counterpart), trained as
   Avalanche's is: no service replay buffer and no sleep, so the strategy's own memory is all it
-  stores. Strategies in ``OWN_SLEEP`` keep a sleep, with nothing to replay, because it is their
+  stores. Strategies in ``OWN_SLEEP`` keep a sleep, with no service buffer, because it is their
   own method rather than the service's rehearsal.
 - ``joint-fit``: the same strategy, params and seed fitted on everything at once: all tasks'
   training samples shuffled into one task, the same passes and batch size, one sleep at the end
@@ -529,7 +529,7 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         theirs = [r for r in mine if r["protocol"] == AVALANCHE]
         if pairs or theirs:
             lines += ["", "Like for like with Avalanche: ours with no service buffer and no service sleep "
-                      f"({', '.join(sorted(OWN_SLEEP))}: its own sleep, with nothing to replay), theirs with the same "
+                      f"({' and '.join(sorted(OWN_SLEEP))} keep their own sleep, with no service buffer), theirs with the same "
                       "network, stream, memory size and passes. Time ratio: ours / theirs, these runs.", "",
                       "| strategy | ours % | own samples | train s | Avalanche counterpart | theirs % | their samples | "
                       "accuracy diff | time ratio | ours with the service's sleep % |",

@@ -16,9 +16,8 @@ computed at any time stay valid: statistics gathered on them and memory keys nev
 
 Inputs are images ``[H, W]`` or ``[C, H, W]``, or flat vectors of ``s * s`` values, read as an
 ``s x s`` image. A random convolution on a flat vector whose values have no spatial layout is
-still a good random feature map; docs/benchmarks.md measures both cases.
+still a good random feature map; docs/bench/eyes.md measures both cases.
 """
-
 
 from __future__ import annotations
 

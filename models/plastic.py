@@ -109,7 +109,7 @@ Layer = Annotated[
 
 _QUERY_CHUNK = 2048  # queries per block when comparing with the memory
 _LAYER_SEED_STRIDE = 7919  # layer i is initialised from seed + i * stride
-_MIN_CONV_FEATURES = 1024  # below, the default sparse layer's 2,048 units code more
+_MIN_CONV_FEATURES = 1024  # below, the sparse layer (2,048 units) is the default: a rule, not a measurement
 # ridge "auto" before its first sleep, by the code the readout reads (the conv front end's dense
 # features want far less than a sparse layer's code; chosen on validation images: docs/bench/ridge.md)
 _FIRST_RIDGE = {"conv": 0.003, "sparse": 0.1}
