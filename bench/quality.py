@@ -131,14 +131,14 @@ class LocalBrain:
     """A learner driven exactly as the service drives it (``service.learning``), without HTTP."""
 
     def __init__(self, strategy: str, params: dict, *, seed: int, replay: int, max_labels: int,
-                 input_shape: tuple[int, ...] = SHAPE) -> None:
+                 input_shape: tuple[int, ...] = SHAPE, encoded: bool = False) -> None:
         from service.learning import WAKE_BATCH
         from service.replay import MemoryStore, ReplayBuffer
 
         self.wake_batch = WAKE_BATCH
         self.width = int(np.prod(input_shape))  # the encoded input's size (784 for the image scenarios)
         self.learner: Learner = create(strategy, input_dim=self.width, num_classes=max_labels, seed=seed,
-                                       params=params, input_shape=list(input_shape))
+                                       params=params, input_shape=list(input_shape), encoded=encoded)
         self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed, width=self.width)
         self.labels = SimpleNamespace(labels=[])  # the label registry, as service.brains keeps it
         self.label_limit = max_labels

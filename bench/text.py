@@ -122,7 +122,7 @@ def run_brain(c: Corpus, train: np.ndarray, params: dict, *, seed: int, joint: b
     seen so far."""
     rng = np.random.default_rng(seed)
     brain = LocalBrain("plastic", params, seed=seed, replay=REPLAY, max_labels=len(c.topics),
-                       input_shape=(c.x.shape[1],))
+                       input_shape=(c.x.shape[1],), encoded=True)
     if joint:
         tasks = [("joint", rng.permutation(train))]
     else:

@@ -10,8 +10,9 @@ Wake (``observe``, one cheap step per batch):
 2. *Eyes.* For image-shaped inputs (``[H, W]`` or ``[C, H, W]``) the default first layer is a fixed
    random convolution (``models.conv_layer``: 64 kernels of 5 x 5, ReLU, average pooling by 4,
    unit norm). It never changes, so everything gathered on its features stays valid.
-3. *Sparse code, layer by layer* (``models.sparse_layer``; the default for other inputs: one layer
-   of 2,048 units, k = 256). Each gives a k-winner-take-all code of its normalised input; the next
+3. *Sparse code, layer by layer* (``models.sparse_layer``; the default for other raw inputs: one
+   layer of 2,048 units, k = 256; none for an encoder's features, such as text embeddings, which
+   the readout reads as they are, normalised). Each gives a k-winner-take-all code of its normalised input; the next
    layer reads the normalised code. Each keeps firing statistics, learns by competitive Hebbian
    plasticity unless frozen, and recycles dead units (neurogenesis) toward poorly coded inputs.
 4. *Sufficient statistics* ``A = Σ s sᵀ``, ``B = Σ s onehot(y)ᵀ`` and class counts, over all codes.
@@ -111,8 +112,9 @@ _QUERY_CHUNK = 2048  # queries per block when comparing with the memory
 _LAYER_SEED_STRIDE = 7919  # layer i is initialised from seed + i * stride
 _MIN_CONV_FEATURES = 1024  # below, the sparse layer (2,048 units) is the default: a rule, not a measurement
 # ridge "auto" before its first sleep, by the code the readout reads (the conv front end's dense
-# features want far less than a sparse layer's code; chosen on validation images: docs/bench/ridge.md)
-_FIRST_RIDGE = {"conv": 0.003, "sparse": 0.1}
+# features want far less than a sparse layer's code; chosen on validation images: docs/bench/ridge.md;
+# "input": the normalised input itself, chosen on validation texts: docs/bench/text.md)
+_FIRST_RIDGE = {"conv": 0.003, "sparse": 0.1, "input": 1.0}
 _MIN_RIDGE_SAMPLES = 20  # replayed samples needed to choose the ridge at sleep
 
 
@@ -137,10 +139,12 @@ class Plastic(Learner):
         num_classes: int,
         seed: int = 0,
         input_shape: Sequence[int] | None = None,
+        encoded: bool = False,
         layers: Annotated[
             list[Layer] | None,
-            Field(min_length=1, max_length=8, description="the layers, input first; a conv layer only "
-                  "first and for image-shaped inputs; default: conv for images, else one sparse layer"),
+            Field(max_length=8, description="the layers, input first; a conv layer only first and for "
+                  "image-shaped inputs; none: the readout reads the normalised input; default: conv for "
+                  "images, none for an encoder's features (text), else one sparse layer"),
         ] = None,
         readout: Annotated[
             Literal["closed_form", "delta"],
@@ -213,7 +217,7 @@ class Plastic(Learner):
     ) -> None:
         super().__init__(input_dim=input_dim, num_classes=num_classes, seed=seed)
         self.input_shape = tuple(input_shape or (input_dim,))
-        specs = self.layer_specs(layers, self.input_shape)
+        specs = self.layer_specs(layers, self.input_shape, encoded=encoded)
         self.check_params({"layers": specs})
         self.readout, self.mode = readout, mode
         self.panic_lr, self.panic_gain, self.panic_memory_weight = panic_lr, panic_gain, panic_memory_weight
@@ -233,7 +237,7 @@ class Plastic(Learner):
         # The optional conv front end, then the sparse layers; memory keys live in the front's output
         # (the normalised input without one), which never changes, so keys never go stale.
         self.front: ConvLayer | None = None
-        if isinstance(specs[0], ConvSpec):
+        if specs and isinstance(specs[0], ConvSpec):
             self.front = ConvLayer(self.input_shape, specs[0], seed)
         width = self.front.hidden if self.front else input_dim
         self.key_dim = width
@@ -252,16 +256,21 @@ class Plastic(Learner):
         self.memory_keys = torch.zeros(num_classes * self.per_class, self.key_dim)
         self.memory_writes = torch.zeros(num_classes, dtype=torch.int64)
         # The penalty in use: the fixed ``ridge``, or with ``auto`` the last one a sleep chose.
-        first = _FIRST_RIDGE["sparse" if self.layers else "conv"]
+        first = _FIRST_RIDGE["sparse" if self.layers else "conv" if self.front else "input"]
         self.ridge_value = torch.tensor(first if self.auto_ridge else float(ridge), dtype=torch.float64)
 
     @staticmethod
-    def layer_specs(layers: list | None, input_shape: Sequence[int]) -> list[LayerSpec | ConvSpec]:
+    def layer_specs(layers: list | None, input_shape: Sequence[int], *, encoded: bool = False
+                    ) -> list[LayerSpec | ConvSpec]:
         """The layer specs of ``layers`` (dicts or specs); None gives the default for the input:
-        the conv front end for inputs read as images (flat vectors of s * s values too) on which it
-        gives at least ``_MIN_CONV_FEATURES`` features, else one sparse layer. Brains created
-        before this default are pinned to theirs by migration 0005."""
+        none for an encoder's output (``encoded``: features already; a random sparse
+        code of them loses information, docs/bench/text.md), the conv front end for raw inputs read
+        as images (flat vectors of s * s values too) on which it gives at least
+        ``_MIN_CONV_FEATURES`` features, else one sparse layer. Brains created before a default
+        changed are pinned to theirs by migrations 0005 and 0006."""
         if layers is None:
+            if encoded:
+                return []
             shape = image_shape(input_shape)
             conv = ConvSpec(type="conv")
             if shape is not None and ConvLayer.features(shape, conv) >= _MIN_CONV_FEATURES:

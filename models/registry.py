@@ -26,7 +26,7 @@ STRATEGIES: dict[str, type[Learner]] = {}
 DEFAULT_STRATEGY = "plastic"
 
 # Constructor arguments the service supplies; they are not hyperparameters.
-_SERVICE_ARGS = frozenset({"self", "input_dim", "num_classes", "seed", "input_shape"})
+_SERVICE_ARGS = frozenset({"self", "input_dim", "num_classes", "seed", "input_shape", "encoded"})
 
 L = TypeVar("L", bound=type[Learner])
 
@@ -118,12 +118,14 @@ def create(
     seed: int = 0,
     params: dict | None = None,
     input_shape: Sequence[int] | None = None,
+    encoded: bool = False,
 ) -> Learner:
     """Build a fresh learner of strategy ``name`` after validating its ``params``.
 
-    ``input_shape`` (default ``[input_dim]``) reaches the strategies whose constructor takes it
-    (e.g. plastic's conv front end needs the image's shape). A constructor's ``ValueError`` (a
-    params combination that does not fit this input) becomes a ``ParamsError``.
+    ``input_shape`` (default ``[input_dim]``) and ``encoded`` (the inputs are a pretrained
+    encoder's output, not raw values) reach the strategies whose constructor takes them (e.g.
+    plastic's default layers depend on both). A constructor's ``ValueError`` (a params combination
+    that does not fit this input) becomes a ``ParamsError``.
     """
     if input_dim < 1 or num_classes < 1:
         raise ParamsError(
@@ -134,7 +136,8 @@ def create(
         raise ParamsError(f"input_shape {shape} does not hold {input_dim} values")
     values = validate_params(name, params)
     cls = STRATEGIES[name]
-    extra = {"input_shape": shape} if "input_shape" in inspect.signature(cls.__init__).parameters else {}
+    takes = inspect.signature(cls.__init__).parameters
+    extra = {arg: value for arg, value in (("input_shape", shape), ("encoded", encoded)) if arg in takes}
     try:
         return cls(input_dim=input_dim, num_classes=num_classes, seed=seed, **extra, **values)
     except ValueError as exc:

@@ -208,6 +208,7 @@ def new_learner(brain: Brain, params: dict | None = None) -> Learner:
         seed=brain.seed,
         params=brain.params if params is None else params,
         input_shape=list(brain.input_shape) if raw else None,
+        encoded=not raw,
     )
 
 

@@ -203,3 +203,29 @@ def test_0005_pins_existing_plastic_brains_to_the_layers_their_checkpoints_hold(
 
 def params_without_activation(params: dict[str, dict]) -> bool:
     return all("activation" not in layer for p in params.values() for layer in p.get("layers") or [])
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_0006_pins_plastic_brains_on_an_encoder_to_their_sparse_layer(store: str, request) -> None:
+    from models.plastic import Plastic
+
+    url = request.getfixturevalue(f"{store}_url")
+    _brains_at_0004(url)
+    upgrade(url, "0005")
+    engine = make_engine(url)
+    try:  # a text brain created after 0005, with the default layers
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE brains SET params = :p WHERE name = 'text'"),
+                         {"p": json.dumps({"layers": None, "ridge": "auto"})})
+    finally:
+        engine.dispose()
+    before = _params(url)
+    upgrade(url)
+    params = _params(url)
+    assert params["text"] == {"layers": [{"type": "sparse", "hidden": 2048, "k": 256, "hebbian_lr": 0.0,
+                                          "frozen": False, "neurogenesis": True}], "ridge": "auto"}
+    # the pinned layers build the brain its checkpoint holds; the new default for features has none
+    assert len(Plastic(input_dim=384, num_classes=8, encoded=True, layers=params["text"]["layers"]).layers) == 1
+    assert Plastic(input_dim=384, num_classes=8, encoded=True).layers == []
+    assert {name: p for name, p in params.items() if name != "text"} == \
+        {name: p for name, p in before.items() if name != "text"}

@@ -521,3 +521,28 @@ def test_the_chosen_ridge_is_checkpointed_and_an_older_checkpoint_without_it_loa
     assert float(from_older.ridge_value) == float(default_brain().ridge_value)
     with pytest.raises(ValueError, match="missing"):
         default_brain().load_state_dict({k: v for k, v in state.items() if k != "stat_a"})
+
+
+def test_an_encoders_features_get_no_layers_by_default_and_the_readout_reads_them():
+    brain = Plastic(input_dim=24, num_classes=3, encoded=True)
+    assert brain.front is None and brain.layers == [] and brain.hidden == 24
+    assert float(brain.ridge_value) == 1.0  # the first penalty for the input itself
+    x = torch.randn(7, 24)
+    assert torch.allclose(brain.encode(x), normalised(x))
+    # raw vectors of the same width keep the sparse layer
+    assert len(Plastic(input_dim=24, num_classes=3).layers) == 1
+    # explicit layers win over the default, and no layers can be asked for on any input
+    assert len(Plastic(input_dim=24, num_classes=3, encoded=True, layers=[{"hidden": 64, "k": 8}]).layers) == 1
+    assert Plastic(input_dim=24, num_classes=3, layers=[]).layers == []
+    # it learns, in any order the same readout, and a reloaded brain predicts the same
+    xs, ys, xt, yt = clusters(num_classes=3, dim=24, per_class=100, seed=0)
+    a, b = Plastic(input_dim=24, num_classes=3, encoded=True), Plastic(input_dim=24, num_classes=3, encoded=True)
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(1))
+    for start in range(0, 300, 50):
+        a.observe(xs[start : start + 50], ys[start : start + 50])
+        b.observe(xs[order[start : start + 50]], ys[order[start : start + 50]])
+    assert accuracy(a, xt, yt) > 0.9
+    assert torch.allclose(a.predict(xt), b.predict(xt), atol=1e-5)
+    c = Plastic(input_dim=24, num_classes=3, encoded=True)
+    c.load_state_dict(a.state_dict())
+    assert torch.equal(c.predict(xt), a.predict(xt))

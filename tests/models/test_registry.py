@@ -73,7 +73,7 @@ def test_schema_lists_every_hyperparameter_with_its_bounds():
         ("plastic", {"memory_weight": 1.5}, "parameter 'memory_weight': Input should be less than"),
         ("plastic", {"layers": [{"k": 4, "hidden": 8}, {"k": 64, "hidden": 64}]},
          "layers[1]: k (64) must be smaller than hidden (64)"),
-        ("plastic", {"layers": []}, "parameter 'layers': List should have at least 1 item"),
+        ("plastic", {"layers": [{"hidden": 8, "k": 2}] * 9}, "parameter 'layers': List should have at most 8 items"),
         ("plastic", {"layers": [{"hidden": 8, "k": 2, "depth": 3}]}, "unknown parameter 'layers.0.sparse.depth'"),
         ("plastic", {"mode": "calm"}, "parameter 'mode': Input should be 'plastic' or 'panic'"),
         ("finetune", {"lr": 0}, "parameter 'lr': Input should be greater than 0"),

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from models import encoders
 from service.inputs import MAX_TEXT_CHARS
 from service.tables import Brain, Sample
+from service.versions import new_learner
 
 TOPICS = {
     "sport": [
@@ -131,6 +132,9 @@ def test_text_brain_learns_topics_from_ten_sentences_each(client: TestClient, mi
         rows = s.scalars(select(Sample).where(Sample.brain_id == brain_id).order_by(Sample.id)).all()
         assert len(rows) == 30
         stored = np.frombuffer(rows[0].x, dtype="<f4")
+        # an encoder's features get no layers by default: the readout reads the embeddings
+        learner = new_learner(s.get(Brain, brain_id))
+        assert learner.layers == [] and learner.hidden == 384
     assert stored.shape == (384,)
     expected = minilm.encode([TOPICS["sport"][0]], [1])[0].numpy()
     np.testing.assert_allclose(stored, expected, atol=1e-5)
