@@ -42,7 +42,7 @@ TEXT_SHAPE = [1]
 
 def check_kind(kind: str, shape: Sequence[int] | None = None) -> None:
     if kind not in SUPPORTED_KINDS:
-        raise Invalid(f"input kind {kind!r} is not supported yet; supported: {', '.join(SUPPORTED_KINDS)}")
+        raise Invalid(f"unknown input kind {kind!r}; the kinds are {', '.join(SUPPORTED_KINDS)}")
     if shape is not None and (not shape or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in shape)):
         raise Invalid(f"an input shape is a list of positive integers, got {list(shape)}")
     if kind == "image" and shape is not None and not (len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))):
