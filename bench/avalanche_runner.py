@@ -18,7 +18,7 @@ Config (.json), every key optional:
     strategies  ["naive", "joint", "ewc", "lwf", "replay", "gem", "agem", "generative_replay"]
     seeds [0], epochs 1, batch_size 128, lr 1e-3, memory 500, hidden 400, layers 2,
     eval_batch_size 1000, threads 2 (torch.set_num_threads; on a 2-core machine that other
-    jobs also load, use 1: measured 7.5 ms/step with 1 thread vs 320 ms/step with 2),
+    jobs also load, use 1: docs/bench/network-strategies.md),
     device "cpu"
     per-strategy keyword overrides, e.g. {"ewc": {"ewc_lambda": 100.0}}; defaults:
       ewc                {"ewc_lambda": 100.0, "mode": "separate"}

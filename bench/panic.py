@@ -7,8 +7,8 @@ A plastic brain (one sparse layer of 1,024 units, k = 128) learns 6,000 training
 sleeps; then, once in each mode, it learns 2,000 colour-inverted images (1 - x) in batches of 64,
 predicting each batch before learning it, and switches back to plastic mode. Printed: accuracy on
 the inverted test images (the 2,000 first), on the normal ones before the storm, right after
-switching back, after 10 more normal batches and after a sleep. The figures in models/plastic.py
-come from this script (seed 0).
+switching back, after 10 more normal batches and after a sleep. Recorded figures (seed 0):
+docs/bench/panic.md.
 """
 
 from __future__ import annotations

@@ -421,21 +421,30 @@ def embedded_service(data_dir: Path):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service exited: {proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_until_healthy(url, proc)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen | None = None, *, timeout: float = 120.0) -> None:
+    """Return once the service at ``url`` answers 200 on ``/healthz`` (``service.api.health``);
+    RuntimeError when ``proc`` exits first or ``timeout`` seconds pass without it."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the service exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"the service at {url} did not answer /healthz within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 # -- reporting -----------------------------------------------------------------------------------------

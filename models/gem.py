@@ -12,11 +12,9 @@ Sleep: GEM's constraints keep a wake step from raising an old task's loss, but s
 (a task of Split MNIST-5k) leave little room to learn under them. At sleep the strategy rehearses
 ``sleep_share`` of the service's budget from its memories and the service's replay, with plain
 steps (``NetworkLearner.rehearse_memories``): the rehearsed samples stand for every task at once.
-Measured, 3 seeds, no sleep / a quarter / half of the budget: GEM on Split MNIST-5k 40.9 / 43.9 /
-47.8%, on permuted Fashion-MNIST 74.6 / 77.6 / 78.5%; A-GEM 36.0 / 37.9 / 42.4% and 74.2 / 77.1 /
-78.6% (Avalanche's, which have no sleep, in the same benchmark: GEM 44.3 and 76.3%, A-GEM 37.3 and
-75.9%). A quarter is the default: half took 9-14% more time on permuted (A-GEM 7.55 against 8.24 s, GEM
-10.75 against 12.25 s), which put GEM above Avalanche's 11.5 s there (GEM's wake steps cost one forward and backward pass per old task).
+A quarter of the budget is the default: more rehearsal gains accuracy but costs time, and GEM's
+wake steps are already costly (one forward and backward pass per old task). The three settings
+side by side: docs/bench/network-strategies.md.
 
 CLM's GEM built a dense ``eye(#params)`` QP with a constraint matrix of the wrong shape, caught the
 resulting exception and used the raw gradient: it never projected. The tests here check that after

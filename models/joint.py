@@ -6,13 +6,11 @@ sized random batch of everything seen before, and ``sleep`` rehearses at least o
 everything it holds (more when ``budget`` asks for more), plus the given replay. After a sleep it has
 had i.i.d. training on the union of all tasks, which no continual strategy should beat.
 
-Measured (``python -m bench.quality --avalanche``, 3 seeds): with sleeps of the service's budget
-only, Split Fashion-MNIST class-incremental 82.7% against Avalanche's one-epoch JointTraining
-84.2%, and Split MNIST-5k 49.2% against 85.8%; with a pass over everything, 86.0% and 82.6%. A
-small memory (MNIST-5k: 4,000 samples) needs more than one pass: with at least
-``min_sleep_samples`` (10,000) rehearsed a sleep, MNIST-5k reaches 91.3 +- 0.3%
-(``--scenarios split-mnist5k --strategies joint --seeds 0,1,2``); the larger scenarios hold more
-than that after their first task, so their sleeps are unchanged.
+A sleep rehearses the largest of three counts: the service's budget; everything held plus the
+replay, one pass (with the budget alone, joint fell short of Avalanche's one-epoch JointTraining);
+and ``min_sleep_samples``, which gives a small memory several passes (one pass over a few thousand
+samples was too few steps to undo five tasks learned in sequence). Figures and commands:
+docs/bench/network-strategies.md.
 """
 
 from __future__ import annotations

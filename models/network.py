@@ -55,8 +55,7 @@ class NetworkLearner(Learner):
     #: Key prefixes of the strategy's own state entries, besides the network's.
     state_prefixes: ClassVar[tuple[str, ...]] = ()
     #: Mini-batch size of rehearsal during ``sleep``. 128 (the wake batch) rather than 32: the same
-    #: accuracy for a quarter of the steps (replay, seed 0: Split FMNIST class-incremental 80.5% vs
-    #: 80.7%, permuted 76.8% vs 75.9%; stream time 8.6 s vs 12.2 s).
+    #: accuracy for a quarter of the steps (docs/bench/network-strategies.md).
     sleep_batch: ClassVar[int] = 128
 
     def __init__(self, *, input_dim: int, num_classes: int, seed: int = 0, hidden: Hidden = 400,

@@ -1,11 +1,10 @@
 """The optimiser every strategy trains with: Adam, fused.
 
 ``torch.optim.Adam``'s default on the CPU updates each parameter with a chain of separate tensor
-operations. The fused kernel does the same update in one pass per parameter: for the shared MLP
-784-400-400-10 at batch 256 on one CPU thread, a whole training step took 11.7 ms instead of
-17.0 ms (Adam's share 1.25 ms instead of 4.9 ms). It is the same Adam, equal to rounding (about
-1e-7 relative); its state has the same keys and shapes, so a checkpoint written with either loads
-in both.
+operations. The fused kernel does the same update in one pass per parameter, which makes a
+training step of the shared MLP markedly cheaper on the CPU (docs/bench/network-strategies.md). It
+is the same Adam, equal to rounding; its state has the same keys and shapes, so a checkpoint
+written with either loads in both.
 """
 
 from __future__ import annotations

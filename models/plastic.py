@@ -60,15 +60,10 @@ Modes (``mode``):
   alone, which learns at ``panic_lr`` and does not decay while the panic lasts; neurogenesis
   recruits ``panic_gain`` times as many units for the novel inputs; the core, the statistics and
   the episodic memory are left untouched. Switching back to ``plastic`` lets the context decay
-  back (per wake step and at sleep), and what was known before the shift is intact. Measured on
-  Fashion-MNIST (one sparse layer of 1,024 units, k = 128; 6,000 images learned and a sleep, then
-  2,000 colour-inverted ones; the 2,000 first test images, seed 0; ``python -m bench.panic``):
-  - with ``readout="delta"`` and a 5,000-sample memory, the inverted test images reach 73.3% in
-    panic against 50.2% in plastic mode, and on switching back the normal ones are at 84.8% (84.2%
-    before the storm; after it in plastic mode: 83.7%);
-  - with the default closed-form readout and no memory, plastic mode itself absorbs this shift
-    (inverted 80.0%, normal 83.2% on return, 82.7% before), and panic does not help (73.3%,
-    82.4%): its use there is to keep a shift out of the long-term statistics, not accuracy.
+  back (per wake step and at sleep), and what was known before the shift is intact. Panic helps
+  accuracy on the shifted inputs with the delta readout; the closed-form readout absorbs a shift
+  such as inverted colours in plastic mode too, and there panic's use is to keep the shift out of
+  the long-term statistics. Figures and command: docs/bench/panic.md.
 
 Layers and the mode change through the brain's params after creation (``reconfigure``): a layer
 whose position, input and size are unchanged keeps its weights (its flags, e.g. ``frozen``, follow

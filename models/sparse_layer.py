@@ -82,9 +82,8 @@ class SparseLayer:
 
     def code(self, xn: torch.Tensor) -> torch.Tensor:
         """The sparse code ``[B, hidden]`` alone (what ``forward`` returns last). Its winners need no
-        order, and torch's unsorted top-k is cheaper: a whole prediction of the default brain took
-        12% less time per row at 16-64 rows on this machine's CPU (``sorted=True`` also orders the k
-        winners)."""
+        order, and torch's unsorted top-k is cheaper (``sorted=True`` also orders the k winners;
+        the saving is measured in docs/benchmarks.md, "What stands in the way")."""
         act = xn @ self.w_enc.T
         top, winners = act.topk(self.k, dim=1, sorted=False)
         return torch.zeros_like(act).scatter_(1, winners, top)

@@ -42,7 +42,7 @@ TEXT_SHAPE = [1]
 
 def check_kind(kind: str, shape: Sequence[int] | None = None) -> None:
     if kind not in SUPPORTED_KINDS:
-        raise Invalid(f"input kind {kind!r} is not supported yet; supported: {', '.join(SUPPORTED_KINDS)}")
+        raise Invalid(f"unknown input kind {kind!r}; the kinds are {', '.join(SUPPORTED_KINDS)}")
     if shape is not None and (not shape or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in shape)):
         raise Invalid(f"an input shape is a list of positive integers, got {list(shape)}")
     if kind == "image" and shape is not None and not (len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))):
@@ -143,8 +143,8 @@ def decode_raw(items: Sequence, kind: str, shape: Sequence[int], *, field: str) 
 
 def _all_flat_vectors(items: Sequence, dim: int) -> np.ndarray | None:
     """Every item a flat, finite ``x`` of ``dim`` numbers, or every item an ``x_b64`` of ``dim``
-    float32: all rows converted in one call (64 rows of 784 numbers: 1.1 ms against 1.6 ms row by
-    row). ``None`` when anything is off, so that the row by row path names the first bad input and
+    float32: all rows converted in one call, cheaper than row by row (docs/bench/predict-path.md).
+    ``None`` when anything is off, so that the row by row path names the first bad input and
     why."""
     encoded = [getattr(item, "x_b64", None) for item in items]
     if all(e is not None for e in encoded):

@@ -1,8 +1,18 @@
-"""The backends a process works with, chosen by settings and built in one place.
+"""The backends a process works with, chosen by settings and built in one place (:func:`build_runtime`).
 
-The API (``service.app``), the Celery worker (``workers.celery_app``) and the CLI all build a
-:class:`Runtime`; the embedded default gets SQLite, in-process replay stores, thread locks and an
-in-process executor, the full stack gets Postgres, Redis stores and locks, and Celery.
+The API process builds its :class:`Runtime` when the app starts (``service.app``), a Celery worker
+process on first use (``workers.tasks``; a forked process builds its own), and tools that only
+read (the benchmarks) build one without a job executor. Each backend follows its own setting:
+
+- the database: ``BRAIN_DATABASE_URL``, or a SQLite file in the data dir when it is unset;
+- with ``BRAIN_REDIS_URL``, replay buffers, writer locks, change announcements and job counts go
+  through Redis; without it they stay in the process (in-memory replay stores, thread locks);
+- jobs: Celery, or an executor on threads of this process (``BRAIN_JOBS``; ``auto`` picks Celery
+  when Redis is set). A runtime that runs jobs in-process claims the data dir first
+  (``service.datadir``), so one process alone runs an embedded brain's jobs.
+
+The embedded default is SQLite with everything else in-process; the full stack is Postgres, Redis
+and Celery.
 """
 
 from __future__ import annotations

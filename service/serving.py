@@ -129,10 +129,9 @@ class MicroBatcher:
 
     ``max_rows`` bounds a batch (a single request larger than it still runs whole). A request of at
     most ``inline_rows`` rows that finds nothing else waiting runs on the event loop itself: at
-    one client a thread hop costs more than it saves (``bench.loadgen`` against ``brain serve``,
-    while another benchmark held a core: 1-input predict p50 2.7-2.8 ms inline against 3.0-3.9 ms
-    through the thread); under load the thread lets the loop parse the next requests while torch
-    computes (642 against 392 requests/s at 16 clients)."""
+    one client a thread hop costs more than it saves; under load the thread lets the loop parse
+    the next requests while torch computes (figures: docs/benchmarks.md, "What the predict path
+    does now")."""
 
     def __init__(self, max_rows: int = BATCH_ROWS, inline_rows: int = 16) -> None:
         self.max_rows, self.inline_rows = max_rows, inline_rows

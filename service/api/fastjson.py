@@ -1,11 +1,11 @@
 """JSON bodies parsed by pydantic in one step, for the routes where parsing dominates.
 
 FastAPI parses a body with the standard library's ``json`` and validates the Python objects it
-built; for 64 inputs of 784 numbers that takes about 28 ms here, against about 4 ms for pydantic's
-own ``model_validate_json`` (and 0.3 ms with ``x_b64``). Routes that take ``Request`` and call
-:func:`parse` keep FastAPI's error format (422, ``detail`` with ``loc`` under ``body``) and declare
-their body for the OpenAPI document with :func:`body_schema`; :func:`parse_off_loop` keeps large
-bodies off the event loop.
+built; pydantic's own ``model_validate_json`` does both in one step, much faster on a predict body
+of many numbers (figures: docs/benchmarks.md, "What the predict path does now"). Routes that take
+``Request`` and call :func:`parse` keep FastAPI's error format (422, ``detail`` with ``loc`` under
+``body``) and declare their body for the OpenAPI document with :func:`body_schema`;
+:func:`parse_off_loop` keeps large bodies off the event loop.
 """
 
 from __future__ import annotations
