@@ -150,7 +150,7 @@ class LocalBrain:
     def _indices(self, y: np.ndarray) -> np.ndarray:
         from service.brains import label_indices
 
-        idx = label_indices(self.labels, [int(v) for v in y.tolist()], grow=True, limit=self.label_limit)
+        idx = label_indices(self.labels, [int(v) for v in y.tolist()], limit=self.label_limit)
         return np.array(idx, dtype=np.int64)
 
     def learn(self, task: str, x: np.ndarray, y: np.ndarray) -> None:
@@ -178,7 +178,7 @@ class LocalBrain:
     def predict(self, x: np.ndarray, task: str | None, classes: tuple[int, ...] | None = None) -> np.ndarray:
         """Client labels predicted for ``x``, restricted to ``task``'s labels when given, else to the
         client labels ``classes`` when given (the joint fit's task masks)."""
-        from service.inference import class_mask
+        from service.serving import best, class_mask
 
         labels = np.array(self.labels.labels, dtype=np.int64)  # class index -> client label
         if task:
@@ -189,9 +189,9 @@ class LocalBrain:
             allowed = list(range(len(labels)))
         out = []
         for lo in range(0, len(x), PREDICT_CHUNK):
-            probs = self.learner.predict(torch.from_numpy(x[lo: lo + PREDICT_CHUNK]),
-                                         class_mask(self.learner.num_classes, allowed))
-            out.append(labels[probs.argmax(dim=1).numpy()])
+            idx, _ = best(self.learner, np.ascontiguousarray(x[lo: lo + PREDICT_CHUNK], dtype=np.float32),
+                          class_mask(self.learner.num_classes, allowed))
+            out.append(labels[idx])
         return np.concatenate(out)
 
     def memory(self) -> tuple[int, int, int, int]:

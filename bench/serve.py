@@ -10,7 +10,7 @@ Everything runs on this machine, against services this command starts and stops 
 - **ceiling**: a bare FastAPI app (``bare_app``: the same route, reads the body, answers a constant
   JSON) under uvicorn with the same settings as ``brain serve`` (1 worker, httptools and uvloop when
   installed, log level warning for both), and the benchmark brain's forward pass timed alone in
-  this process (``service.inference.predict`` on the version the service published), as
+  this process (``service.serving.best`` on the version the service published), as
   predictions/s for batches of 1 and 64.
 - **ours, embedded**: ``brain serve`` on a temporary data dir (SQLite, in-process jobs), a brain
   of the default strategy taught 2,000 Fashion-MNIST images (``bench.data``).
@@ -99,11 +99,11 @@ def bare_app() -> FastAPI:
 def forward_pass(data_dir: Path, name: str, x: np.ndarray, *, seconds: float) -> dict[str, Any]:
     """Predictions/s of the brain's current version called in-process, for batches of 1 and 64:
     loaded as the service loads it (``VersionStore.load``), predicted with the service's
-    ``service.inference.predict`` over every label."""
+    ``service.serving.best`` over every label."""
     import torch
 
     from service import brains
-    from service.inference import predict
+    from service.serving import best, class_mask
     from service.runtime import build_runtime
     from service.settings import Settings
 
@@ -116,7 +116,7 @@ def forward_pass(data_dir: Path, name: str, x: np.ndarray, *, seconds: float) ->
         learner = rt.versions.load(brain, brain.current_version)
     finally:
         rt.close()
-    allowed = list(range(len(brain.labels)))
+    every_label = class_mask(learner.num_classes, list(range(len(brain.labels))))
     default_threads = torch.get_num_threads()
     out: dict[str, Any] = {"version": brain.current_version, "by_threads": {}}
     try:
@@ -127,10 +127,10 @@ def forward_pass(data_dir: Path, name: str, x: np.ndarray, *, seconds: float) ->
                 for batch in (1, 64):
                     rows = np.ascontiguousarray(x[:batch], dtype=np.float32)
                     for _ in range(3):  # warm-up
-                        predict(learner, rows, allowed)
+                        best(learner, rows, every_label)
                     calls, started = 0, time.perf_counter()
                     while time.perf_counter() - started < seconds:
-                        predict(learner, rows, allowed)
+                        best(learner, rows, every_label)
                         calls += 1
                     elapsed = time.perf_counter() - started
                     timings[f"batch{batch}"] = {"calls_per_s": calls / elapsed, "ms_per_call": 1000 * elapsed / calls,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import OperationalError
@@ -33,12 +34,11 @@ from service.api import (
 )
 from service.api.authgate import AuthGate
 from service.errors import BrainError
-from service.inference import InferenceCache
 from service.learning import check_sleep_due, recover
 from service.locks import BrainLockTimeout
 from service.observability import REQUEST_ID, BrainCollector
 from service.runtime import Runtime, build_runtime
-from service.serving import MicroBatcher, ServingCache
+from service.serving import LearnerCache, MicroBatcher, ServingCache
 from service.settings import Settings
 from service.waiting import JobWaiter
 
@@ -77,8 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not app.state.auth.auth_on():
             log.warning("authentication is OFF: no BRAIN_ADMIN_KEY and no API keys, so the API is open to "
                         "anyone who can reach it (set BRAIN_ADMIN_KEY, or BRAIN_REQUIRE_AUTH=true to refuse this)")
-        app.state.inference = InferenceCache(rt.versions)
-        app.state.serving = ServingCache(rt, app.state.inference, settings.serving_ttl_seconds)
+        app.state.learners = LearnerCache(rt.versions)
+        app.state.serving = ServingCache(rt, app.state.learners, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
         app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
                                      recheck_seconds=settings.wait_recheck_seconds)
@@ -109,8 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     # the dashboard: static files, no build step; it reads the API with the key a person types in
     app.mount("/ui", StaticFiles(directory=Path(__file__).parent / "ui", html=True), name="ui")
-    # the hot path, matched first and without FastAPI's parameter solving (same work, same errors)
-    app.router.routes.insert(0, _ScopedRoute("/v1/brains/{name}/predict", learning.serve_predict, methods=["POST"]))
+    # the hot path, without FastAPI's parameter solving (same errors); learning.PREDICT_DOC documents it
+    app.router.routes.insert(0, _ScopedRoute(learning.PREDICT_PATH, learning.serve_predict, methods=["POST"]))
     _errors(app)
     # auth and metrics (issue 14): every request's key is checked before its body is read; added
     # before _Observe, so inside it (request ids, counts and the declared-size 413 come first)
@@ -121,12 +121,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> None:
-    """The document FastAPI builds, plus the bodies of routes that parse their own (``fastjson``)."""
-    build = app.openapi
+    """The document FastAPI builds from its routes and the plain predict route's description
+    (``learning.PREDICT_DOC``), plus the bodies of routes that parse their own (``fastjson``)."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = fastjson.add_schemas(build(), schemas.PredictIn, schemas.SamplesIn, schemas.EvaluateIn)
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=[*app.routes, learning.PREDICT_DOC])
+            app.openapi_schema = fastjson.add_schemas(doc, schemas.PredictIn, schemas.SamplesIn, schemas.EvaluateIn)
         return app.openapi_schema
 
     app.openapi = openapi

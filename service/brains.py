@@ -125,20 +125,25 @@ def label_key(label: str | int) -> str:
     return json.dumps(label)  # "3" and 3 stay distinct
 
 
-def label_indices(brain: Brain, labels: list[str | int], *, grow: bool, limit: int) -> list[int | None]:
-    """Map client labels to class indices; with ``grow``, unseen labels get new indices."""
-    index = {label_key(v): i for i, v in enumerate(brain.labels)}
+def label_index(labels: list[str | int]) -> dict[str, int]:
+    """Class index of each known label, by :func:`label_key`."""
+    return {label_key(v): i for i, v in enumerate(labels)}
+
+
+def label_indices(brain: Brain, labels: list[str | int], *, limit: int) -> list[int]:
+    """Map client labels to class indices; unseen labels get new ones (at most ``limit`` in all)."""
+    index = label_index(brain.labels)
     known = list(brain.labels)
-    out: list[int | None] = []
+    out: list[int] = []
     for label in labels:
         key = label_key(label)
-        if key not in index and grow:
+        if key not in index:
             if len(known) >= limit:
                 raise Invalid(f"label {label!r} would be label number {len(known) + 1}; this brain holds at most {limit}")
             index[key] = len(known)
             known.append(label)
-        out.append(index.get(key))
-    if grow and len(known) != len(brain.labels):
+        out.append(index[key])
+    if len(known) != len(brain.labels):
         brain.labels = known
     return out
 
@@ -163,7 +168,7 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
         duplicates = len(body.samples) - len(keep)
         if not keep:
             return brain.id, 0, duplicates
-        labels = label_indices(brain, [body.samples[i].label for i in keep], grow=True, limit=brain.num_classes)
+        labels = label_indices(brain, [body.samples[i].label for i in keep], limit=brain.num_classes)
         task = _task(s, brain, body.task, settings=rt.settings)
         task.labels = sorted(set(task.labels) | {int(v) for v in labels})
         task.samples += len(keep)

@@ -22,10 +22,13 @@ from models.registry import ParamsError
 from models.sizing import learner_bytes, sample_bytes
 from service import schemas
 from service.errors import Invalid
-from service.inference import BATCH_ROWS
 from service.settings import Settings
 from service.tables import Brain, Task
 from service.versions import input_dim, new_learner
+
+#: Rows of one batch of forward passes at serving (``service.serving.MicroBatcher``), sized here
+#: because a learner's working memory is checked for the largest batch it is handed.
+BATCH_ROWS = 4096
 
 
 def check_model(settings: Settings, brain: Brain, *, params: dict | None = None, tasks: int = 1) -> None:

@@ -1,14 +1,23 @@
-"""The predict fast path: what a prediction needs, kept in memory, and one forward pass for many.
+"""Serving predictions: the one path from a loaded version to an answer, and what keeps it fast.
 
-- :class:`ServingCache` keeps, per brain name, a :class:`Serving` snapshot: the brain's input
-  spec, labels, tasks, current version and loaded learner. A prediction reads it without touching
-  the database; the snapshot is dropped when ``service.changes`` announces that the brain changed
-  (in this process at once, from other processes through Redis), and re-read after ``ttl`` seconds
-  at the latest, should an announcement be lost.
+- :class:`LearnerCache`: an LRU of loaded learners, ``brain id -> (version, learner)``, read-only
+  on the CPU; a new version is swapped in without dropping requests (requests in flight keep the
+  learner they started with).
+- :class:`Serving`: what predictions on one version of one brain need (input spec, labels, tasks,
+  the learner), with the one class mask (:meth:`Serving.mask`) and forward pass
+  (:meth:`Serving.forward`) that predict and evaluate both use.
+- :class:`ServingCache` keeps, per brain name, a :class:`Serving` snapshot. A prediction reads it
+  without touching the database; the snapshot is dropped when ``service.changes`` announces that
+  the brain changed (in this process at once, from other processes through Redis), and re-read
+  after ``ttl`` seconds at the latest, should an announcement be lost.
 - :class:`MicroBatcher` runs the forward passes on one inference thread. Requests for the same
   version and task that arrive while it is busy are stacked into one batch, so concurrent
   single-input predictions share a forward pass without waiting for a timer: at low load a request
   goes straight through, at high load batches form by themselves.
+
+Inputs reach a forward pass already decoded and encoded by ``service.inputs.decode`` with the
+brain's encoder (``models.encoders``): rows of the learner's ``input_dim``, the same vectors the
+sample log stores for learning.
 """
 
 from __future__ import annotations
@@ -28,10 +37,69 @@ from sqlalchemy import select
 from models import encoders
 from models.learner import Learner
 from service.brains import get_brain
-from service.errors import Conflict, NotFound
-from service.inference import BATCH_ROWS, InferenceCache, best, check_width, class_mask
+from service.budgets import BATCH_ROWS
+from service.errors import Conflict, Invalid, NotFound
 from service.runtime import Runtime
-from service.tables import Task
+from service.tables import Brain, Task
+from service.versions import VersionStore
+
+
+class LearnerCache:
+    """LRU of ``(brain id, version) -> Learner``, loaded read-only on the CPU."""
+
+    def __init__(self, versions: VersionStore, capacity: int = 16) -> None:
+        self.versions = versions
+        self.capacity = capacity
+        self._items: OrderedDict[int, tuple[int, Learner]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[int, int], threading.Lock] = {}
+
+    def get(self, brain: Brain) -> tuple[int, Learner]:
+        version = brain.current_version
+        if version is None:
+            raise Conflict(f"brain {brain.name!r} has no version yet")
+        with self._lock:
+            item = self._items.get(brain.id)
+            if item is not None and item[0] == version:
+                self._items.move_to_end(brain.id)
+                return item
+            gate = self._loading.setdefault((brain.id, version), threading.Lock())
+        with gate:  # one load per version, however many requests ask for it at once
+            with self._lock:
+                item = self._items.get(brain.id)
+                if item is not None and item[0] == version:
+                    return item
+            try:
+                learner = self.versions.load(brain, version)
+            except FileNotFoundError:
+                raise NotFound(f"version {version} of brain {brain.name!r} is missing") from None
+            with self._lock:
+                current = self._items.get(brain.id)
+                if current is None or current[0] < version or version == brain.current_version:
+                    self._items[brain.id] = (version, learner)
+                    self._items.move_to_end(brain.id)
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+                self._loading.pop((brain.id, version), None)
+            return version, learner
+
+    def forget(self, brain_id: int) -> None:
+        with self._lock:
+            self._items.pop(brain_id, None)
+
+
+def class_mask(num_classes: int, allowed: list[int]) -> torch.Tensor:
+    """The classes a prediction may answer, as a mask over the learner's outputs."""
+    mask = torch.zeros(num_classes, dtype=torch.bool)
+    mask[allowed] = True
+    return mask
+
+
+def best(learner: Learner, x: np.ndarray, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Best class index and its probability for each row, among the classes ``mask`` allows."""
+    with torch.inference_mode():
+        conf, idx = learner.predict(torch.from_numpy(x), mask).max(dim=1)
+    return idx.numpy(), conf.numpy()
 
 
 @dataclass
@@ -71,7 +139,10 @@ class Serving:
         return mask
 
     def check_width(self, x: np.ndarray) -> None:
-        check_width(self.learner, x)
+        """422 unless ``x`` is rows of the learner's input size."""
+        if x.ndim != 2 or x.shape[1] != self.learner.input_dim:
+            raise Invalid(f"inputs encode to {list(x.shape[1:])} values; this brain's learner takes "
+                          f"{self.learner.input_dim}")
 
     def forward(self, x: np.ndarray, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Best class index and its probability per row."""
@@ -81,7 +152,7 @@ class Serving:
 class ServingCache:
     """``name -> Serving``; invalidated by ``rt.changes`` and by age."""
 
-    def __init__(self, rt: Runtime, learners: InferenceCache, ttl: float) -> None:
+    def __init__(self, rt: Runtime, learners: LearnerCache, ttl: float) -> None:
         self.rt, self.learners, self.ttl = rt, learners, ttl
         self._by_name: dict[str, Serving] = {}
         self._lock = threading.Lock()

@@ -12,7 +12,7 @@ from service.api import fastjson
 from service.api.deps import (
     AdminOnly,
     AuthDep,
-    CacheDep,
+    LearnersDep,
     Caller,
     CanRead,
     CanWrite,
@@ -57,11 +57,11 @@ def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep, _: CanWri
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_brain(name: str, rt: RuntimeDep, cache: CacheDep, authenticator: AuthDep, _: AdminOnly) -> Response:
+def delete_brain(name: str, rt: RuntimeDep, learners: LearnersDep, authenticator: AuthDep, _: AdminOnly) -> Response:
     with rt.db.session(read_only=True) as s:
         brain_id = brains.get_brain(s, name).id
     brains.delete_brain(rt, name=name)
-    cache.forget(brain_id)
+    learners.forget(brain_id)
     authenticator.forget()  # keys' grants on it went with it
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

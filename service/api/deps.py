@@ -11,16 +11,16 @@ from sqlalchemy.orm import Session
 
 from service import auth
 from service.api.authgate import principal_of
-from service.inference import InferenceCache
 from service.runtime import Runtime
+from service.serving import LearnerCache
 
 
 def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_cache(request: Request) -> InferenceCache:
-    return request.app.state.inference
+def get_learners(request: Request) -> LearnerCache:
+    return request.app.state.learners
 
 
 def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
@@ -34,7 +34,7 @@ def get_authenticator(request: Request) -> auth.Authenticator:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-CacheDep = Annotated[InferenceCache, Depends(get_cache)]
+LearnersDep = Annotated[LearnerCache, Depends(get_learners)]  # the loaded learners
 SessionDep = Annotated[Session, Depends(get_session)]
 AuthDep = Annotated[auth.Authenticator, Depends(get_authenticator)]
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from service import auth, brains, samplelog, schemas
 from service.api import fastjson
-from service.api.deps import CacheDep, CanRead, CanWrite, RuntimeDep, caller_of
-from service.errors import NotFound
-from service.inference import predict as run_predict
+from service.api.deps import CanWrite, RuntimeDep, can_read, caller_of
+from service.errors import Conflict
 from service.inputs import check_limits, decode
 from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.serving import MicroBatcher, ServingCache
-from service.tables import Brain, Task
 from service.waiting import RETRY_AFTER_SECONDS, JobWaiter, TooManyWaiters
 
 router = APIRouter(prefix="/v1/brains", tags=["learning"], route_class=fastjson.SafeErrorsRoute)
@@ -75,36 +73,10 @@ def _has_unlearned(rt: Runtime, brain_id: int) -> bool:
         return samplelog.has_pending(s, brain_id)
 
 
-def _loaded(rt: Runtime, cache: CacheDep, name: str):
-    with rt.db.session(read_only=True) as s:
-        brain = brains.get_brain(s, name)
-    version, learner = cache.get(brain)
-    return brain, version, learner
-
-
-def _allowed(rt: Runtime, brain: Brain, task: str | None) -> list[int]:
-    if task is None:
-        return list(range(len(brain.labels)))
-    with rt.db.session(read_only=True) as s:
-        row = s.scalar(select(Task).where(Task.brain_id == brain.id, Task.name == task))
-    if row is None:
-        raise NotFound(f"brain {brain.name!r} has no task {task!r}")
-    return list(row.labels)
-
-
-@router.post("/{name}/predict", response_model=schemas.PredictOut,
-             openapi_extra=fastjson.body_schema(schemas.PredictIn))
-async def predict(name: str, request: Request, _: CanRead) -> Response:
+async def serve_predict(request: Request) -> Response:
     """The current version's best label and its probability for each input (restricted to a
     task's labels when ``task`` is given). Served from memory: no database round trip while the
     brain has not changed; concurrent requests share forward passes."""
-    return await serve_predict(request)
-
-
-async def serve_predict(request: Request) -> Response:
-    """The predict route's work. ``service.app`` also mounts it as a plain Starlette route ahead
-    of FastAPI's (which stays for the OpenAPI document): FastAPI's route matching and parameter
-    solving were a third of a small request's time."""
     name = request.path_params["name"]
     # not Depends: this route is the hot path; the gate (service.api.authgate) found the caller
     auth.require(await caller_of(request), name, "read")
@@ -129,32 +101,43 @@ async def serve_predict(request: Request) -> Response:
     }), media_type="application/json")
 
 
+PREDICT_PATH = f"{router.prefix}/{{name}}/predict"
+#: The predict route as the OpenAPI document describes it. ``service.app`` serves the path with a
+#: plain Starlette route that calls :func:`serve_predict` without FastAPI's route matching and
+#: parameter solving (a third of a small request's time); this route object is never mounted:
+#: it declares the same handler's path parameter, auth, body and answer to the document.
+PREDICT_DOC = APIRoute(PREDICT_PATH, serve_predict, methods=["POST"], tags=["learning"], name="predict",
+                       dependencies=[Depends(can_read)], response_model=schemas.PredictOut,
+                       openapi_extra=fastjson.body_schema(schemas.PredictIn))
+
+
 @router.post("/{name}/evaluate", response_model=schemas.EvaluateOut,
              openapi_extra=fastjson.body_schema(schemas.EvaluateIn))
-async def evaluate(name: str, request: Request, rt: RuntimeDep, cache: CacheDep, _: CanWrite) -> schemas.EvaluateOut:
+async def evaluate(name: str, request: Request, rt: RuntimeDep, _: CanWrite) -> schemas.EvaluateOut:
     """Accuracy of the current version on held-out samples (never learned from), recorded for the
     accuracy matrix of ``GET .../metrics``."""
     body = await fastjson.parse_off_loop(schemas.EvaluateIn, await request.body())
     check_limits(body.samples, field="samples", max_items=rt.settings.max_batch, setting="BRAIN_MAX_BATCH",
                  max_text_chars=rt.settings.max_text_chars)
-    return await run_in_threadpool(_evaluate, rt, cache, name, body)
+    return await run_in_threadpool(_evaluate, rt, request.app.state.serving, name, body)
 
 
-def _evaluate(rt: Runtime, cache: CacheDep, name: str, body: schemas.EvaluateIn) -> schemas.EvaluateOut:
-    brain, version, learner = _loaded(rt, cache, name)
-    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder,
+def _evaluate(rt: Runtime, serving: ServingCache, name: str, body: schemas.EvaluateIn) -> schemas.EvaluateOut:
+    entry = serving.load(name)  # read now: an evaluation is recorded against the current version
+    x = decode(body.samples, entry.kind, entry.shape, field="samples", encoder=entry.encoder,
                max_pixels=rt.settings.max_decoded_pixels)
-    truth = brains.label_indices(brain, [smp.label for smp in body.samples], grow=False, limit=brain.num_classes)
-    allowed = _allowed(rt, brain, body.task if body.mode == "task" else None)
-    if allowed:
-        idx, _ = run_predict(learner, x, allowed)
-    else:
+    entry.check_width(x)
+    index = brains.label_index(entry.labels)
+    truth = [index.get(brains.label_key(smp.label)) for smp in body.samples]
+    try:
+        idx = entry.forward(x, entry.mask(body.task if body.mode == "task" else None))[0].tolist()
+    except Conflict:
         idx = [None] * len(truth)  # nothing learned yet: every answer is wrong
     accuracy = sum(int(t is not None and t == p) for t, p in zip(truth, idx)) / len(truth)
-    brains.record_evaluation(
-        rt, brain_id=brain.id, version=version, task=body.task, mode=body.mode, accuracy=accuracy, samples=len(truth)
-    )
-    return schemas.EvaluateOut(version=version, task=body.task, mode=body.mode, accuracy=accuracy, samples=len(truth))
+    brains.record_evaluation(rt, brain_id=entry.brain_id, version=entry.version, task=body.task, mode=body.mode,
+                             accuracy=accuracy, samples=len(truth))
+    return schemas.EvaluateOut(version=entry.version, task=body.task, mode=body.mode, accuracy=accuracy,
+                               samples=len(truth))
 
 
 @router.post("/{name}/sleep", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)

@@ -65,6 +65,18 @@ def test_predict_parses_its_body_with_fastapis_errors_and_documents_it(client: T
     assert {"PredictIn", "InputIn", "PredictOut"} <= set(doc["components"]["schemas"])
 
 
+def test_predict_is_one_route_and_the_document_describes_it(client: TestClient) -> None:
+    from starlette.routing import Match
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/brains/b/predict", "root_path": ""}
+    answering = [r for r in client.app.router.routes if r.matches(scope)[0] == Match.FULL]
+    assert len(answering) == 1  # no second handler behind the first, never run
+    op = client.get("/openapi.json").json()["paths"]["/v1/brains/{name}/predict"]["post"]
+    assert [p["name"] for p in op["parameters"] if p["in"] == "path"] == ["name"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/PredictOut"
+    assert "security" in op and op["tags"] == ["learning"]
+
+
 def _serving(forward_calls: list[int]) -> Serving:
     learner = create("finetune", input_dim=4, num_classes=3, seed=0)
     entry = Serving(brain_id=1, name="b", kind="vector", shape=[4], encoder="flatten", labels=["a", "b", "c"],
