@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic_core import to_jsonable_python
 
 from brain_client import wire
 from brain_client.errors import JobFailed
@@ -111,8 +112,8 @@ class Learned:
 # -- brains ----------------------------------------------------------------------------------------
 def create_brain(name: str, *, kind: str, shape: Sequence[int], **options: Any) -> Steps[wire.BrainOut]:
     """``options``: the other fields of a brain's creation (strategy, encoder, params, max_labels,
-    sleep_policy, replay, seed); the service checks them all."""
-    body = {"name": name, "input": {"kind": kind, "shape": [int(d) for d in shape]}, **options}
+    sleep_policy, replay, seed), as JSON values or wire models; the service checks them all."""
+    body = {"name": name, "input": {"kind": kind, "shape": [int(d) for d in shape]}, **to_jsonable_python(options)}
     answer = yield Call("POST", "/v1/brains", json=body, idempotent=False)
     return _model(wire.BrainOut, answer)
 
@@ -127,8 +128,8 @@ def get_brain(name: str) -> Steps[wire.BrainOut]:
 
 
 def update_brain(name: str, **changes: Any) -> Steps[wire.BrainOut]:
-    """``changes``: ``params`` and/or ``sleep_policy``."""
-    return _model(wire.BrainOut, (yield Call("PATCH", f"/v1/brains/{name}", json=dict(changes))))
+    """``changes``: ``params`` and/or ``sleep_policy``, as JSON values or wire models."""
+    return _model(wire.BrainOut, (yield Call("PATCH", f"/v1/brains/{name}", json=to_jsonable_python(changes))))
 
 
 def delete_brain(name: str) -> Steps[None]:
