@@ -417,7 +417,7 @@ def embedded_service(data_dir: Path):
     env = {**os.environ, "BRAIN_JOBS": "inprocess", "BRAIN_LOG_LEVEL": "WARNING"}
     env.pop("BRAIN_DATABASE_URL", None)
     env.pop("BRAIN_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "brain_cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

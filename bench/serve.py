@@ -218,7 +218,7 @@ SERVICE_ENV: dict[str, str] = {}  # --service-env
 
 
 def serve_cmd() -> list[str]:
-    return [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    return [sys.executable, "-m", "brain_cli", "serve", "--host", "127.0.0.1", "--port", "{port}"]
 
 
 def bare_cmd() -> list[str]:
@@ -584,7 +584,7 @@ def run_full(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         with postgres_database(args.pg_url) as database_url:
             env = service_env(data_dir, BRAIN_DATABASE_URL=database_url, BRAIN_REDIS_URL=args.redis_url, BRAIN_JOBS="celery")
-            worker = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1"]
+            worker = [sys.executable, "-m", "brain_cli", "worker", "--concurrency", "1"]
             with (process("ours-full", serve_cmd(), env, work, health="/healthz") as ours,
                   process("worker", worker, env, work, health=None)):
                 api = Api(ours.url)

@@ -6,7 +6,7 @@
     brain.learn(x, y, task="t1", wait=True)   # ids generated: a retried request is learned once
     brain.predict(x[:3]).predictions
 
-Answers are the service's own pydantic models (``service.schemas``). A 503 (and 502/504/429) or a
+Answers are the client's own pydantic models (``brain_client.wire``). A 503 (and 502/504/429) or a
 dropped connection is retried with backoff (``RetryPolicy``); errors raise ``BrainAPIError``
 subclasses carrying the service's reason.
 """

@@ -2,8 +2,9 @@
 (:class:`Call`) or how long to pause (:class:`Pause`) and is sent back the parsed answer. The sync
 and async clients (``brain_client.client``) only carry these out, so both behave the same.
 
-Answers are the service's own pydantic models (``service.schemas``), so a client and the service
-it talks to agree on every field.
+Requests are plain JSON built here (the service validates them: a bad one is a 422, raised as
+``Invalid``); answers are the client's own models of the service's (``brain_client.wire``), checked
+against the service's OpenAPI document by the tests.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic_core import to_jsonable_python
 
+from brain_client import wire
 from brain_client.errors import JobFailed
-from service import schemas
 
 T = TypeVar("T")
 
@@ -108,45 +110,47 @@ class Learned:
 
 
 # -- brains ----------------------------------------------------------------------------------------
-def create_brain(name: str, *, kind: str, shape: Sequence[int], **options: Any) -> Steps[schemas.BrainOut]:
-    body = schemas.BrainCreate.model_validate({"name": name, "input": {"kind": kind, "shape": list(shape)}, **options})
-    answer = yield Call("POST", "/v1/brains", json=body.model_dump(mode="json", exclude_unset=True), idempotent=False)
-    return _model(schemas.BrainOut, answer)
+def create_brain(name: str, *, kind: str, shape: Sequence[int], **options: Any) -> Steps[wire.BrainOut]:
+    """``options``: the other fields of a brain's creation (strategy, encoder, params, max_labels,
+    sleep_policy, replay, seed), as JSON values or wire models; the service checks them all."""
+    body = {"name": name, "input": {"kind": kind, "shape": [int(d) for d in shape]}, **to_jsonable_python(options)}
+    answer = yield Call("POST", "/v1/brains", json=body, idempotent=False)
+    return _model(wire.BrainOut, answer)
 
 
-def list_brains() -> Steps[list[schemas.BrainOut]]:
+def list_brains() -> Steps[list[wire.BrainOut]]:
     answer = yield Call("GET", "/v1/brains")
-    return _model(schemas.BrainList, answer).brains
+    return _model(wire.BrainList, answer).brains
 
 
-def get_brain(name: str) -> Steps[schemas.BrainOut]:
-    return _model(schemas.BrainOut, (yield Call("GET", f"/v1/brains/{name}")))
+def get_brain(name: str) -> Steps[wire.BrainOut]:
+    return _model(wire.BrainOut, (yield Call("GET", f"/v1/brains/{name}")))
 
 
-def update_brain(name: str, **changes: Any) -> Steps[schemas.BrainOut]:
-    body = schemas.BrainUpdate.model_validate(changes).model_dump(mode="json", exclude_unset=True)
-    return _model(schemas.BrainOut, (yield Call("PATCH", f"/v1/brains/{name}", json=body)))
+def update_brain(name: str, **changes: Any) -> Steps[wire.BrainOut]:
+    """``changes``: ``params`` and/or ``sleep_policy``, as JSON values or wire models."""
+    return _model(wire.BrainOut, (yield Call("PATCH", f"/v1/brains/{name}", json=to_jsonable_python(changes))))
 
 
 def delete_brain(name: str) -> Steps[None]:
     yield Call("DELETE", f"/v1/brains/{name}", idempotent=False)
 
 
-def tasks(name: str) -> Steps[list[schemas.TaskOut]]:
-    return _model(schemas.TaskList, (yield Call("GET", f"/v1/brains/{name}/tasks"))).tasks
+def tasks(name: str) -> Steps[list[wire.TaskOut]]:
+    return _model(wire.TaskList, (yield Call("GET", f"/v1/brains/{name}/tasks"))).tasks
 
 
-def versions(name: str) -> Steps[schemas.VersionList]:
-    return _model(schemas.VersionList, (yield Call("GET", f"/v1/brains/{name}/versions")))
+def versions(name: str) -> Steps[wire.VersionList]:
+    return _model(wire.VersionList, (yield Call("GET", f"/v1/brains/{name}/versions")))
 
 
-def promote(name: str, number: int) -> Steps[schemas.VersionOut]:
+def promote(name: str, number: int) -> Steps[wire.VersionOut]:
     answer = yield Call("POST", f"/v1/brains/{name}/versions/{int(number)}/promote")  # idempotent: same pointer
-    return _model(schemas.VersionOut, answer)
+    return _model(wire.VersionOut, answer)
 
 
-def metrics(name: str) -> Steps[schemas.MetricsOut]:
-    return _model(schemas.MetricsOut, (yield Call("GET", f"/v1/brains/{name}/metrics")))
+def metrics(name: str) -> Steps[wire.MetricsOut]:
+    return _model(wire.MetricsOut, (yield Call("GET", f"/v1/brains/{name}/metrics")))
 
 
 # -- learning and predicting -------------------------------------------------------------------------
@@ -164,7 +168,7 @@ def learn(name: str, inputs: Any, labels: Sequence[Any], *, task: str, ids: Sequ
         last = start + chunk >= len(samples)
         answer = yield Call("POST", f"/v1/brains/{name}/samples", json={"task": task, "samples": samples[start:start + chunk]},
                             params={"wait": "true"} if wait and last else None)
-        got = _model(schemas.SamplesAccepted, answer)
+        got = _model(wire.SamplesAccepted, answer)
         out.accepted += got.accepted
         out.duplicates += got.duplicates
         if got.job and got.job not in out.jobs:
@@ -178,32 +182,32 @@ def learn(name: str, inputs: Any, labels: Sequence[Any], *, task: str, ids: Sequ
     return out
 
 
-def predict(name: str, inputs: Any, *, task: str | None = None) -> Steps[schemas.PredictOut]:
+def predict(name: str, inputs: Any, *, task: str | None = None) -> Steps[wire.PredictOut]:
     body: dict[str, Any] = {"inputs": encode_inputs(inputs)}
     if task is not None:
         body["task"] = task
-    return _model(schemas.PredictOut, (yield Call("POST", f"/v1/brains/{name}/predict", json=body)))
+    return _model(wire.PredictOut, (yield Call("POST", f"/v1/brains/{name}/predict", json=body)))
 
 
-def evaluate(name: str, inputs: Any, labels: Sequence[Any], *, task: str, mode: str = "class") -> Steps[schemas.EvaluateOut]:
+def evaluate(name: str, inputs: Any, labels: Sequence[Any], *, task: str, mode: str = "class") -> Steps[wire.EvaluateOut]:
     body = {"task": task, "mode": mode, "samples": _samples(inputs, labels, None)}
-    return _model(schemas.EvaluateOut, (yield Call("POST", f"/v1/brains/{name}/evaluate", json=body, idempotent=False)))
+    return _model(wire.EvaluateOut, (yield Call("POST", f"/v1/brains/{name}/evaluate", json=body, idempotent=False)))
 
 
-def sleep(name: str, *, wait: bool = False, timeout: float = 600.0, poll: float = 0.25) -> Steps[schemas.JobOut | schemas.SleepAccepted]:
+def sleep(name: str, *, wait: bool = False, timeout: float = 600.0, poll: float = 0.25) -> Steps[wire.JobOut | wire.SleepAccepted]:
     """Start a sleep; with ``wait``, follow its job to the end (raises JobFailed if it fails)."""
-    answer = _model(schemas.SleepAccepted, (yield Call("POST", f"/v1/brains/{name}/sleep", idempotent=False)))
+    answer = _model(wire.SleepAccepted, (yield Call("POST", f"/v1/brains/{name}/sleep", idempotent=False)))
     if not wait:
         return answer
     return (yield from wait_job(answer.job, timeout=timeout, poll=poll))
 
 
 # -- jobs ------------------------------------------------------------------------------------------
-def get_job(job_id: str) -> Steps[schemas.JobOut]:
-    return _model(schemas.JobOut, (yield Call("GET", f"/v1/jobs/{job_id}")))
+def get_job(job_id: str) -> Steps[wire.JobOut]:
+    return _model(wire.JobOut, (yield Call("GET", f"/v1/jobs/{job_id}")))
 
 
-def wait_job(job_id: str, *, timeout: float = 600.0, poll: float = 0.25, on_progress: Any = None) -> Steps[schemas.JobOut]:
+def wait_job(job_id: str, *, timeout: float = 600.0, poll: float = 0.25, on_progress: Any = None) -> Steps[wire.JobOut]:
     """Poll the job until it ends; ``on_progress(job)`` sees every state read on the way. Raises
     JobFailed when it failed and TimeoutError when it is still running after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -221,13 +225,13 @@ def wait_job(job_id: str, *, timeout: float = 600.0, poll: float = 0.25, on_prog
 
 
 # -- keys and health -------------------------------------------------------------------------------
-def create_key(name: str, *, brains: dict[str, str] | None = None, admin: bool = False) -> Steps[Any]:
+def create_key(name: str, *, brains: dict[str, str] | None = None, admin: bool = False) -> Steps[wire.KeyCreated]:
     body = {"name": name, "brains": brains or {}, "admin": admin}
-    return _model(schemas.KeyCreated, (yield Call("POST", "/v1/keys", json=body, idempotent=False)))
+    return _model(wire.KeyCreated, (yield Call("POST", "/v1/keys", json=body, idempotent=False)))
 
 
-def list_keys() -> Steps[Any]:
-    return _model(schemas.KeyList, (yield Call("GET", "/v1/keys"))).keys
+def list_keys() -> Steps[list[wire.KeyOut]]:
+    return _model(wire.KeyList, (yield Call("GET", "/v1/keys"))).keys
 
 
 def revoke_key(key_id: int | str) -> Steps[None]:

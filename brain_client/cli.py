@@ -2,7 +2,8 @@
 ``brains list|create|delete``, ``learn``, ``predict``, ``sleep``, ``jobs``, ``demo``.
 
 Where the service is: ``--url`` (or ``BRAIN_URL``, default http://127.0.0.1:8000); its key:
-``--key`` (or ``BRAIN_API_KEY``). ``service.cli`` mounts these next to serve/worker/beat.
+``--key`` (or ``BRAIN_API_KEY``). ``brain_cli`` mounts these next to serve/worker/beat; alone
+(a client-only install) they are the ``brain-client`` command (``app`` below).
 """
 
 from __future__ import annotations
@@ -224,3 +225,13 @@ def register(app: typer.Typer) -> None:
     for command in (learn, predict, sleep, job):
         app.command()(command)
     app.command()(_guarded(demo.demo))
+
+
+def create_app() -> typer.Typer:
+    """The client's commands alone: the ``brain-client`` console script of the client distribution."""
+    client_app = typer.Typer(help="plastic-brain's client: talk to a running service.", no_args_is_help=True)
+    register(client_app)
+    return client_app
+
+
+app = create_app()

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from brain_client.client import Client
 from brain_client.errors import NotFound
+from brain_client.fashion import FASHION_CLASSES, FASHION_DIR, Task, split_tasks
 
 SHAPE = [28, 28]
 
@@ -45,19 +46,15 @@ class DemoBrain:
         return float(np.mean(drops))
 
 
-def load_tasks(train_per_task: int, test_per_task: int, seed: int) -> list:
-    from bench.data import FASHION_DIR, split_tasks
-
+def load_tasks(train_per_task: int, test_per_task: int, seed: int) -> list[Task]:
     if not FASHION_DIR.exists():
         raise ValueError(f"Fashion-MNIST is not at {FASHION_DIR}: install the Debian package dataset-fashion-mnist")
     return split_tasks(train_per_task=train_per_task, test_per_task=test_per_task, seed=seed)
 
 
-def run_demo(client: Client, *, tasks: list, prefix: str = "demo", sleep: bool = True,
+def run_demo(client: Client, *, tasks: list[Task], prefix: str = "demo", sleep: bool = True,
              on_update: Callable[[list[DemoBrain], str], None] = lambda brains, status: None) -> list[DemoBrain]:
     """Teach ``tasks`` to a fresh default brain and a fresh fine-tune brain; returns their rows."""
-    from bench.data import FASHION_CLASSES
-
     brains = [DemoBrain(f"{prefix}-plastic", "ours", None),
               DemoBrain(f"{prefix}-finetune", "fine-tune", "finetune")]
     for b in brains:

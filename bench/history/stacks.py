@@ -104,7 +104,7 @@ class Embedded:
     def restart_api(self, index: int = 0) -> None:
         self.starts += 1
         log = self.work / f"api-{self.starts}.log"
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "brain_cli", "serve", "--data-dir", str(self.data_dir),
                "--host", "127.0.0.1", "--port", str(self.port)]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,

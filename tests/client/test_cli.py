@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench.data import FASHION_DIR
+from brain_client.fashion import FASHION_DIR
 from brain_client import Client
 from brain_client.demo import load_tasks, run_demo
-from service.cli import app as brain
+from brain_cli.main import app as brain
 from tests.service.test_api import DIM, SMALL, clusters
 
 runner = CliRunner()

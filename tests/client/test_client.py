@@ -109,6 +109,19 @@ def test_errors_carry_the_service_reason(app_client: TestClient) -> None:
         client.brain("b").learn(np.zeros((2, DIM)), [0], task="t1")  # caught before anything is sent
 
 
+def test_brain_options_are_checked_by_the_service_and_wire_models_go_back(app_client: TestClient) -> None:
+    client, _ = client_on(app_client)
+    with pytest.raises(Invalid) as unknown:  # the client sends options as given; the service refuses
+        client.create_brain("b", kind="vector", shape=[DIM], strategy_name="plastic")
+    assert unknown.value.status == 422 and "strategy_name" in str(unknown.value.detail)
+    made = client.create_brain("b", kind="vector", shape=np.array([DIM]), params=SMALL,
+                               sleep_policy={"every_samples": 50})
+    other = client.create_brain("c", kind="vector", shape=[DIM], params=SMALL, sleep_policy=made.sleep_policy)
+    assert other.sleep_policy.every_samples == 50
+    changed = made.sleep_policy.model_copy(update={"every_samples": 70})
+    assert client.brain("c").update(sleep_policy=changed).sleep_policy.every_samples == 70
+
+
 def test_a_lost_answer_is_retried_with_the_same_ids_and_learned_once(app_client: TestClient) -> None:
     lost = []
 

@@ -49,7 +49,7 @@ pytestmark = pytest.mark.integration
 
 BRAIN_CLI = Path(sys.executable).parent / "brain"  # the console script next to this interpreter
 # the same typer app, where the script is not installed next to the interpreter
-BRAIN = [str(BRAIN_CLI)] if BRAIN_CLI.exists() else [sys.executable, "-m", "service.cli"]
+BRAIN = [str(BRAIN_CLI)] if BRAIN_CLI.exists() else [sys.executable, "-m", "brain_cli"]
 READY_TIMEOUT = 60.0
 TIMEOUT = 60.0
 

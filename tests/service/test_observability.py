@@ -92,7 +92,7 @@ def test_json_logs_one_object_a_line_with_request_ids(tmp_path: Path) -> None:
     env.update(BRAIN_DATA_DIR=str(tmp_path / "var"), BRAIN_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "brain_cli", "serve", "--port", str(port)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
