@@ -128,11 +128,11 @@ class Stream:
 
 # -- the two ways of driving a brain --------------------------------------------------------------
 class LocalBrain:
-    """A learner driven exactly as the service drives it (``service.learning``), without HTTP."""
+    """A learner driven exactly as the service drives it (``service.orchestration``), without HTTP."""
 
     def __init__(self, strategy: str, params: dict, *, seed: int, replay: int, max_labels: int,
                  input_shape: tuple[int, ...] = SHAPE, encoded: bool = False) -> None:
-        from service.learning import WAKE_BATCH
+        from service.orchestration import WAKE_BATCH
         from service.replay import MemoryStore, ReplayBuffer
 
         self.wake_batch = WAKE_BATCH
@@ -166,7 +166,7 @@ class LocalBrain:
         self.version += 1
 
     def sleep(self) -> None:
-        from service.learning import sleep_budget
+        from service.orchestration import sleep_budget
 
         if self.learned == 0:
             return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,32 +33,16 @@ from service.api import (
 )
 from service.api.authgate import AuthGate
 from service.errors import BrainError
-from service.learning import check_sleep_due, recover
 from service.locks import BrainLockTimeout
 from service.observability import REQUEST_ID, BrainCollector
-from service.runtime import Runtime, build_runtime
+from service.runtime import build_runtime
+from service.scheduling import SleepScheduler, recover
 from service.serving import LearnerCache, MicroBatcher, ServingCache
 from service.settings import Settings
 from service.waiting import JobWaiter
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("service.access")
-
-
-class _SleepScheduler:
-    """The embedded stand-in for Celery beat: checks sleep policies every few seconds."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="sleep-scheduler", daemon=True)
-
-    def _loop(self) -> None:
-        while not self.stop.wait(self.rt.settings.sleep_check_seconds):
-            try:
-                check_sleep_due(self.rt)
-            except Exception:
-                log.exception("sleep check failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recover(rt, orphaned_jobs=not settings.uses_celery)
         scheduler = None
         if not settings.uses_celery:
-            scheduler = _SleepScheduler(rt)
+            scheduler = SleepScheduler(rt)
             scheduler.thread.start()
         try:
             yield

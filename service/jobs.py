@@ -34,7 +34,7 @@ QUEUES = ("wake", "sleep")
 QUEUE_OF = {"meta_train": "sleep"}
 
 
-RETRIES = 20  # tries of a job whose error may pass (``service.learning.transient``): about 8 minutes
+RETRIES = 20  # tries of a job whose error may pass (``service.orchestration.transient``): about 8 minutes
 
 
 def retry_delay(attempt: int) -> float:

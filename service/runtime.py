@@ -115,7 +115,7 @@ def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api
             assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
             jobs.executor = CeleryJobs(settings.broker_url)
         else:
-            from service.learning import run_job, transient
+            from service.orchestration import run_job, transient
 
             jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id, retry_transient=True),
                                           nice=settings.job_nice, retryable=transient)

@@ -1,4 +1,4 @@
-"""Thin Celery tasks: they take ids, not objects, and call the orchestration in service.learning."""
+"""Thin Celery tasks: they take ids, not objects, and call the orchestration in service.orchestration (and service.scheduling)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ import threading
 from celery import Celery
 from celery.signals import task_received, worker_ready
 
-from service.jobs import CHECK_SLEEP_TASK, RETRIES, RUN_JOB_TASK, JobBusy, lower_priority, retry_delay
-from service.learning import check_sleep_due, recover, run_job, transient
+from service.jobs import (
+    CHECK_SLEEP_TASK,
+    RETRIES,
+    RUN_JOB_TASK,
+    JobBusy,
+    lower_priority,
+    retry_delay,
+)
+from service.orchestration import run_job, transient
 from service.runtime import Runtime, build_runtime
+from service.scheduling import check_sleep_due, recover
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from service.api import fastjson
 from service.api.deps import (
     AdminOnly,
     AuthDep,
-    LearnersDep,
     Caller,
     CanRead,
     CanWrite,
+    LearnersDep,
     RuntimeDep,
     SessionDep,
 )

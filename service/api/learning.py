@@ -9,12 +9,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from service import auth, brains, samplelog, schemas
+from service import auth, brains, meta_sets, samplelog, schemas
 from service.api import fastjson
-from service.api.deps import CanWrite, RuntimeDep, can_read, caller_of
+from service.api.deps import CanWrite, RuntimeDep, caller_of, can_read
 from service.errors import Conflict
 from service.inputs import check_limits, decode
-from service.learning import submit_meta_train
 from service.runtime import Runtime
 from service.serving import MicroBatcher, ServingCache
 from service.waiting import RETRY_AFTER_SECONDS, JobWaiter, TooManyWaiters
@@ -174,7 +173,7 @@ async def meta_train(
     check_limits(body.samples, field="samples", max_items=rt.settings.max_meta_samples,
                  setting="BRAIN_MAX_META_SAMPLES", max_text_chars=rt.settings.max_text_chars)
     with _waiting(request, wait) as waiter:
-        return await _job_answer(rt, waiter, await run_in_threadpool(submit_meta_train, rt, name=name, body=body))
+        return await _job_answer(rt, waiter, await run_in_threadpool(meta_sets.submit, rt, name=name, body=body))
 
 
 async def _job_answer(rt: Runtime, waiter: JobWaiter | None, job_id: str) -> schemas.SleepAccepted:

@@ -8,7 +8,7 @@ import torch
 from models import create
 from models.learner import Replay
 from models.mygo import UNSEEN, MyGO
-from service.learning import sleep_budget
+from service.orchestration import sleep_budget
 from tests.models.synthetic import clusters, task_batches
 
 DIM, CLASSES, PER_TASK = 20, 6, 2

@@ -6,7 +6,8 @@ import time
 
 from fastapi.testclient import TestClient
 
-from service.learning import SLEEP_BUDGET_RANGE, recover, sleep_budget, wake
+from service.orchestration import SLEEP_BUDGET_RANGE, sleep_budget, wake
+from service.scheduling import recover
 from service.tables import Job
 from tests.conftest import make_settings
 from tests.service.test_api import clusters, make_brain, post
@@ -207,7 +208,7 @@ def test_a_jobs_record_holds_its_events_in_order(client: TestClient) -> None:
 
 
 def test_a_failed_job_records_why(client: TestClient, monkeypatch) -> None:
-    import service.learning
+    import service.orchestration
 
     make_brain(client, "b")
     x, y = clusters(20, ["a", "b"], seed=0)
@@ -216,7 +217,7 @@ def test_a_failed_job_records_why(client: TestClient, monkeypatch) -> None:
     def broken(rt, job):
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setitem(service.learning.__dict__, "sleep", broken)
+    monkeypatch.setitem(service.orchestration.__dict__, "sleep", broken)
     job_id = client.post("/v1/brains/b/sleep").json()["job"]
     wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["state"] == "failed")
     events = client.get(f"/v1/jobs/{job_id}").json()["events"]
@@ -233,8 +234,8 @@ def test_a_due_sleep_names_its_policy_and_a_lost_queued_one_is_sent_again(settin
     from sqlalchemy import update
 
     from service import brains, schemas
-    from service.learning import maybe_sleep
     from service.runtime import build_runtime
+    from service.scheduling import maybe_sleep
     from service.tables import Brain, utcnow
 
     rt = build_runtime(settings, executor=False)

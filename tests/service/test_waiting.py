@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-import service.learning
+import service.orchestration
 from service.db import Database, upgrade
 from service.settings import Settings
 from service.tables import Job
@@ -41,7 +41,7 @@ class Gate:
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
     held = Gate()
-    real = service.learning.run_job
+    real = service.orchestration.run_job
 
     def run_when_open(rt, job_id: str, **kwargs):
         held.event.wait(60)
@@ -51,7 +51,7 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
             held.ended[job_id] = time.monotonic()
 
     # build_runtime imports run_job when the app starts: the apps of this test get the held one
-    monkeypatch.setattr(service.learning, "run_job", run_when_open)
+    monkeypatch.setattr(service.orchestration, "run_job", run_when_open)
     yield held
     held.open()
 

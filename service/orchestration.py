@@ -1,7 +1,9 @@
-"""Orchestration of learning: wake and sleep jobs, scheduled sleep, recovery after a restart.
+"""Orchestration of learning: what a wake, sleep or meta-train job does, and running a job.
 
 Plain functions over a :class:`~service.runtime.Runtime`; the in-process executor and the Celery
-tasks (``workers.tasks``) both call :func:`run_job`. Every job is idempotent:
+tasks (``workers.tasks``) both call :func:`run_job`. When jobs are submitted (a due sleep, recovery
+after a restart) is ``service.scheduling``'s concern; the meta-train set's storage is
+``service.meta_sets``'. Every job is idempotent:
 
 - wake learns the sample log after the brain's ``learned_position`` and publishes a version that
   records the new position in the same transaction, so a job that dies is simply re-run and nothing
@@ -10,7 +12,7 @@ tasks (``workers.tasks``) both call :func:`run_job`. Every job is idempotent:
   snapshot of the buffer;
 - meta_train (strategies with ``meta_trainable``, e.g. "anml") meta-learns the current version on
   a background set and publishes a version of kind "meta". The background set never enters the
-  sample log, the replay buffer or the brain's labels: the route (:func:`submit_meta_train`) writes
+  sample log, the replay buffer or the brain's labels: the route (``service.meta_sets.submit``) writes
   it, labels remapped to ``0..C-1``, to ``<checkpoint_dir>/<brain id>/meta/<uuid>.safetensors``
   (tensors ``x`` float32 and ``y`` int64; tmp file + rename), the job's payload names the file, and
   the job deletes it when it ends, succeeded or failed (a worker that dies leaves it for the
@@ -20,24 +22,19 @@ tasks (``workers.tasks``) both call :func:`run_job`. Every job is idempotent:
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
 from sqlalchemy import select
 
-from models.registry import STRATEGIES
-from service import budgets, samplelog, schemas
-from service.brains import get_brain, label_key
-from service.errors import Invalid
-from service.inputs import decode
+from service import samplelog
 from service.locks import BrainLockTimeout, LockLost
+from service.meta_sets import meta_set_path
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
+from service.scheduling import maybe_sleep
 from service.tables import Brain, Job, Task, Version, utcnow
 from service.versions import input_dim
 from service.writer import locked_brain, writer
@@ -236,50 +233,6 @@ def sleep(rt: Runtime, job: Job) -> dict:
         return {"version": number, "seconds": round(seconds, 4), "replayed": len(replay), **stats.as_dict()}
 
 
-def meta_set_path(rt: Runtime, brain_id: int, name: str) -> Path:
-    return rt.versions.root / str(brain_id) / "meta" / name
-
-
-def submit_meta_train(rt: Runtime, *, name: str, body: schemas.MetaTrainIn) -> str:
-    """Check the request, store the background set and submit a ``meta_train`` job; its id."""
-    from safetensors.torch import save_file
-
-    with rt.db.session() as s:
-        brain = get_brain(s, name)
-        s.expunge(brain)
-    cls = STRATEGIES.get(brain.strategy)
-    if cls is None or not cls.meta_trainable:
-        able = ", ".join(sorted(n for n, c in STRATEGIES.items() if c.meta_trainable)) or "none"
-        raise Invalid(f"strategy {brain.strategy!r} cannot be meta-trained; strategies that can: {able}")
-    limit = rt.settings.max_meta_samples
-    if len(body.samples) > limit:
-        raise Invalid(f"{len(body.samples)} background samples; the limit is {limit} (BRAIN_MAX_META_SAMPLES)")
-    index: dict[str, int] = {}
-    y = [index.setdefault(label_key(smp.label), len(index)) for smp in body.samples]  # "3" != 3
-    if len(index) < 2:
-        raise Invalid(f"meta-training needs at least two distinct labels in the background set, got {len(index)}")
-    budgets.check_meta_train(rt.settings, brain, inner_steps=body.inner_steps, classes=len(index),
-                             first_order=body.first_order)
-    x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder,
-               max_pixels=rt.settings.max_decoded_pixels)
-    path = meta_set_path(rt, brain.id, f"{uuid.uuid4().hex}.safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        save_file({"x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                   "y": torch.tensor(y, dtype=torch.int64)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    payload = {"file": path.name, "steps": body.steps, "inner_steps": body.inner_steps,
-               "first_order": body.first_order, "samples": len(y), "classes": len(index)}
-    try:
-        return rt.jobs.submit("meta_train", brain.id, payload)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-
-
 def meta_train(rt: Runtime, job: Job) -> dict:
     from safetensors.torch import load_file
 
@@ -328,56 +281,3 @@ def _on(replay, device: str):
     return Replay(replay.x.to(device), replay.y.to(device))
 
 
-def maybe_sleep(rt: Runtime, brain_id: int) -> str | None:
-    """Submit a sleep job when the brain's policy says one is due, unless one is running; its id.
-
-    The job's reason names the policy that made it due ("every_samples", or "schedule" for
-    ``every_seconds``). A sleep already queued is joined; on Celery its message is sent again once
-    it has waited longer than the lock timeout (the API that queued it may have died before
-    sending it: a queued job that is never run would hold every later sleep back)."""
-    with rt.db.session(read_only=True) as s:
-        brain = s.get(Brain, brain_id)
-        reason = _due(brain) if brain is not None else None
-        if reason is None:
-            return None
-        running = s.scalar(select(Job.id).where(
-            Job.brain_id == brain_id, Job.kind == "sleep", Job.state == "running").limit(1))
-        if running is not None:
-            return None
-    return rt.jobs.submit("sleep", brain_id, {"reason": reason}, join_queued=True,
-                          resend_after=rt.settings.lock_timeout_seconds)
-
-
-def _due(brain: Brain) -> str | None:
-    """Which policy makes a sleep due now, if any."""
-    policy = brain.sleep_policy or {}
-    if brain.samples_since_sleep <= 0:
-        return None
-    every = policy.get("every_samples")
-    if every and brain.samples_since_sleep >= every:
-        return "every_samples"
-    seconds = policy.get("every_seconds")
-    if seconds and utcnow() - (brain.last_sleep_at or brain.created_at) >= timedelta(seconds=seconds):
-        return "schedule"
-    return None
-
-
-def check_sleep_due(rt: Runtime) -> list[str]:
-    """Called by Celery beat (full stack) or the embedded scheduler thread."""
-    with rt.db.session(read_only=True) as s:
-        ids = list(s.scalars(select(Brain.id).where(Brain.samples_since_sleep > 0)))
-    submitted = [maybe_sleep(rt, brain_id) for brain_id in ids]
-    return [job for job in submitted if job]
-
-
-def recover(rt: Runtime, *, orphaned_jobs: bool) -> list[str]:
-    """After a restart: re-submit wake for every brain with acknowledged but unlearned samples.
-
-    ``orphaned_jobs``: the jobs still marked queued or running belonged to this process's executor
-    (embedded) and died with it, so they are marked failed.
-    """
-    if orphaned_jobs:
-        rt.jobs.fail_unfinished("interrupted by a restart")
-    with rt.db.session(read_only=True) as s:
-        pending = sorted(samplelog.backlog(s))
-    return [rt.jobs.submit("wake", brain_id, {"reason": "recovery"}, join_queued=True) for brain_id in pending]
