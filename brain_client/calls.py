@@ -194,9 +194,9 @@ def evaluate(name: str, inputs: Any, labels: Sequence[Any], *, task: str, mode: 
     return _model(wire.EvaluateOut, (yield Call("POST", f"/v1/brains/{name}/evaluate", json=body, idempotent=False)))
 
 
-def sleep(name: str, *, wait: bool = False, timeout: float = 600.0, poll: float = 0.25) -> Steps[wire.JobOut | wire.SleepAccepted]:
+def sleep(name: str, *, wait: bool = False, timeout: float = 600.0, poll: float = 0.25) -> Steps[wire.JobOut | wire.JobAccepted]:
     """Start a sleep; with ``wait``, follow its job to the end (raises JobFailed if it fails)."""
-    answer = _model(wire.SleepAccepted, (yield Call("POST", f"/v1/brains/{name}/sleep", idempotent=False)))
+    answer = _model(wire.JobAccepted, (yield Call("POST", f"/v1/brains/{name}/sleep", idempotent=False)))
     if not wait:
         return answer
     return (yield from wait_job(answer.job, timeout=timeout, poll=poll))

@@ -133,7 +133,7 @@ class EvaluateOut(_Answer):
 
 
 # -- jobs -----------------------------------------------------------------------------------------
-class SleepAccepted(_Answer):
+class JobAccepted(_Answer):
     job: str
     state: str
     result: dict[str, Any] | None = None

@@ -30,6 +30,7 @@ from service.api import (
     keys,
     learning,
     metrics,
+    strategies,
 )
 from service.api.authgate import AuthGate
 from service.errors import BrainError
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "and let the brain sleep to consolidate without forgetting.",
         lifespan=lifespan,
     )
-    for module in (brains, learning, jobs, metrics, activity, keys, health):
+    for module in (brains, strategies, learning, jobs, metrics, activity, keys, health):
         app.include_router(module.router)
     # the dashboard: static files, no build step; it reads the API with the key a person types in
     app.mount("/ui", StaticFiles(directory=Path(__file__).parent / "ui", html=True), name="ui")

@@ -53,7 +53,7 @@ def create_brain(rt: Runtime, *, body: schemas.BrainCreate) -> Brain:
             name=body.name, input_kind=body.input.kind, input_shape=list(body.input.shape),
             strategy=strategy, encoder=encoder, params=params,
             sleep_policy=body.sleep_policy.model_dump(exclude_none=True),
-            replay=body.replay.model_dump(), seed=body.seed, num_classes=max_labels,
+            replay=body.replay.model_dump(), seed=body.seed, max_labels=max_labels,
             labels=[], learned_position=0, samples_learned=0, samples_since_sleep=0,
         )
         budgets.check_model(rt.settings, brain)  # before it is built; also refuses params that do not fit
@@ -103,7 +103,7 @@ def brain_out(s: Session, brain: Brain) -> schemas.BrainOut:
         input=schemas.InputSpec(kind=brain.input_kind, shape=brain.input_shape),
         strategy=brain.strategy, encoder=brain.encoder, params=brain.params,
         sleep_policy=schemas.SleepPolicy(**brain.sleep_policy), replay=schemas.ReplaySpec(**brain.replay),
-        seed=brain.seed, max_labels=brain.num_classes, labels=brain.labels, current_version=brain.current_version,
+        seed=brain.seed, max_labels=brain.max_labels, labels=brain.labels, current_version=brain.current_version,
         samples_learned=brain.samples_learned, samples_pending=int(pending or 0), created_at=brain.created_at,
     )
 
@@ -168,7 +168,7 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
         duplicates = len(body.samples) - len(keep)
         if not keep:
             return brain.id, 0, duplicates
-        labels = label_indices(brain, [body.samples[i].label for i in keep], limit=brain.num_classes)
+        labels = label_indices(brain, [body.samples[i].label for i in keep], limit=brain.max_labels)
         task = _task(s, brain, body.task, settings=rt.settings)
         task.labels = sorted(set(task.labels) | {int(v) for v in labels})
         task.samples += len(keep)

@@ -47,7 +47,7 @@ class Runtime:
     jobs: Jobs
     redis: object | None = None  # redis.Redis on the full stack
     job_counts: JobCounts = field(default_factory=JobCounts)  # what jobs did, for /metrics
-    memory: MemoryStores = field(default_factory=MemoryStores)
+    replay_stores: MemoryStores = field(default_factory=MemoryStores)  # in-process replay buffers (embedded)
     changes: BrainChanges = field(default_factory=BrainChanges)
     training: TrainingCache = field(default_factory=TrainingCache)  # learners kept between jobs
     data_dir_claim: DataDirClaim | None = None  # held by the process that runs an embedded brain's jobs
@@ -65,13 +65,13 @@ class Runtime:
 
     def replay(self, brain: Brain) -> ReplayBuffer:
         width = input_dim(brain.input_shape, brain.encoder)
-        store = self.memory.get(brain.id) if self.redis is None else RedisStore(self.redis, brain.id, width)
+        store = self.replay_stores.get(brain.id) if self.redis is None else RedisStore(self.redis, brain.id, width)
         return ReplayBuffer(store, capacity=int(brain.replay["size"]), policy=brain.replay["policy"],
                             seed=brain.seed, width=width)
 
     def drop_replay(self, brain_id: int) -> None:
         if self.redis is None:
-            self.memory.drop(brain_id)
+            self.replay_stores.drop(brain_id)
         else:
             RedisStore(self.redis, brain_id, dim=0).clear()
 

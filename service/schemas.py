@@ -196,8 +196,22 @@ class EvaluateOut(BaseModel):
     samples: int
 
 
+class StrategyOut(BaseModel):
+    name: str
+    default: bool
+    settings: list[Literal["class", "task", "domain"]]  # the continual-learning settings it handles
+    meta_trainable: bool
+    params: dict[str, Any]  # JSON schema of its params
+
+
+class StrategyList(BaseModel):
+    strategies: list[StrategyOut]
+
+
 # -- jobs, tasks, versions, metrics ---------------------------------------------------------------
-class SleepAccepted(BaseModel):
+class JobAccepted(BaseModel):
+    """A job submitted by a request (a sleep, a meta-training): its id, and with ``wait`` its end."""
+
     job: str
     state: JobState
     result: dict[str, Any] | None = None

@@ -69,7 +69,9 @@ class Brain(Base):
     sleep_policy: Mapped[dict[str, Any]]
     replay: Mapped[dict[str, Any]]  # {"size": int, "policy": "reservoir" | "class_balanced"}
     seed: Mapped[int] = mapped_column(Integer, default=0)
-    num_classes: Mapped[int] = mapped_column(Integer)  # label capacity of the learner
+    # the most labels the brain holds (the API's max_labels, the learner's output size); the
+    # column keeps the name it was created with
+    max_labels: Mapped[int] = mapped_column("num_classes", Integer)
     # label table: index -> label as the client gave it (string or integer)
     labels: Mapped[list[Any]] = mapped_column(JSON, default=list)
     current_version: Mapped[int | None] = mapped_column(Integer)

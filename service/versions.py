@@ -204,7 +204,7 @@ def new_learner(brain: Brain, params: dict | None = None) -> Learner:
     return create_learner(
         brain.strategy,
         input_dim=input_dim(brain.input_shape, brain.encoder),
-        num_classes=brain.num_classes,
+        num_classes=brain.max_labels,
         seed=brain.seed,
         params=brain.params if params is None else params,
         input_shape=list(brain.input_shape) if raw else None,

@@ -180,7 +180,7 @@ def _rows(state: State, name: str) -> dict[str, Any]:
         dim = input_dim(brain.input_shape, brain.encoder)
         return {
             "id": brain.id, "strategy": brain.strategy, "params": brain.params, "seed": brain.seed,
-            "num_classes": brain.num_classes, "input_dim": dim, "labels": list(brain.labels),
+            "num_classes": brain.max_labels, "input_dim": dim, "labels": list(brain.labels),
             "learned_position": brain.learned_position, "samples_learned": brain.samples_learned,
             "current_version": brain.current_version,
             "tasks": [{"id": t.id, "name": t.name, "labels": list(t.labels)} for t in tasks],

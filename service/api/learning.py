@@ -139,14 +139,14 @@ def _evaluate(rt: Runtime, serving: ServingCache, name: str, body: schemas.Evalu
                                samples=len(truth))
 
 
-@router.post("/{name}/sleep", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)
+@router.post("/{name}/sleep", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.JobAccepted)
 async def sleep(
     name: str,
     request: Request,
     rt: RuntimeDep,
     _: CanWrite,
     wait: bool = Query(False, description="Answer when the sleep has finished."),
-) -> schemas.SleepAccepted:
+) -> schemas.JobAccepted:
     """Consolidate now: replay and distill, then publish a new version. Poll ``GET /v1/jobs/{job}``."""
     with _waiting(request, wait) as waiter:
         return await _job_answer(rt, waiter, await run_in_threadpool(_submit_sleep, rt, name))
@@ -158,7 +158,7 @@ def _submit_sleep(rt: Runtime, name: str) -> str:
     return rt.jobs.submit("sleep", brain_id, {"reason": "request"})
 
 
-@router.post("/{name}/meta-train", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.SleepAccepted)
+@router.post("/{name}/meta-train", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.JobAccepted)
 async def meta_train(
     name: str,
     body: schemas.MetaTrainIn,
@@ -166,7 +166,7 @@ async def meta_train(
     rt: RuntimeDep,
     _: CanWrite,
     wait: bool = Query(False, description="Answer when the meta-training has finished."),
-) -> schemas.SleepAccepted:
+) -> schemas.JobAccepted:
     """Meta-learn how to learn (strategies that can, e.g. "anml") on a background set of classes,
     then publish a version of kind "meta". The background samples and labels are the set's own:
     they never enter the brain's labels, tasks, sample log or replay. Poll ``GET /v1/jobs/{job}``."""
@@ -176,10 +176,10 @@ async def meta_train(
         return await _job_answer(rt, waiter, await run_in_threadpool(meta_sets.submit, rt, name=name, body=body))
 
 
-async def _job_answer(rt: Runtime, waiter: JobWaiter | None, job_id: str) -> schemas.SleepAccepted:
+async def _job_answer(rt: Runtime, waiter: JobWaiter | None, job_id: str) -> schemas.JobAccepted:
     """The submitted job: with a waiter, its end state (or its state when the wait timeout passed),
     else "queued"."""
     if waiter is None:
-        return schemas.SleepAccepted(job=job_id, state="queued")
+        return schemas.JobAccepted(job=job_id, state="queued")
     job = await waiter.wait(job_id, rt.settings.wait_timeout_seconds)
-    return schemas.SleepAccepted(job=job_id, state=job.state, result=job.result, error=job.error)
+    return schemas.JobAccepted(job=job_id, state=job.state, result=job.result, error=job.error)

@@ -154,7 +154,7 @@ def test_a_wire_model_reads_only_what_the_service_sends(openapi: Schema, model: 
 
 def test_every_route_the_client_reads_has_a_wire_model(openapi: Schema) -> None:
     read = {"BrainList", "BrainOut", "TaskList", "VersionList", "VersionOut", "MetricsOut", "SamplesAccepted",
-            "PredictOut", "EvaluateOut", "SleepAccepted", "JobOut", "KeyCreated", "KeyList"}
+            "PredictOut", "EvaluateOut", "JobAccepted", "JobOut", "KeyCreated", "KeyList"}
     assert read <= {m.__name__ for m in WIRE_MODELS} and read <= _response_schemas(openapi)
 
 

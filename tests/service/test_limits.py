@@ -356,7 +356,7 @@ def test_growth_per_task_is_sized_at_the_tasks_given(tmp_path: Path) -> None:
 
     def brain(strategy: str, params: dict) -> Brain:
         return Brain(name=strategy, input_kind="vector", input_shape=[784], strategy=strategy, encoder="flatten",
-                     params=params, replay={"size": 500, "policy": "reservoir"}, num_classes=10, seed=0)
+                     params=params, replay={"size": 500, "policy": "reservoir"}, max_labels=10, seed=0)
 
     for strategy, fits, over in [("mygo", 2, 20), ("gem", 20, 400), ("agem", 20, 400)]:
         check_model(settings, brain(strategy, {}), tasks=fits)

@@ -221,7 +221,7 @@ def test_job_counts_are_kept_in_redis_for_every_process(redis_url: str, tmp_path
     try:
         with worker.db.session() as s:
             brain = Brain(name="r", input_kind="vector", input_shape=[2], strategy="plastic", encoder="flatten",
-                          params={}, sleep_policy={}, replay={"size": 4, "policy": "reservoir"}, num_classes=2)
+                          params={}, sleep_policy={}, replay={"size": 4, "policy": "reservoir"}, max_labels=2)
             s.add(brain)
             s.flush()
             brain_id = brain.id

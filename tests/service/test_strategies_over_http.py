@@ -42,3 +42,19 @@ def test_strategy_learns_sleeps_and_survives_restart(settings, strategy: str) ->
     assert accuracy > 0.8, f"{strategy}: accuracy {accuracy} on the task it learned last"
     with TestClient(create_app(settings)) as client:  # a restarted service
         assert predict(client, "s", probe) == before
+
+
+def test_the_strategies_a_client_can_ask_for_are_listed_with_their_params(settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        listed = client.get("/v1/strategies").json()["strategies"]
+        assert [s["name"] for s in listed] == sorted(STRATEGIES)
+        by_name = {s["name"]: s for s in listed}
+        assert [s["name"] for s in listed if s["default"]] == ["plastic"]
+        assert [s["name"] for s in listed if s["meta_trainable"]] == ["anml"]
+        assert all(s["settings"] == list(STRATEGIES[s["name"]].settings) for s in listed)
+        # the schema is the one params are validated against: its default is what a brain gets
+        lr = by_name["finetune"]["params"]["properties"]["lr"]
+        assert lr["default"] == 1e-3 and lr["exclusiveMinimum"] == 0.0
+        r = client.post("/v1/brains", json={"name": "f", "strategy": "finetune", "params": {"lr": 0},
+                                            "input": {"kind": "vector", "shape": [DIM]}})
+        assert r.status_code == 422 and "lr" in r.text
