@@ -57,7 +57,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -128,19 +127,23 @@ class Stream:
 
 # -- the two ways of driving a brain --------------------------------------------------------------
 class LocalBrain:
-    """A learner driven exactly as the service drives it (``service.orchestration``), without HTTP."""
+    """A learner driven exactly as the service drives it, without HTTP, the database or versions:
+    its wake steps and sleeps are the service's own (``service.orchestration.learn_batch`` and
+    ``consolidate``), its labels are mapped and its predictions masked by the service's functions
+    (``service.brains.label_indices``, ``service.serving.class_mask`` and ``best``)."""
 
     def __init__(self, strategy: str, params: dict, *, seed: int, replay: int, max_labels: int,
                  input_shape: tuple[int, ...] = SHAPE, encoded: bool = False) -> None:
         from service.orchestration import WAKE_BATCH
         from service.replay import MemoryStore, ReplayBuffer
+        from service.tables import Brain
 
         self.wake_batch = WAKE_BATCH
         self.width = int(np.prod(input_shape))  # the encoded input's size (784 for the image scenarios)
         self.learner: Learner = create(strategy, input_dim=self.width, num_classes=max_labels, seed=seed,
                                        params=params, input_shape=list(input_shape), encoded=encoded)
         self.buffer = ReplayBuffer(MemoryStore(), capacity=replay, policy="reservoir", seed=seed, width=self.width)
-        self.labels = SimpleNamespace(labels=[])  # the label registry, as service.brains keeps it
+        self.labels = Brain(labels=[])  # the label registry, kept on a brain row as the service does
         self.label_limit = max_labels
         self.task_labels: dict[str, list[int]] = {}
         self.version = 1  # the service publishes version 1 at creation
@@ -154,24 +157,25 @@ class LocalBrain:
         return np.array(idx, dtype=np.int64)
 
     def learn(self, task: str, x: np.ndarray, y: np.ndarray) -> None:
+        from service.orchestration import learn_batch
+
         idx = self._indices(y)
         known = self.task_labels.setdefault(task, [])
         known.extend(i for i in dict.fromkeys(idx.tolist()) if i not in known)
         for lo in range(0, len(idx), self.wake_batch):
-            xb, yb = x[lo: lo + self.wake_batch], idx[lo: lo + self.wake_batch]
-            self.learner.observe(torch.from_numpy(xb), torch.from_numpy(yb), task)
-            self.buffer.add(xb, yb.tolist())
+            learn_batch(self.learner, self.buffer, torch.from_numpy(x[lo: lo + self.wake_batch]),
+                        torch.from_numpy(idx[lo: lo + self.wake_batch]), task, "cpu")
         self.learned += len(idx)
         self.since_sleep += len(idx)
         self.version += 1
 
     def sleep(self) -> None:
-        from service.orchestration import sleep_budget
+        from service.orchestration import consolidate
 
         if self.learned == 0:
             return
-        replay = self.buffer.sample(None, seed=self.version)
-        self.learner.sleep(replay, budget=sleep_budget({}, self.since_sleep))
+        consolidate(self.learner, self.buffer, policy={}, samples_since_sleep=self.since_sleep,
+                    version=self.version, device="cpu")
         self.since_sleep = 0
         self.version += 1
 

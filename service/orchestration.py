@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from sqlalchemy import select
 
+from models.learner import Learner, Replay, Stats
 from service import samplelog
 from service.locks import BrainLockTimeout, LockLost
 from service.meta_sets import meta_set_path
@@ -144,10 +145,9 @@ def wake(rt: Runtime, job: Job) -> dict:
                 break
             for task_id, x, y in _batches(rows, brain):
                 task = tasks.get(task_id) or _tasks(rt, brain.id, tasks)[task_id]  # may be new
-                stats = learner.observe(x.to(rt.device), y.to(rt.device), task.name)
+                stats = learn_batch(learner, buffer, x, y, task.name, rt.device)
                 if stats.loss is not None:
                     losses.append(stats.loss)
-                buffer.add(x.numpy(), y.tolist())
                 tasks_seen = max(tasks_seen, task.ordinal + 1)
             cursor = rows[-1].id
             learned += len(rows)
@@ -183,6 +183,26 @@ def wake(rt: Runtime, job: Job) -> dict:
     return {"learned": learned, "version": number, "left": left}
 
 
+def learn_batch(learner: Learner, buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, task: str,
+                device: str) -> Stats:
+    """One step of a wake: the learner observes a batch of one task, and the replay buffer is
+    offered it (``bench.quality`` drives its brains through this too)."""
+    stats = learner.observe(x.to(device), y.to(device), task)
+    buffer.add(x.numpy(), y.tolist())
+    return stats
+
+
+def consolidate(learner: Learner, buffer: ReplayBuffer, *, policy: dict, samples_since_sleep: int,
+                version: int | None, device: str) -> tuple[Stats, int]:
+    """A sleep's learning: the learner consolidates over the whole replay buffer, drawn in an order
+    seeded by the current version, within the budget of :func:`sleep_budget`. Its stats and the
+    number of samples replayed."""
+    replay = buffer.sample(None, seed=version or 0)
+    stats = learner.sleep(Replay(replay.x.to(device), replay.y.to(device)),
+                          budget=sleep_budget(policy, samples_since_sleep))
+    return stats, len(replay)
+
+
 def _batches(rows, brain: Brain):
     """Split log rows into observe() batches of at most WAKE_BATCH samples of one task each."""
     dim = input_dim(brain.input_shape, brain.encoder)  # the encoder's output, as the log stores it
@@ -209,11 +229,11 @@ def sleep(rt: Runtime, job: Job) -> dict:
         learner = rt.training.checkout(rt.versions, brain, rt.device)
         buffer = rt.replay(brain)
         _ensure_replay(rt, brain, buffer)
-        budget = sleep_budget(brain.sleep_policy, brain.samples_since_sleep)
-        replay = buffer.sample(None, seed=brain.current_version or 0)
-        rt.jobs.progress(job.id, 0.2, f"consolidating over {len(replay)} replayed samples")
+        rt.jobs.progress(job.id, 0.2, f"consolidating over {len(buffer)} replayed samples")
         started = time.perf_counter()
-        stats = learner.sleep(_on(replay, rt.device), budget=budget)
+        stats, replayed = consolidate(learner, buffer, policy=brain.sleep_policy,
+                                      samples_since_sleep=brain.samples_since_sleep,
+                                      version=brain.current_version, device=rt.device)
         seconds = time.perf_counter() - started
         rt.jobs.progress(job.id, 0.9, "publishing")
         with rt.db.session() as s:
@@ -224,13 +244,13 @@ def sleep(rt: Runtime, job: Job) -> dict:
             row.last_sleep_at = utcnow()
             version = rt.versions.publish_over_current(
                 s, row, learner, kind="sleep", lease=lease, base=brain.current_version,
-                stats={**stats.as_dict(), "seconds": seconds, "replayed": len(replay),
+                stats={**stats.as_dict(), "seconds": seconds, "replayed": replayed,
                        "reason": job.payload.get("reason", "request")},
                 replay=buffer.snapshot(),
             )
             number = version.number
         rt.training.checkin(brain, number, learner)
-        return {"version": number, "seconds": round(seconds, 4), "replayed": len(replay), **stats.as_dict()}
+        return {"version": number, "seconds": round(seconds, 4), "replayed": replayed, **stats.as_dict()}
 
 
 def meta_train(rt: Runtime, job: Job) -> dict:
@@ -273,11 +293,3 @@ def meta_train(rt: Runtime, job: Job) -> dict:
             return {"version": number, "seconds": round(seconds, 4), **stats.as_dict()}
     finally:
         path.unlink(missing_ok=True)
-
-
-def _on(replay, device: str):
-    from models.learner import Replay
-
-    return Replay(replay.x.to(device), replay.y.to(device))
-
-
