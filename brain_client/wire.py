@@ -21,7 +21,7 @@ class _Answer(BaseModel):
 
 
 # -- brains ---------------------------------------------------------------------------------------
-class InputSpec(_Answer):
+class InputOut(_Answer):
     kind: str
     shape: list[int]
 
@@ -39,7 +39,7 @@ class ReplaySpec(_Answer):
 
 class BrainOut(_Answer):
     name: str
-    input: InputSpec
+    input: InputOut
     strategy: str
     encoder: str
     params: dict[str, Any]

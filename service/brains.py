@@ -100,7 +100,7 @@ def brain_out(s: Session, brain: Brain) -> schemas.BrainOut:
     pending = samplelog.pending(s, brain.id, brain.learned_position)
     return schemas.BrainOut(
         name=brain.name,
-        input=schemas.InputSpec(kind=brain.input_kind, shape=brain.input_shape),
+        input=schemas.InputOut(kind=brain.input_kind, shape=brain.input_shape),
         strategy=brain.strategy, encoder=brain.encoder, params=brain.params,
         sleep_policy=schemas.SleepPolicy(**brain.sleep_policy), replay=schemas.ReplaySpec(**brain.replay),
         seed=brain.seed, max_labels=brain.max_labels, labels=brain.labels, current_version=brain.current_version,

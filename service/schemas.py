@@ -30,7 +30,19 @@ class _In(BaseModel):
 # -- brains ---------------------------------------------------------------------------------------
 class InputSpec(_In):
     kind: Literal["vector", "image", "text"]
-    shape: list[Annotated[int, Field(ge=1)]] = Field(..., min_length=1, max_length=4)
+    shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, max_length=4, description="vector: [n] or any shape; image: [H, W] or [C, H, W]; text: [1], "
+        "which may be left out")
+
+    @model_validator(mode="after")
+    def _shape(self) -> InputSpec:
+        if not self.shape:
+            if self.kind != "text":
+                example = "[784]" if self.kind == "vector" else "[28, 28]"
+                raise ValueError(f"a{'n' if self.kind == 'image' else ''} {self.kind} brain needs a shape, "
+                                 f"e.g. {example}")
+            self.shape = [1]  # one string a sample
+        return self
 
 
 class SleepPolicy(_In):
@@ -73,9 +85,14 @@ class BrainUpdate(_In):
     sleep_policy: SleepPolicy | None = Field(None, description="Replaces the sleep policy.")
 
 
+class InputOut(BaseModel):
+    kind: Literal["vector", "image", "text"]
+    shape: list[int]
+
+
 class BrainOut(BaseModel):
     name: str
-    input: InputSpec
+    input: InputOut
     strategy: str
     encoder: str
     params: dict[str, Any]

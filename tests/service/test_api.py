@@ -68,6 +68,8 @@ def test_create_get_list_delete(client: TestClient) -> None:
         ({"name": "x", "input": {"kind": "text", "shape": [3]}}, 422, "shape is [1]"),
         ({"name": "x", "input": {"kind": "text", "shape": [1]}, "encoder": "flatten"}, 422, "does not take text"),
         ({"name": "x", "input": {"kind": "vector", "shape": [0]}}, 422, "greater than or equal"),
+        ({"name": "x", "input": {"kind": "vector"}}, 422, "a vector brain needs a shape"),
+        ({"name": "x", "input": {"kind": "image", "shape": []}}, 422, "an image brain needs a shape"),
         ({"name": "x", "input": {"kind": "vector", "shape": [100000, 100000]}}, 422, "limit"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "strategy": "nope"}, 422, "unknown strategy"),
         ({"name": "x", "input": {"kind": "vector", "shape": [4]}, "params": {"bogus": 1}}, 422, "bogus"),
@@ -80,6 +82,13 @@ def test_create_rejects_bad_input(client: TestClient, body: dict, status: int, r
     r = client.post("/v1/brains", json=body)
     assert r.status_code == status
     assert reason in str(r.json()["detail"])
+
+
+@pytest.mark.parametrize("spec", [{"kind": "text"}, {"kind": "text", "shape": []}, {"kind": "text", "shape": [1]}])
+def test_a_text_brain_needs_no_shape(client: TestClient, spec: dict) -> None:
+    r = client.post("/v1/brains", json={"name": "words", "input": spec})
+    assert r.status_code == 201, r.text
+    assert r.json()["input"] == {"kind": "text", "shape": [1]}
 
 
 def test_duplicate_name_conflicts(client: TestClient) -> None:
