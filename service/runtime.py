@@ -104,10 +104,12 @@ def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api
         else ThreadLocks(settings.lock_timeout_seconds)
     )
     jobs = Jobs(db, stale_after=settings.lock_timeout_seconds, role=role)
-    changes = BrainChanges(redis_client)
-    changes.attach(db.sessions)
+    # commit hooks run in the order attached: a job's end is counted before it is announced, so
+    # whoever the announcement wakes (a ?wait=true request) finds it counted in /metrics
     job_counts = JobCounts(redis_client)  # counted as jobs change, in every process
     job_counts.attach(db.sessions)
+    changes = BrainChanges(redis_client)
+    changes.attach(db.sessions)
     rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,
                  changes=changes, job_counts=job_counts, data_dir_claim=claim)
     if executor:

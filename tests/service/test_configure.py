@@ -77,7 +77,7 @@ def test_bad_changes_are_refused_with_a_reason(client: TestClient) -> None:
     learned_brain(client, "nomem", params=SMALL)
     r = client.patch("/v1/brains/nomem", json={"params": {"layers": SMALL["layers"] * 2}})
     assert r.status_code == 422 and "keeps none (memory_capacity 0)" in r.json()["detail"]
-    r = client.patch("/v1/brains/p", json={"params": {"layers": []}})
+    r = client.patch("/v1/brains/p", json={"params": {"layers": SMALL["layers"] * 9}})
     assert r.status_code == 422 and "layers" in r.json()["detail"]
     r = client.patch("/v1/brains/p", json={"params": {"colour": 1}})
     assert r.status_code == 422 and "unknown parameter 'colour'" in r.json()["detail"]
