@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from sqlalchemy import select
 
 from models.learner import Learner, Replay, Stats
 from service import samplelog
-from service.locks import BrainLockTimeout, LockLost
+from service.locks import BrainLockTimeout, Lease, LockLost
 from service.meta_sets import meta_set_path
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
@@ -236,21 +237,34 @@ def sleep(rt: Runtime, job: Job) -> dict:
                                       version=brain.current_version, device=rt.device)
         seconds = time.perf_counter() - started
         rt.jobs.progress(job.id, 0.9, "publishing")
-        with rt.db.session() as s:
-            row = locked_brain(s, lease)
-            if row is None:
-                return {"skipped": "brain deleted"}
+        def slept(row: Brain) -> None:
             row.samples_since_sleep = 0
             row.last_sleep_at = utcnow()
-            version = rt.versions.publish_over_current(
-                s, row, learner, kind="sleep", lease=lease, base=brain.current_version,
-                stats={**stats.as_dict(), "seconds": seconds, "replayed": replayed,
-                       "reason": job.payload.get("reason", "request")},
-                replay=buffer.snapshot(),
-            )
-            number = version.number
+
+        number = _publish_over_current(
+            rt, lease, brain, learner, kind="sleep", update=slept, replay=buffer.snapshot(),
+            stats={**stats.as_dict(), "seconds": seconds, "replayed": replayed,
+                   "reason": job.payload.get("reason", "request")},
+        )
+        if number is None:
+            return {"skipped": "brain deleted"}
         rt.training.checkin(brain, number, learner)
         return {"version": number, "seconds": round(seconds, 4), "replayed": replayed, **stats.as_dict()}
+
+
+def _publish_over_current(rt: Runtime, lease: Lease, brain: Brain, learner: Learner, *, kind: str, stats: dict,
+                          replay: dict[str, torch.Tensor] | None,
+                          update: Callable[[Brain], None] = lambda row: None) -> int | None:
+    """Publish ``learner`` as the brain's new version over its current one, under the writer's
+    ``lease``, after ``update`` changed the brain's row in the same transaction; the version's
+    number, or None when the brain was deleted meanwhile."""
+    with rt.db.session() as s:
+        row = locked_brain(s, lease)
+        if row is None:
+            return None
+        update(row)
+        return rt.versions.publish_over_current(s, row, learner, kind=kind, lease=lease, base=brain.current_version,
+                                                stats=stats, replay=replay).number
 
 
 def meta_train(rt: Runtime, job: Job) -> dict:
@@ -279,16 +293,12 @@ def meta_train(rt: Runtime, job: Job) -> dict:
             )
             seconds = time.perf_counter() - started
             rt.jobs.progress(job.id, 0.95, "publishing")
-            with rt.db.session() as s:
-                row = locked_brain(s, lease)
-                if row is None:
-                    return {"skipped": "brain deleted"}
-                version = rt.versions.publish_over_current(
-                    s, row, learner, kind="meta", lease=lease, base=brain.current_version,
-                    stats={**stats.as_dict(), "seconds": seconds},
-                    replay=buffer.snapshot() if rt.embedded_replay else None,
-                )
-                number = version.number
+            number = _publish_over_current(
+                rt, lease, brain, learner, kind="meta", stats={**stats.as_dict(), "seconds": seconds},
+                replay=buffer.snapshot() if rt.embedded_replay else None,
+            )
+            if number is None:
+                return {"skipped": "brain deleted"}
             rt.training.checkin(brain, number, learner)
             return {"version": number, "seconds": round(seconds, 4), **stats.as_dict()}
     finally:
