@@ -41,7 +41,10 @@ def require(service: str, host: str, port: int) -> None:
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
-    base = {"data_dir": data_dir, "redis_url": None, "database_url": None, "broker_url": None, "jobs": "auto",
+    """Embedded settings; jobs on threads of the test process (``inprocess``), so that a test may
+    stand in for ``run_job``. The default embedded executor, a job process, is tested on its own
+    (tests/service/test_job_process.py) and by every test that starts ``brain serve``."""
+    base = {"data_dir": data_dir, "redis_url": None, "database_url": None, "broker_url": None, "jobs": "inprocess",
             "sleep_check_seconds": 0.2}
     return Settings(**{**base, **overrides})
 
