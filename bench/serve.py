@@ -706,6 +706,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_markdown(path: Path, report: dict) -> None:
+    """The generated table, followed by the sections written by hand (from the first ``## ``
+    heading on) that the file already held, so that a new run keeps them."""
+    old = path.read_text() if path.exists() else ""
+    start = old.find("\n## ")
+    path.write_text(markdown(report) + (old[start:] if start >= 0 else ""))
+
+
 def print_table(report: dict) -> None:
     try:
         from rich.console import Console
@@ -805,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (out / "serve.json").write_text(json.dumps(report, indent=1))
-    (out / "serve.md").write_text(markdown(report))
+    write_markdown(out / "serve.md", report)
     print_table(report)
     print(f"wrote {out / 'serve.json'} and {out / 'serve.md'}")
     return 0

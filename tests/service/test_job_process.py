@@ -159,3 +159,16 @@ def test_the_job_process_is_started_by_its_own_module() -> None:
     out = subprocess.run([sys.executable, "-m", "service.job_process", "--help"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}, timeout=60)
     assert out.returncode == 0 and "--channel" in out.stdout
+
+
+def test_writers_of_a_brain_exclude_each_other_across_processes(tmp_path: Path) -> None:
+    """The API's writers (promote, PATCH) and the job process's jobs hold the same file locks."""
+    from service.locks import FileLocks
+
+    probe = [sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom service.locks import FileLocks, BrainLockTimeout\n"
+             f"try:\n    FileLocks(Path({str(tmp_path)!r}), 5).hold(7, wait=0.3).__enter__()\n"
+             "except BrainLockTimeout:\n    sys.exit(3)\n"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with FileLocks(tmp_path, timeout=5).hold(7):
+        assert subprocess.run(probe, env=env, timeout=60).returncode == 3  # held here: refused there
+    assert subprocess.run(probe, env=env, timeout=60).returncode == 0
