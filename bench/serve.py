@@ -12,7 +12,8 @@ Everything runs on this machine, against services this command starts and stops 
   installed, log level warning for both), and the benchmark brain's forward pass timed alone in
   this process (``service.serving.best`` on the version the service published), as
   predictions/s for batches of 1 and 64.
-- **ours, embedded**: ``brain serve`` on a temporary data dir (SQLite, in-process jobs), a brain
+- **ours, embedded**: ``brain serve`` on a temporary data dir (SQLite, its default jobs: a job process;
+  ``--service-env BRAIN_JOBS=inprocess`` runs them on threads of the API process), a brain
   of the default strategy taught 2,000 Fashion-MNIST images (``bench.data``).
 - **load** from a separate process (``bench.loadgen``: keep-alive HTTP/1.1 on raw asyncio, one
   pre-serialised request): predict with 1 and 64 inputs per request (JSON ``x``, and the 64-input
@@ -482,7 +483,7 @@ def run_embedded(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with (phase(out, "total"),
           process("bare", bare_cmd(), service_env(data_dir), work, health="/healthz") as bare,
-          process("ours", serve_cmd(), service_env(data_dir, BRAIN_JOBS="inprocess"), work, health="/healthz") as ours):
+          process("ours", serve_cmd(), service_env(data_dir), work, health="/healthz") as ours):
         api = Api(ours.url)
         try:
             print(f"embedded: {ours.url} (bare app {bare.url}); teaching {len(y)} samples", flush=True)
@@ -705,6 +706,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_markdown(path: Path, report: dict) -> None:
+    """The generated table, followed by the sections written by hand (from the first ``## ``
+    heading on) that the file already held, so that a new run keeps them."""
+    old = path.read_text() if path.exists() else ""
+    start = old.find("\n## ")
+    path.write_text(markdown(report) + (old[start:] if start >= 0 else ""))
+
+
 def print_table(report: dict) -> None:
     try:
         from rich.console import Console
@@ -804,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (out / "serve.json").write_text(json.dumps(report, indent=1))
-    (out / "serve.md").write_text(markdown(report))
+    write_markdown(out / "serve.md", report)
     print_table(report)
     print(f"wrote {out / 'serve.json'} and {out / 'serve.md'}")
     return 0

@@ -36,6 +36,7 @@ from service.api.authgate import AuthGate
 from service.errors import BrainError
 from service.locks import BrainLockTimeout
 from service.observability import REQUEST_ID, BrainCollector
+from service.job_runner import embedded_runner
 from service.runtime import build_runtime
 from service.scheduling import SleepScheduler, recover
 from service.serving import LearnerCache, MicroBatcher, ServingCache
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        rt = build_runtime(settings)
+        rt = build_runtime(settings, runner=embedded_runner())  # this process is the composition root
         app.state.runtime = rt
         app.state.prometheus.register(BrainCollector(rt))  # per-brain figures, read at scrape time
         app.state.auth = auth.Authenticator(settings, rt.db)

@@ -61,7 +61,7 @@ class BrainChanges:
         self._listeners.append(listener)
 
     def announce(self, ids: set[int] | list[int]) -> None:
-        self._tell(ids)
+        self.tell(ids)
         if self.redis is None:
             return
         try:
@@ -69,7 +69,8 @@ class BrainChanges:
         except (RedisError, OSError) as exc:  # the commit stands; the others catch up when they resubscribe
             log.warning("could not announce brain changes %s: %s", sorted(ids), exc)
 
-    def _tell(self, ids: set[int] | list[int] | None) -> None:
+    def tell(self, ids: set[int] | list[int] | None) -> None:
+        """Tell this process's listeners (of changes committed here, or heard from another process)."""
         for listener in self._listeners:
             for brain_id in ids if ids is not None else [None]:
                 try:
@@ -96,7 +97,7 @@ class BrainChanges:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(CHANNEL)
-                self._tell(None)  # anything may have changed while we were not subscribed
+                self.tell(None)  # anything may have changed while we were not subscribed
                 delay = 0.1
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
@@ -106,7 +107,7 @@ class BrainChanges:
                 if self._stop.is_set():
                     return
                 log.warning("brain change subscription lost (%s); retrying in %.1f s", exc, delay)
-                self._tell(None)
+                self.tell(None)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             finally:
@@ -119,6 +120,6 @@ class BrainChanges:
         if origin == self.origin:
             return
         try:
-            self._tell([int(i) for i in ids.split(",") if i])
+            self.tell([int(i) for i in ids.split(",") if i])
         except ValueError:
             log.warning("ignored a malformed brain change message: %r", text[:200])

@@ -55,7 +55,7 @@ def serve(
 
     settings = load_settings(data_dir)
     if workers > 1 and not settings.uses_celery:
-        raise typer.BadParameter("several API workers need the full stack (in-process jobs live in one process)")
+        raise typer.BadParameter("several API workers need the full stack (an embedded data dir belongs to one API process)")
     if not settings.uses_celery:  # the embedded default: this process owns the data dir until it exits
         try:
             datadir.claim(settings.data_dir)
@@ -63,7 +63,8 @@ def serve(
             console.print(f"[bold red]error:[/bold red] {exc}")
             raise typer.Exit(1) from None
     upgrade(settings.database_url)
-    mode = "full stack (Postgres/Redis/Celery)" if settings.uses_celery else "embedded (in-process jobs)"
+    mode = ("full stack (Postgres/Redis/Celery)" if settings.uses_celery
+            else f"embedded (jobs: {settings.job_backend})")
     console.print(f"[bold]plastic-brain[/bold] on http://{host}:{port} — {mode}, data in {settings.data_dir}")
     json_logs = {"log_config": None, "access_log": False} if settings.log_format == "json" else {}
     uvicorn.run(  # JSON logs: uvicorn logs through ours, and the app writes the access lines

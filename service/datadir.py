@@ -6,7 +6,9 @@ therefore refuses to start while the first holds the dir. The lock is the kernel
 the process, however that ends (kill -9 included), and leaves nothing to clean up.
 
 Within one process the claim is counted, so the CLI (which claims before migrating) and the app
-it then serves (which claims as it starts) share it.
+it then serves (which claims as it starts) share it. The embedded job process (``service.job_child``)
+inherits the API's locked descriptor (:meth:`DataDirClaim.fd`, :func:`adopt`): the dir stays held
+until both processes have ended, so a new API never starts beside a job process still writing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ class DataDirClaim:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._released = False
+
+    @property
+    def fd(self) -> int:
+        """The locked descriptor (to hand to a child process, which then holds the lock too)."""
+        with _guard:
+            return _held[self.path][0]
 
     def release(self) -> None:
         with _guard:
@@ -63,5 +71,16 @@ def claim(data_dir: Path) -> DataDirClaim:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _held[path] = [fd, 1]
+        return DataDirClaim(path)
+
+
+def adopt(data_dir: Path, fd: int) -> DataDirClaim:
+    """Hold ``data_dir`` through ``fd``, a descriptor of its lock file that the parent process
+    locked and handed down: the lock is shared, not taken again."""
+    path = (data_dir / LOCK_FILE).resolve()
+    with _guard:
+        if path in _held:
+            raise RuntimeError(f"this process already holds {path}")
         _held[path] = [fd, 1]
         return DataDirClaim(path)

@@ -4,7 +4,8 @@ A :class:`JobCounts` is attached to a process's session factory (``service.runti
 transaction that changed a job's state commits, the change is counted: jobs by kind and the state
 they entered (queued, running: each attempt, succeeded, failed), and the seconds of each succeeded
 sleep. The counts live in the process (embedded: the API runs the jobs) or in one Redis hash per
-brain (full stack: workers and API processes count into it, the API reads it), so reading them costs
+brain (full stack: workers and API processes count into it, the API reads it); the embedded job
+process forwards what it counts to the API process (``forward``), so reading them costs
 the same however long the job history is. Deleting a brain drops its counts. Like any Prometheus
 counter, they start at zero (embedded: when the process starts; full stack: with the Redis data).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 from sqlalchemy import inspect
@@ -40,9 +42,15 @@ def job_states(counts: Counts) -> list[tuple[str, str, float]]:
     return [(*field.split(":", 2)[1:], n) for field, n in counts.items() if field.startswith("jobs:")]
 
 
+Increments = list[tuple[int, str, float]]  # (brain id, field, amount)
+
+
 class JobCounts:
     def __init__(self, redis: object | None = None) -> None:
         self.redis = redis
+        # set in a process whose counts live in another (the embedded job process): called with
+        # what a commit counted, instead of counting it here
+        self.forward: Callable[[Increments, set[int]], None] | None = None
         self._memory: dict[int, Counter[str]] = {}
         self._lock = threading.Lock()
 
@@ -70,10 +78,15 @@ class JobCounts:
         dropped.update(obj.id for obj in session.deleted if isinstance(obj, Brain))
 
     def _committed(self, pending: tuple[list, set[int]]) -> None:
-        if pending[0] or pending[1]:
-            self._apply(*pending)
+        if not (pending[0] or pending[1]):
+            return
+        if self.forward is not None:
+            self.forward(*pending)
+        else:
+            self.add(*pending)
 
-    def _apply(self, increments: list[tuple[int, str, float]], dropped: set[int]) -> None:
+    def add(self, increments: Increments, dropped: set[int]) -> None:
+        """Count ``increments`` and forget the brains ``dropped`` (deleted)."""
         if self.redis is None:
             with self._lock:
                 for brain_id, name, amount in increments:

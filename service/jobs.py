@@ -1,10 +1,16 @@
 """Background jobs: a row in ``jobs`` plus a dispatch to whichever executor runs.
 
 Routes and orchestration call :meth:`Jobs.submit`; they never know which backend runs the job:
-- :class:`InProcessJobs`: a thread pool in the API process (the embedded default);
+- ``service.job_child.ChildJobs``: a job process that the API process starts and supervises (the
+  embedded default), which runs them on an :class:`InProcessJobs` of its own;
+- :class:`InProcessJobs`: a thread pool in the process that submits them;
 - :class:`CeleryJobs`: a Celery message to the ``wake`` or ``sleep`` queue (``meta_train`` jobs go
   to ``sleep``), run by ``brain worker``.
 A job message carries only the job id; the job reads everything else from the database.
+
+What runs a job (``service.orchestration``) is handed to the executor as a :class:`JobRunner` by
+the code that builds a process (its composition root: ``service.app``, ``workers``), so that the
+runtime and the executors depend on no orchestration.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 
@@ -44,6 +51,18 @@ def retry_delay(attempt: int) -> float:
 
 class JobBusy(RuntimeError):
     """The job is running elsewhere and its runner is alive: this delivery must not start it."""
+
+
+@dataclass(frozen=True)
+class JobRunner:
+    """What runs jobs in a process, handed down by its composition root: ``run(rt, job_id)`` runs
+    one job and records its end; ``retryable(exc)``: the error may pass when the job runs again;
+    ``recover(rt, keep)``: after the process that ran the jobs died, fail its unfinished jobs
+    (those in ``keep`` excepted: sent to its successor) and submit what they left unlearned."""
+
+    run: Callable[[Any, str], object]
+    retryable: Callable[[BaseException], bool]
+    recover: Callable[[Any, Collection[str]], object]
 
 
 class Executor(Protocol):
@@ -243,10 +262,14 @@ class Jobs:
         except Exception as again:  # noqa: BLE001 - the row stays "running"; the retry runs it all the same
             log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
 
-    def fail_unfinished(self, reason: str) -> int:
-        """Mark every queued or running job failed (their executor died with its process); how many."""
+    def fail_unfinished(self, reason: str, *, keep: Collection[str] = ()) -> int:
+        """Mark every queued or running job failed (their executor died with its process), but
+        those in ``keep``; how many."""
         with self.db.session() as s:
-            jobs = s.scalars(select(Job).where(Job.state.in_(("queued", "running")))).all()
+            query = select(Job).where(Job.state.in_(("queued", "running")))
+            if keep:
+                query = query.where(Job.id.not_in(list(keep)))
+            jobs = s.scalars(query).all()
             for job in jobs:
                 job.state, job.error, job.finished_at = "failed", reason, utcnow()
                 self._append(job, "failed", error=reason)

@@ -1,8 +1,9 @@
 """One writer per brain: wake, sleep, meta-train jobs, promote and reconfigure of a brain never
 run at the same time.
 
-In-process locks for the embedded default; Redis locks with an expiry on the full stack, so that a
-worker that dies does not hold its brain for ever. A holder keeps its Redis lock alive while it
+File locks for the embedded default (the API process and its job process share them; the kernel
+drops a dead process's locks); Redis locks with an expiry on the full stack, so that a worker that
+dies does not hold its brain for ever. A holder keeps its Redis lock alive while it
 lives: a :class:`Lease` renews it every third of the expiry from a heartbeat thread, and marks
 itself lost when a renewal finds the lock gone (expired during a long stall, or taken). Mutual
 exclusion by the lock alone cannot be trusted across such a stall, so the lease also carries a
@@ -11,8 +12,11 @@ fencing token (``service.writer``) that the publish of a version checks in its o
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
@@ -112,6 +116,40 @@ class ThreadLocks:
         finally:
             lease.stop()
             lock.release()
+
+
+class FileLocks:
+    """``<folder>/<brain id>.lock`` held with ``flock``: one holder among the threads and processes
+    of one machine (the embedded API and its job process). Threads of one process queue on a
+    thread lock first, so that only one of them polls the file; a dead process holds nothing."""
+
+    POLL = 0.02  # seconds between tries of a file held by another process
+
+    def __init__(self, folder, timeout: float) -> None:
+        self.folder = folder
+        self.timeout = timeout
+        self._threads = ThreadLocks(timeout)
+
+    @contextmanager
+    def hold(self, brain_id: int, *, wait: float | None = None) -> Iterator[Lease]:
+        """``wait``: how long to wait for the lock (default: the lock timeout)."""
+        wait = self.timeout if wait is None else wait
+        deadline = time.monotonic() + wait
+        with self._threads.hold(brain_id, wait=wait) as lease:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / f"{brain_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise BrainLockTimeout(brain_id, retry_after=max(1.0, wait)) from None
+                        time.sleep(self.POLL)
+                yield lease
+            finally:
+                os.close(fd)  # drops the flock
 
 
 class RedisLocks:

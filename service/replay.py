@@ -1,7 +1,8 @@
 """The episodic replay buffer of a brain: a selection policy (models.replay) over a storage backend.
 
 Storage backends hold fixed-capacity slots of ``(x, label)`` plus the count of samples offered:
-- :class:`MemoryStore`: in-process (the embedded default); a snapshot travels with every version.
+- :class:`MemoryStore`: in-process (the embedded default); a snapshot travels with every version,
+  and the embedded API reads its job process's buffers from those (:class:`SnapshotStores`).
 - :class:`RedisStore`: Redis hashes (full stack); a snapshot is taken at every sleep, so a lost Redis
   is restored from the last one.
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -152,21 +154,61 @@ class ReplayBuffer:
         }
 
     def restore(self, snap: dict[str, torch.Tensor]) -> None:
-        self.store.clear()
-        y = [int(v) for v in snap["y"].tolist()]
-        self.store.write(list(range(len(y))), snap["x"].numpy(), y, int(snap["seen"]))
+        restore(self.store, snap)
+
+
+def restore(store: ReplayStore, snap: dict[str, torch.Tensor]) -> None:
+    """Make ``store`` hold exactly the snapshot ``snap`` (``ReplayBuffer.snapshot``)."""
+    store.clear()
+    y = [int(v) for v in snap["y"].tolist()]
+    store.write(list(range(len(y))), snap["x"].numpy(), y, int(snap["seen"]))
 
 
 class MemoryStores:
-    """The in-process stores of every brain, keyed by brain id."""
+    """The in-process stores of every brain, keyed by brain id and creation time: SQLite reuses the
+    id of a deleted brain, and the process that deleted it may not be the one that holds its store
+    (the embedded job process), so a new brain never finds an old one's samples."""
 
     def __init__(self) -> None:
-        self._stores: dict[int, MemoryStore] = {}
+        self._stores: dict[int, tuple[object, MemoryStore]] = {}
         self._lock = threading.Lock()
 
-    def get(self, brain_id: int) -> MemoryStore:
+    def get(self, brain_id: int, created: object = None) -> MemoryStore:
         with self._lock:
-            return self._stores.setdefault(brain_id, MemoryStore())
+            entry = self._stores.get(brain_id)
+            if entry is None or entry[0] != created:
+                entry = self._stores[brain_id] = (created, MemoryStore())
+            return entry[1]
+
+    def drop(self, brain_id: int) -> None:
+        with self._lock:
+            self._stores.pop(brain_id, None)
+
+
+class SnapshotStores:
+    """The stores of another process as this one can see them: the embedded API reads the buffers
+    that its job process holds (``service.job_child``) from each brain's newest replay snapshot,
+    which travels with every version, read again when the brain's current version changes. For
+    reading only: the jobs, which write, run where the live stores are."""
+
+    def __init__(self, load: Callable[[Any], dict[str, torch.Tensor] | None]) -> None:
+        self.load = load  # brain -> its newest replay snapshot
+        self._stores: dict[int, tuple[tuple, MemoryStore]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, brain: Any) -> MemoryStore:
+        key = (brain.created_at, brain.current_version)
+        with self._lock:
+            entry = self._stores.get(brain.id)
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        store = MemoryStore()
+        snap = self.load(brain)
+        if snap is not None:
+            restore(store, snap)
+        with self._lock:
+            self._stores[brain.id] = (key, store)
+        return store
 
     def drop(self, brain_id: int) -> None:
         with self._lock:

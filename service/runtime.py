@@ -6,13 +6,18 @@ read (the benchmarks) build one without a job executor. Each backend follows its
 
 - the database: ``BRAIN_DATABASE_URL``, or a SQLite file in the data dir when it is unset;
 - with ``BRAIN_REDIS_URL``, replay buffers, writer locks, change announcements and job counts go
-  through Redis; without it they stay in the process (in-memory replay stores, thread locks);
-- jobs: Celery, or an executor on threads of this process (``BRAIN_JOBS``; ``auto`` picks Celery
-  when Redis is set). A runtime that runs jobs in-process claims the data dir first
-  (``service.datadir``), so one process alone runs an embedded brain's jobs.
+  through Redis; without it they stay on this machine (in-memory replay stores, file locks in the
+  data dir);
+- jobs (``BRAIN_JOBS``): Celery (``auto`` with Redis), a job process that this one starts and
+  supervises (``child``, ``auto`` without Redis: ``service.job_child``), or threads of this process
+  (``inprocess``). An embedded runtime that runs jobs claims the data dir first
+  (``service.datadir``), so one process (with its job process) alone runs an embedded brain's jobs.
 
-The embedded default is SQLite with everything else in-process; the full stack is Postgres, Redis
-and Celery.
+What runs a job is handed in by the caller (a :class:`~service.jobs.JobRunner`: ``service.app``,
+``service.job_process``), so this module depends on no orchestration.
+
+The embedded default is SQLite with everything else on this machine; the full stack is Postgres,
+Redis and Celery.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from service.changes import BrainChanges
 from service.datadir import DataDirClaim
 from service.db import Database
 from service.job_counts import JobCounts
-from service.jobs import CeleryJobs, InProcessJobs, Jobs
-from service.locks import Locks, RedisLocks, ThreadLocks
-from service.replay import MemoryStores, RedisStore, ReplayBuffer
+from service.job_child import ChildJobs
+from service.jobs import CeleryJobs, Executor, InProcessJobs, JobRunner, Jobs
+from service.locks import FileLocks, Locks, RedisLocks
+from service.replay import MemoryStores, RedisStore, ReplayBuffer, SnapshotStores
 from service.settings import Settings
 from service.tables import Brain
 from service.training_cache import TrainingCache
@@ -48,6 +54,9 @@ class Runtime:
     redis: object | None = None  # redis.Redis on the full stack
     job_counts: JobCounts = field(default_factory=JobCounts)  # what jobs did, for /metrics
     replay_stores: MemoryStores = field(default_factory=MemoryStores)  # in-process replay buffers (embedded)
+    # embedded, when another process (the job process) holds the live buffers: what they held at
+    # the last version, for reading
+    replay_view: SnapshotStores | None = None
     changes: BrainChanges = field(default_factory=BrainChanges)
     training: TrainingCache = field(default_factory=TrainingCache)  # learners kept between jobs
     data_dir_claim: DataDirClaim | None = None  # held by the process that runs an embedded brain's jobs
@@ -65,13 +74,24 @@ class Runtime:
 
     def replay(self, brain: Brain) -> ReplayBuffer:
         width = input_dim(brain.input_shape, brain.encoder)
-        store = self.replay_stores.get(brain.id) if self.redis is None else RedisStore(self.redis, brain.id, width)
+        if self.redis is not None:
+            store = RedisStore(self.redis, brain.id, width)
+        elif self.replay_view is not None:
+            store = self.replay_view.get(brain)
+        else:
+            store = self.replay_stores.get(brain.id, brain.created_at)
         return ReplayBuffer(store, capacity=int(brain.replay["size"]), policy=brain.replay["policy"],
                             seed=brain.seed, width=width)
+
+    def latest_replay_snapshot(self, brain: Brain) -> dict | None:
+        with self.db.session(read_only=True) as s:
+            return self.versions.latest_replay_snapshot(s, brain)
 
     def drop_replay(self, brain_id: int) -> None:
         if self.redis is None:
             self.replay_stores.drop(brain_id)
+            if self.replay_view is not None:
+                self.replay_view.drop(brain_id)
         else:
             RedisStore(self.redis, brain_id, dim=0).clear()
 
@@ -83,13 +103,17 @@ class Runtime:
             self.data_dir_claim.release()
 
 
-def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api") -> Runtime:
+def build_runtime(settings: Settings, *, executor: bool = True, runner: JobRunner | None = None,
+                  role: str = "api") -> Runtime:
     """``executor=False`` builds a runtime that cannot submit jobs (used by read-only tools);
-    ``role`` names the process in the job events it records ("api", or "worker" for Celery's). One
-    with in-process jobs owns the data dir (``service.datadir``): :class:`DataDirBusy` when
-    another process does."""
+    ``runner``: what runs jobs, needed by the embedded executors (``child``, ``inprocess``);
+    ``role`` names the process in the job events it records ("api", "jobs" for the embedded job
+    process, "worker" for Celery's). An embedded one that runs jobs owns the data dir
+    (``service.datadir``): :class:`DataDirBusy` when another process does."""
     claim = None
     if executor and not settings.uses_celery:
+        if runner is None:
+            raise ValueError(f"embedded jobs ({settings.job_backend}) need a job runner")
         claim = datadir.claim(settings.data_dir)
     db = Database(settings)
     versions = VersionStore(settings.checkpoint_dir, keep=settings.keep_versions)
@@ -101,7 +125,7 @@ def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api
     locks: Locks = (
         RedisLocks(redis_client, settings.lock_timeout_seconds)
         if redis_client is not None
-        else ThreadLocks(settings.lock_timeout_seconds)
+        else FileLocks(settings.data_dir / "locks", settings.lock_timeout_seconds)
     )
     jobs = Jobs(db, stale_after=settings.lock_timeout_seconds, role=role)
     # commit hooks run in the order attached: a job's end is counted before it is announced, so
@@ -113,12 +137,18 @@ def build_runtime(settings: Settings, *, executor: bool = True, role: str = "api
     rt = Runtime(settings=settings, db=db, versions=versions, locks=locks, jobs=jobs, redis=redis_client,
                  changes=changes, job_counts=job_counts, data_dir_claim=claim)
     if executor:
-        if settings.uses_celery:
-            assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
-            jobs.executor = CeleryJobs(settings.broker_url)
-        else:
-            from service.orchestration import run_job, transient
-
-            jobs.executor = InProcessJobs(lambda job_id: run_job(rt, job_id, retry_transient=True),
-                                          nice=settings.job_nice, retryable=transient)
+        jobs.executor = _executor(rt, runner, claim)
     return rt
+
+
+def _executor(rt: Runtime, runner: JobRunner | None, claim: DataDirClaim | None) -> Executor:
+    settings = rt.settings
+    if settings.job_backend == "celery":
+        assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
+        return CeleryJobs(settings.broker_url)
+    if settings.job_backend == "inprocess":
+        return InProcessJobs(lambda job_id: runner.run(rt, job_id), nice=settings.job_nice,
+                             retryable=runner.retryable)
+    rt.replay_view = SnapshotStores(load=rt.latest_replay_snapshot)
+    return ChildJobs(settings, changed=rt.changes.tell, counted=rt.job_counts.add,
+                     recover=lambda keep: runner.recover(rt, keep), claim_fd=claim.fd if claim else None)

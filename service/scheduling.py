@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -59,14 +60,16 @@ def check_sleep_due(rt: Runtime) -> list[str]:
     return [job for job in submitted if job]
 
 
-def recover(rt: Runtime, *, orphaned_jobs: bool) -> list[str]:
+def recover(rt: Runtime, *, orphaned_jobs: bool, keep: Collection[str] = (),
+            reason: str = "interrupted by a restart") -> list[str]:
     """After a restart: re-submit wake for every brain with acknowledged but unlearned samples.
 
     ``orphaned_jobs``: the jobs still marked queued or running belonged to this process's executor
-    (embedded) and died with it, so they are marked failed.
+    (embedded) and died with it, so they are marked failed (``reason``), but those in ``keep``
+    (already handed to the executor that replaces it).
     """
     if orphaned_jobs:
-        rt.jobs.fail_unfinished("interrupted by a restart")
+        rt.jobs.fail_unfinished(reason, keep=keep)
     with rt.db.session(read_only=True) as s:
         pending = sorted(samplelog.backlog(s))
     return [rt.jobs.submit("wake", brain_id, {"reason": "recovery"}, join_queued=True) for brain_id in pending]

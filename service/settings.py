@@ -24,8 +24,10 @@ class Settings(BaseSettings):
         None, description="Set: Redis replay buffer and Celery jobs (full stack). Unset: embedded."
     )
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
-    jobs: Literal["auto", "inprocess", "celery"] = Field(
-        "auto", description="Job backend; auto picks celery when redis_url is set."
+    jobs: Literal["auto", "child", "inprocess", "celery"] = Field(
+        "auto", description="Job backend: celery (brain worker processes); child (a job process that the "
+        "API starts and supervises, so training never holds the API's interpreter); inprocess (threads of "
+        "the API process); auto picks celery when redis_url is set, else child."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where workers train.")
     log_level: str = "INFO"
@@ -135,10 +137,14 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def uses_celery(self) -> bool:
+    def job_backend(self) -> Literal["child", "inprocess", "celery"]:
         if self.jobs == "auto":
-            return self.redis_url is not None
-        return self.jobs == "celery"
+            return "celery" if self.redis_url is not None else "child"
+        return self.jobs
+
+    @property
+    def uses_celery(self) -> bool:
+        return self.job_backend == "celery"
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -41,7 +41,12 @@ def require(service: str, host: str, port: int) -> None:
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
-    base = {"data_dir": data_dir, "redis_url": None, "database_url": None, "broker_url": None, "jobs": "auto",
+    """Embedded settings unless ``overrides`` say otherwise. Embedded jobs run on threads of the test
+    process (``inprocess``), so that a test may stand in for ``run_job``; the default embedded
+    executor, a job process, is tested on its own (tests/service/test_job_process.py) and by every
+    test that starts ``brain serve``. With a Redis URL, jobs follow the default (Celery)."""
+    jobs = "auto" if overrides.get("redis_url") else "inprocess"
+    base = {"data_dir": data_dir, "redis_url": None, "database_url": None, "broker_url": None, "jobs": jobs,
             "sleep_check_seconds": 0.2}
     return Settings(**{**base, **overrides})
 

@@ -77,3 +77,12 @@ def test_a_quick_run_reports_every_figure(tmp_path: Path) -> None:
 
     table = serve.markdown(report)
     assert "| predict x64, 1 clients: predictions/s |" in table and "forward alone" in table
+
+
+def test_a_new_run_keeps_the_sections_written_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "serve.md"
+    monkeypatch.setattr(serve, "markdown", lambda report: f"Command: {report['n']}\n\n| table |\n")
+    serve.write_markdown(path, {"n": 1})
+    path.write_text(path.read_text() + "\n## By hand\n\nfigures\n")
+    serve.write_markdown(path, {"n": 2})
+    assert path.read_text() == "Command: 2\n\n| table |\n\n## By hand\n\nfigures\n"

@@ -50,7 +50,7 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
         finally:
             held.ended[job_id] = time.monotonic()
 
-    # build_runtime imports run_job when the app starts: the apps of this test get the held one
+    # service.job_runner looks run_job up at each call: the apps of this test get the held one
     monkeypatch.setattr(service.orchestration, "run_job", run_when_open)
     yield held
     held.open()
