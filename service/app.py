@@ -34,9 +34,9 @@ from service.api import (
 )
 from service.api.authgate import AuthGate
 from service.errors import BrainError
+from service.job_runner import embedded_runner
 from service.locks import BrainLockTimeout
 from service.observability import REQUEST_ID, BrainCollector
-from service.job_runner import embedded_runner
 from service.runtime import build_runtime
 from service.scheduling import SleepScheduler, recover
 from service.serving import LearnerCache, MicroBatcher, ServingCache

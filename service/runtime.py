@@ -31,8 +31,8 @@ from service import datadir
 from service.changes import BrainChanges
 from service.datadir import DataDirClaim
 from service.db import Database
-from service.job_counts import JobCounts
 from service.job_child import ChildJobs
+from service.job_counts import JobCounts
 from service.jobs import CeleryJobs, Executor, InProcessJobs, JobRunner, Jobs
 from service.locks import FileLocks, Locks, RedisLocks
 from service.replay import MemoryStores, RedisStore, ReplayBuffer, SnapshotStores
