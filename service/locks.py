@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class FileLocks:
 
     POLL = 0.02  # seconds between tries of a file held by another process
 
-    def __init__(self, folder, timeout: float) -> None:
+    def __init__(self, folder: Path, timeout: float) -> None:
         self.folder = folder
         self.timeout = timeout
         self._threads = ThreadLocks(timeout)

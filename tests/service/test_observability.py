@@ -60,6 +60,30 @@ def test_metrics_count_what_each_brain_did(client: TestClient) -> None:
     assert m[("brain_http_requests_total", route)] == 1
 
 
+def test_a_jobs_end_is_counted_before_it_is_announced(client: TestClient) -> None:
+    """Whoever an announcement wakes (a ?wait=true request) finds the job's end in /metrics."""
+    from service.job_counts import jobs_field
+
+    rt = client.app.state.runtime
+    make_brain(client, "b")
+    with rt.db.session(read_only=True) as s:
+        brain_id = s.scalar(select(Brain.id).where(Brain.name == "b"))
+    heard: list[tuple[int, float]] = []  # at each announcement: wake jobs succeeded in the database, counted
+
+    def listener(changed: int | None) -> None:
+        if changed == brain_id:
+            with rt.db.session(read_only=True) as s:
+                done = s.scalar(select(func.count()).select_from(Job).where(
+                    Job.brain_id == brain_id, Job.kind == "wake", Job.state == "succeeded"))
+            heard.append((done, rt.job_counts.read([brain_id])[brain_id].get(jobs_field("wake", "succeeded"), 0)))
+
+    rt.changes.listen(listener)
+    x, y = clusters(20, ["a", "b"], seed=0)
+    assert post(client, "b", "t1", x, y).json()["state"] == "succeeded"
+    assert any(done for done, _ in heard)
+    assert all(counted >= done for done, counted in heard), heard
+
+
 def test_metrics_answer_when_the_database_does_not(client: TestClient) -> None:
     rt = client.app.state.runtime
 
