@@ -118,6 +118,7 @@ def delete_brain(rt: Runtime, *, name: str) -> None:
     rt.versions.remove_brain(brain_id)
     rt.drop_replay(brain_id)
     rt.training.forget(brain_id)
+    rt.locks.forget(brain_id)
 
 
 # -- labels ---------------------------------------------------------------------------------------
