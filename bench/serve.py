@@ -106,8 +106,8 @@ def forward_pass(data_dir: Path, name: str, x: np.ndarray, *, seconds: float) ->
     import torch
 
     from service import brains
-    from service.serving import best, class_mask
     from service.runtime import build_runtime
+    from service.serving import best, class_mask
     from service.settings import Settings
 
     rt = build_runtime(Settings(data_dir=data_dir, database_url=None, redis_url=None, broker_url=None,
