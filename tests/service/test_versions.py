@@ -144,3 +144,48 @@ def test_deleting_a_brain_deletes_its_blobs(rt) -> None:
     assert folders(rt, other) == ["v000001"]  # another brain's are untouched
     if rt.settings.blob_backend == "files":
         assert not (rt.settings.checkpoint_dir / str(brain_id)).exists()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_brain_migrate_copies_the_version_folders_of_file_blobs_into_the_database(
+    database: str, request, tmp_path, monkeypatch
+) -> None:
+    """An older deployment kept its versions as folders in the data dir. ``brain migrate`` (as ``brain
+    serve``) copies those with a row into database blobs, once; then a process with an empty data
+    dir loads every one of them, replay snapshots and pending meta-training sets included."""
+    from service import cli
+
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    url = request.getfixturevalue("pg_url") if database == "postgres" else f"sqlite:///{tmp_path / 'brain.db'}"
+    old = make_settings(old_dir, database_url=url, blobs="files")
+    upgrade(url)
+    rt = build_runtime(old, executor=False)
+    try:
+        brain_id = new_brain(rt)
+        publish(rt, brain_id, replay=REPLAY)
+        publish(rt, brain_id)
+        meta_set = f"{brain_id}/meta/{uuid.uuid4().hex}.safetensors"
+        rt.blobs.put(meta_set, b"a pending meta-training set")
+        rt.blobs.put(f"{brain_id}/v000009/{MODEL_FILE}", b"left by a crash: no row")
+        expected = {n: rt.versions.load(brain_row(rt, brain_id), n).state_dict() for n in (1, 2, 3)}
+    finally:
+        rt.close()
+
+    monkeypatch.setenv("BRAIN_DATABASE_URL", url)
+    monkeypatch.setenv("BRAIN_BLOBS", "auto" if database == "postgres" else "database")
+    monkeypatch.setenv("BRAIN_DATA_DIR", str(old_dir))
+    cli.migrate(old_dir)
+    assert cli.import_checkpoints(make_settings(old_dir, database_url=url, blobs="database")) == 0  # once
+
+    rt = build_runtime(make_settings(new_dir, database_url=url, blobs="database"), executor=False)
+    try:
+        brain = brain_row(rt, brain_id)
+        for number, tensors in expected.items():
+            loaded = rt.versions.load(brain, number).state_dict()
+            assert all(torch.equal(tensors[k], loaded[k]) for k in tensors)
+        assert torch.equal(rt.versions.load_replay(brain_id, 2)["x"], REPLAY["x"])
+        assert rt.blobs.get(meta_set) == b"a pending meta-training set"
+        assert folders(rt, brain_id) == ["meta", "v000001", "v000002", "v000003"]  # not the row-less v9
+        assert not new_dir.exists() or not (new_dir / "brains").exists()
+    finally:
+        rt.close()
