@@ -521,21 +521,7 @@ class _Sender:
 
 
 def _serve(stack: Stack) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if stack._exited(proc):
-            pytest.fail("the API exited before it was ready")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("the API did not get ready within 60s")
-        time.sleep(0.1)
+    return stack.serve()
 
 
 def test_api_killed_mid_ingest(fresh_pg, private_redis, stack_factory) -> None:
