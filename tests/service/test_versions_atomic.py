@@ -71,7 +71,7 @@ def taught(client: TestClient) -> tuple[TestClient, object, dict]:
     return client, xs, predict(client, "b", xs[:10])
 
 
-def test_a_crash_between_the_files_and_the_commit_leaves_the_previous_version_current(
+def test_a_crash_between_the_blobs_and_the_commit_leaves_the_previous_version_current(
     taught, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, xs, before = taught
