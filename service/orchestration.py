@@ -32,8 +32,8 @@ from sqlalchemy import select
 
 from models.learner import Learner, Replay, Stats
 from service import samplelog
-from service.locks import BrainLockTimeout, Lease, LockLost
 from service.blobs import BlobMissing
+from service.locks import BrainLockTimeout, Lease, LockLost
 from service.meta_sets import meta_set_key
 from service.replay import ReplayBuffer
 from service.runtime import Runtime

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import torch
 
 from service import datadir
-from service.changes import BrainChanges
 from service.blobs import BlobStore, make_blob_store
+from service.changes import BrainChanges
 from service.datadir import DataDirClaim
 from service.db import Database
 from service.job_child import ChildJobs
