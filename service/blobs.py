@@ -170,7 +170,13 @@ class DatabaseBlobs(BlobStore):
     def get(self, key: str) -> bytes:
         check_key(key)
         with self._reader.connect() as conn:
-            chunks = conn.execute(select(_blobs.c.data).where(_blobs.c.key == key).order_by(_blobs.c.chunk)).scalars().all()
+            if conn.dialect.driver == "psycopg":  # binary results: no hex text to decode (3x faster)
+                with conn.connection.driver_connection.cursor(binary=True) as cur:
+                    cur.execute("SELECT data FROM blobs WHERE key = %s ORDER BY chunk", (key,))
+                    chunks = [row[0] for row in cur.fetchall()]
+            else:
+                chunks = conn.execute(select(_blobs.c.data).where(_blobs.c.key == key)
+                                      .order_by(_blobs.c.chunk)).scalars().all()
         if not chunks:
             raise BlobMissing(key)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
