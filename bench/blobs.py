@@ -25,28 +25,9 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
-
-@contextmanager
-def scratch_database(pg_url: str) -> Iterator[str]:
-    base = make_url(pg_url)
-    name = f"pb_bench_blobs_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from bench.serve import postgres_database
 
 
 def measure(data_dir: Path, database_url: str | None, blobs: str, repeat: int) -> dict:
@@ -98,9 +79,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(("files+sqlite", measure(Path(tmp) / "a", None, "files", args.repeat)))
-        with scratch_database(args.pg_url) as url:
+        with postgres_database(args.pg_url) as url:
             rows.append(("files+postgres", measure(Path(tmp) / "b", url, "files", args.repeat)))
-        with scratch_database(args.pg_url) as url:
+        with postgres_database(args.pg_url) as url:
             rows.append(("database+postgres", measure(Path(tmp) / "c", url, "database", args.repeat)))
     print(f"{args.repeat} publishes and loads each; seconds, median (min-max)\n")
     print("| store | checkpoint MB | publish | load |")
