@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     )
 
     # serving
+    feedback_window_seconds: float = Field(
+        3600.0, gt=0, description="How long the inputs of served predictions are kept for feedback "
+        "(POST .../feedback); later feedback is answered 410.",
+    )
+    feedback_max_kept: int = Field(
+        20_000, ge=0, description="Most served predictions kept for feedback per API process (the "
+        "oldest go first: 410); 0 keeps none.",
+    )
     serving_ttl_seconds: float = Field(
         30.0, gt=0, description="Longest a prediction trusts its in-memory copy of a brain without "
         "re-reading it; changes are announced at once, this only bounds a lost announcement.",

@@ -167,6 +167,23 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Feedback(Base):
+    """A served prediction later labelled (``POST .../feedback``): was the version that answered
+    right? The rows behind the prequential accuracy; the labelled input itself went to the log."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("brain_id", "prediction"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    prediction: Mapped[str] = mapped_column(String(64))  # the prediction's id
+    version: Mapped[int] = mapped_column(Integer)  # the version that answered
+    correct: Mapped[bool] = mapped_column()
+    confidence: Mapped[float] = mapped_column(Float)
+    served_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ApiKey(Base):
     """An API key; the key itself is shown once at creation and never stored (``key_hash``: sha256)."""
 
