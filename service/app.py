@@ -34,7 +34,7 @@ from service.api import (
 )
 from service.api.authgate import AuthGate
 from service.errors import BrainError
-from service.feedback import ServedPredictions
+from service.feedback import served_predictions
 from service.job_runner import embedded_runner
 from service.locks import BrainLockTimeout
 from service.observability import REQUEST_ID, BrainCollector
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.learners = LearnerCache(rt.versions)
         app.state.serving = ServingCache(rt, app.state.learners, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
-        app.state.served = ServedPredictions(settings.feedback_window_seconds, settings.feedback_max_kept)
+        app.state.served = served_predictions(settings, rt.redis)
         app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
                                      recheck_seconds=settings.wait_recheck_seconds)
         app.state.waiter.start()
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 scheduler.stop.set()
             await app.state.waiter.close()
             app.state.batcher.close()
+            app.state.served.close()
             rt.close()
 
     app = FastAPI(

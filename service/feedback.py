@@ -5,13 +5,15 @@ accuracy (was the version that answered right?).
 - Ids. A predict request gets an id made of the time it was served (milliseconds, hex) and a random
   part; its ``i``-th prediction is ``<request id>-<i>``. The time in the id tells a prediction that
   is no longer kept (410) from one that never was (404) without keeping anything about it.
-- :class:`ServedPredictions`: what each request served (the brain, the version that answered, the
+- :class:`ServedPredictions` (:func:`served_predictions` picks it): what each request served (the brain, the version that answered, the
   task, the decoded inputs, the predicted class and its probability), kept in the API process for
   ``BRAIN_FEEDBACK_WINDOW_SECONDS`` and at most ``BRAIN_FEEDBACK_MAX_KEPT`` predictions (the oldest
   go first). Keeping a request is a dictionary insert on the predict path; the inputs are the
-  decoded array the forward pass read, not a copy. Feedback reaches the API process that served the
-  prediction: the embedded default has one; behind several API processes it needs a sticky route
-  (a prediction served by another process, or before a restart, is answered 410).
+  decoded array the forward pass read, not a copy. On the full stack (:class:`SharedServedPredictions`)
+  a thread also writes each request to Redis (``pb:served:<request id>``, expiring with the window;
+  a JSON header and the inputs' float32 bytes, never pickled) within a fraction of a second, so
+  that feedback may reach any API process, before or after a restart. Embedded, a prediction served
+  before a restart is answered 410.
 - :func:`record`: feedback in one transaction: the samples appended to the log (the prediction id
   as the sample id, so feedback sent twice is learned once) and one ``feedback`` row each.
 - :func:`prequential`: accuracy of the labelled predictions, overall, per version and over time.
@@ -19,6 +21,8 @@ accuracy (was the version that answered right?).
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import threading
 import time
@@ -34,6 +38,8 @@ from service import brains, schemas
 from service.errors import Gone, Invalid, NotFound
 from service.settings import Settings
 from service.tables import Brain, Feedback
+
+log = logging.getLogger(__name__)
 
 FEEDBACK_TASK = "feedback"  # the task of feedback on a prediction made without one, unless given
 
@@ -105,6 +111,9 @@ class ServedPredictions:
                        f"{self.max_kept} of them (BRAIN_FEEDBACK_MAX_KEPT), by the API process that served them")
         raise NotFound("no such prediction of this brain (a prediction id from its predict answer)")
 
+    def close(self) -> None:
+        """Nothing to stop here (see :class:`SharedServedPredictions`)."""
+
     def _evict(self, now: float) -> None:
         while self._requests:
             rid, oldest = next(iter(self._requests.items()))
@@ -113,6 +122,93 @@ class ServedPredictions:
             del self._requests[rid]
             self._kept -= len(oldest.predicted)
             self._evicted_until = max(self._evicted_until, oldest.at)
+
+
+class SharedServedPredictions(ServedPredictions):
+    """Served requests kept here and, through a writer thread, in Redis for every API process."""
+
+    FLUSH_SECONDS = 0.05
+
+    def __init__(self, window: float, max_kept: int, redis) -> None:  # noqa: ANN001 - redis.Redis
+        super().__init__(window, max_kept)
+        self.redis = redis
+        self._pending: list[tuple[str, Served]] = []
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="served-writer", daemon=True)
+        self._writer.start()
+
+    def keep(self, rid: str, served: Served) -> None:
+        super().keep(rid, served)
+        if self.max_kept:
+            self._pending.append((rid, served))  # list.append is atomic; the writer swaps the list
+
+    def get(self, rid: str, at: float, brain_id: int) -> Served:
+        try:
+            return super().get(rid, at, brain_id)
+        except (Gone, NotFound) as missing:
+            if at < time.time() - self.window:
+                raise
+            try:
+                served = decode_served(self.redis.get(f"pb:served:{rid}"))
+            except ValueError:
+                served = None
+            if served is None or served.brain_id != brain_id:
+                raise NotFound("no such prediction of this brain (a prediction id from its predict answer)") from missing
+            return served
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for rid, served in pending:
+            ttl = max(1, int(served.at + self.window - time.time()) + 1)
+            pipe.set(f"pb:served:{rid}", encode_served(served), ex=ttl)
+        pipe.execute()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._writer.join(timeout=5)
+
+    def _write_loop(self) -> None:
+        while not self._stop.wait(self.FLUSH_SECONDS):
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - Redis away: those requests stay local only
+                log.warning("served predictions not written to Redis: %s", exc)
+
+
+def encode_served(served: Served) -> bytes:
+    """A served request as bytes: a JSON header's length (4 bytes), the header, the inputs as
+    little-endian float32."""
+    x = np.ascontiguousarray(served.x, dtype="<f4")
+    header = json.dumps({"brain_id": served.brain_id, "version": served.version, "task": served.task,
+                         "at": served.at, "predicted": served.predicted, "confidence": served.confidence,
+                         "shape": list(x.shape)}).encode()
+    return len(header).to_bytes(4, "big") + header + x.tobytes()
+
+
+def decode_served(data: bytes | None) -> Served | None:
+    """The request :func:`encode_served` wrote (ValueError when the bytes are not one)."""
+    if data is None:
+        return None
+    size = int.from_bytes(data[:4], "big")
+    try:
+        head = json.loads(data[4:4 + size])
+        shape = [int(n) for n in head["shape"]]
+        x = np.frombuffer(data[4 + size:], dtype="<f4").reshape(shape)
+        return Served(brain_id=int(head["brain_id"]), version=int(head["version"]), task=head["task"],
+                      at=float(head["at"]), x=x, predicted=[int(i) for i in head["predicted"]],
+                      confidence=[float(c) for c in head["confidence"]])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a served request: {exc}") from None
+
+
+def served_predictions(settings: Settings, redis) -> ServedPredictions:  # noqa: ANN001 - redis.Redis | None
+    """Where this API process keeps served requests: in Redis too when the deployment has it."""
+    if redis is None:
+        return ServedPredictions(settings.feedback_window_seconds, settings.feedback_max_kept)
+    return SharedServedPredictions(settings.feedback_window_seconds, settings.feedback_max_kept, redis)
 
 
 def record(s: Session, settings: Settings, served: ServedPredictions, *, name: str,

@@ -149,3 +149,47 @@ def test_a_prediction_served_before_a_restart_is_gone(tmp_path) -> None:
     with TestClient(create_app(settings)) as c:
         r = c.post("/v1/brains/b/feedback", json={"feedback": [{"prediction": pid, "label": "a"}]})
         assert r.status_code == 410 and "no longer kept" in r.text
+
+
+def test_with_redis_any_api_process_takes_feedback_on_what_another_served(redis_url: str) -> None:
+    """Full stack: each API process writes what it served to Redis (no pickle), so feedback may
+    reach another process, or the same one after a restart."""
+    import numpy as np
+    import redis
+
+    clients = [redis.Redis.from_url(redis_url) for _ in range(2)]
+    here = feedback.SharedServedPredictions(window=60, max_kept=100, redis=clients[0])
+    there = feedback.SharedServedPredictions(window=60, max_kept=100, redis=clients[1])
+    try:
+        now = time.time()
+        rid = feedback.request_id(now)
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        here.keep(rid, feedback.Served(brain_id=4, version=2, task="t", at=now, x=x, predicted=[1, 0],
+                                       confidence=[0.75, 0.5]))
+        here.flush()
+        got = there.get(rid, now, brain_id=4)
+        assert (got.version, got.task, got.predicted, got.confidence) == (2, "t", [1, 0], [0.75, 0.5])
+        assert np.array_equal(got.x, x)
+        with pytest.raises(NotFound):
+            there.get(rid, now, brain_id=5)  # another brain's prediction
+        assert 0 < clients[0].ttl(f"pb:served:{rid}") <= 61  # gone from Redis with the window
+        junk = feedback.request_id(now)
+        clients[0].set(f"pb:served:{junk}", b"\x00\x00\x00\x05junk!")
+        with pytest.raises(NotFound):  # what Redis holds is parsed, never trusted or unpickled
+            there.get(junk, now, brain_id=4)
+    finally:
+        here.close()
+        there.close()
+        for c in clients:
+            c.close()
+
+
+def test_served_requests_round_trip_through_bytes() -> None:
+    import numpy as np
+
+    served = feedback.Served(brain_id=1, version=3, task=None, at=1.5, x=np.ones((1, 4), np.float32), predicted=[2],
+                             confidence=[0.9])
+    back = feedback.decode_served(feedback.encode_served(served))
+    assert back.task is None and back.predicted == [2] and np.array_equal(back.x, served.x)
+    with pytest.raises(ValueError):
+        feedback.decode_served(b"\x00\x00\x00\x02{}")
