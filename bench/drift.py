@@ -100,6 +100,13 @@ def events(monitor: DriftMonitor, values: Iterable[float]) -> list[int]:
     return [e.index for v in values if (e := monitor.update(v)) is not None]
 
 
+def events_restored(monitor: DriftMonitor, values: np.ndarray, at: int) -> list[int]:
+    """``events`` where the monitor is saved (its state through JSON) and restored before ``values[at]``."""
+    fired = events(monitor, values[:at])
+    restored = DriftMonitor.restore(json.loads(json.dumps(monitor.state())))
+    return fired + events(restored, values[at:])
+
+
 @dataclass
 class Row:
     signal: str
@@ -114,17 +121,21 @@ class Row:
 
 
 def measure(make: Callable[[], DriftMonitor], drifting: Callable[[np.random.Generator], np.ndarray],
-            clean: Callable[[np.random.Generator], np.ndarray], seeds: int) -> tuple[float, float, list[int], float]:
-    """``(found, early, delays, false alarms per 10k)`` over ``seeds`` seeds."""
+            clean: Callable[[np.random.Generator], np.ndarray], seeds: int,
+            restore_at: int | None = None) -> tuple[float, float, list[int], float]:
+    """``(found, early, delays, false alarms per 10k)`` over ``seeds`` seeds; with ``restore_at``, the
+    monitor is saved and restored before that sample."""
     delays, early, false = [], 0, 0
     for seed in range(seeds):
         rng = np.random.default_rng([seed, 1])
-        fired = events(make(), drifting(rng))
+        values = drifting(rng)
+        fired = events(make(), values) if restore_at is None else events_restored(make(), values, restore_at)
         early += any(i < CHANGE for i in fired)
         after = [i - CHANGE for i in fired if i >= CHANGE]
         if after:
             delays.append(after[0])
-        false += len(events(make(), clean(np.random.default_rng([seed, 2]))))
+        quiet = clean(np.random.default_rng([seed, 2]))
+        false += len(events(make(), quiet) if restore_at is None else events_restored(make(), quiet, restore_at))
     return len(delays) / seeds, early / seeds, delays, false / (seeds * N_CLEAN) * 10_000
 
 
@@ -181,6 +192,26 @@ def run(signals: Iterable[str], seeds: int) -> list[Row]:
     return rows
 
 
+RESTORE_AT = CHANGE - 100
+RESTORE_KEEP = (2000, 500, 100, 0)
+
+
+def run_restored(seeds: int) -> list[Row]:
+    """The error monitor saved and restored 100 samples before the change, keeping ``keep`` samples:
+    what a restart costs in delay (keep=0: a monitor that starts fresh)."""
+    rows = []
+    for stream, drifting, clean in streams("error")[:2]:
+        for keep in RESTORE_KEEP:
+            found, early, delays, false = measure(lambda k=keep: DriftMonitor("error", keep=k), drifting, clean, seeds,
+                                                  restore_at=RESTORE_AT)
+            med = float(np.median(delays)) if delays else None
+            p90 = float(np.percentile(delays, 90)) if delays else None
+            rows.append(Row("error", stream, f"default, restored at {RESTORE_AT} keep={keep}", seeds, found, early,
+                            med, p90, round(false, 2)))
+            print(rows[-1], flush=True)
+    return rows
+
+
 def table(rows: list[Row]) -> str:
     def num(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f}"
@@ -197,9 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--only", choices=["error", "confidence", "input"], action="append")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--restored", action="store_true", help="only the table of restored monitors")
     args = parser.parse_args(argv)
-    rows = run(args.only or ["error", "confidence", "input"], args.seeds)
+    rows = [] if args.restored else run(args.only or ["error", "confidence", "input"], args.seeds)
+    restored = run_restored(args.seeds) if args.restored or not args.only else []
     print(table(rows))
+    print()
+    print(table(restored))
+    rows += restored
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=1) + "\n")
 
