@@ -1,23 +1,28 @@
-"""Drift detection for one brain's stream of served predictions: pure logic (no FastAPI, no database),
+"""Drift detection for one brain's streams of served predictions: pure logic (no FastAPI, no database),
 so that it runs off the predict path, in a background thread or a worker.
 
-Two streams, two monitors (their defaults measured by ``python -m bench.drift``, docs/bench/drift.md):
+Three kinds of stream, one monitor each, all river's ADWIN with measured deltas (``DEFAULTS``;
+``python -m bench.drift``, docs/bench/drift.md):
 
 - ``kind="error"``: the prequential error, 1 when a served prediction was wrong, 0 when right, known
-  once feedback brings the label. river's ADWIN.
+  once feedback brings its label.
 - ``kind="confidence"``: the top probability of each served prediction, for when labels do not come.
-  river's ADWIN as well (it beat PageHinkley and KSWIN on the measured streams).
+  It sees new classes and dimmed inputs, but not inputs the model is confidently wrong on (inverted
+  images: wrong 97% of the time at the confidence of right answers).
+- ``kind="input"``: a statistic of each input scaled into [0, 1] (the bench: an image's mean pixel),
+  which sees what the confidence misses (brightened, inverted) and new classes only slowly. Without
+  labels, run both.
 
-A monitor's ``update(value)`` answers a ``DriftEvent`` (JSON-able) on the sample where its detector
-fires, else None. river's detectors reset on the sample after they fire, so a monitor's detector only
-ever holds the samples since its last event. ``state()`` is plain JSON: the settings, the counters
-and those samples (at most ``keep`` of them); ``DriftMonitor.restore(state)`` builds a fresh detector
-and feeds it the kept samples again, which rebuilds the same detector exactly when no more than
-``keep`` samples came since the last event (river's detectors are deterministic; KSWIN is seeded).
-river's own serialisation is pickle (and ADWIN's Rust core has only a private byte layout), which
-nothing the store wrote may go through. Past ``keep``, the restored detector knows only the last
-``keep`` samples: its reference window is shorter, so it needs a larger change to fire until it has
-grown again (a warm-up, measured in docs/bench/drift.md).
+``update(value)`` answers a ``DriftEvent`` (JSON-able) on the sample where the detector fires, else
+None. river's detectors reset on the sample after they fire, so a detector only ever holds the samples
+since its last event. ``state()`` is plain JSON: the settings, the counters and those samples (the
+last ``keep``); ``DriftMonitor.restore(state)`` builds a fresh detector and feeds it the kept samples,
+which rebuilds the same detector exactly when no more than ``keep`` samples came since the last event
+(river's detectors are deterministic; KSWIN is seeded). river's own persistence is pickle, and ADWIN's
+Rust core offers only a private byte layout (``__getstate__``) tied to river's version: neither is
+used. Past ``keep``, the restored detector knows only the last ``keep`` samples, so a small change
+takes longer to see; a monitor restored with nothing (keep=0) takes the new regime for normal when the
+change comes within a few hundred samples of the restart (docs/bench/drift.md, the restore table).
 """
 
 from __future__ import annotations
@@ -40,15 +45,19 @@ DETECTORS: dict[str, tuple[type, tuple[str, ...]]] = {
     "kswin": (river_drift.KSWIN, ("alpha", "window_size", "stat_size", "seed")),
 }
 
-# Chosen on the measurements of docs/bench/drift.md (50 seeds per stream):
-# error: delta=0.002 (river's default) gives ~no false alarm on 10,000 drift-free samples at error
-# rates 0.1-0.3 and finds a 0.1 -> 0.4 jump in ~100 samples; clock=1 checks every sample (a tenth of
-# the delay of the default clock=32 at a cost of microseconds per sample).
-# confidence: see docs/bench/drift.md for the comparison that chose it.
+# Chosen on docs/bench/drift.md (50 seeds per stream, 500,000 drift-free samples per signal): ADWIN
+# everywhere (PageHinkley was slower at equal false alarms, KSWIN raised 14 false alarms per 10,000
+# samples and costs 1 ms a sample); per signal, the largest delta that raised no false alarm while
+# the next larger one did, or, for the input (none did up to 0.05), the confidence's delta, since
+# 0 in 500,000 cannot tell 0.05's rate from nothing and the bench's i.i.d. streams flatter it.
+# error: 0.002 (0.01: 0.02-0.06 false alarms per 10,000; 0.1 -> 0.4 found after 53 samples, p90 72).
+# confidence and input: 0.01 (0.05: 0.02 per 10,000 on the confidence).
+# clock=1 tests every sample (river's 32: a 0.1 -> 0.4 jump found after 79 instead of 53) for 2 us a
+# sample; grace_period=30 so a cut is never tested on a handful of samples.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "error": {"detector": "adwin", "delta": 0.002, "clock": 1, "grace_period": 30},
-    "confidence": {"detector": "adwin", "delta": 0.002, "clock": 1, "grace_period": 30},
-    "input": {"detector": "adwin", "delta": 0.002, "clock": 1, "grace_period": 30},
+    "confidence": {"detector": "adwin", "delta": 0.01, "clock": 1, "grace_period": 30},
+    "input": {"detector": "adwin", "delta": 0.01, "clock": 1, "grace_period": 30},
 }
 DEFAULT_KEEP = 2000
 

@@ -65,9 +65,9 @@ def signals() -> dict[str, dict[str, np.ndarray]]:
 
 
 # (signal, shift, bound on the delay): the shifts each signal sees (bench: found 1.00 of 50 seeds)
-DETECTED = [("confidence", "new-classes", 800), ("confidence", "dimmed", 1000), ("input", "brightened", 150),
-            ("input", "inverted", 100), ("input", "dimmed", 400), ("error", "new-classes", 150),
-            ("error", "inverted", 100)]
+DETECTED = [("confidence", "new-classes", 600), ("confidence", "dimmed", 750), ("input", "brightened", 120),
+            ("input", "inverted", 60), ("input", "dimmed", 250), ("error", "new-classes", 100),
+            ("error", "inverted", 40)]
 
 
 @needs_fashion
@@ -88,7 +88,8 @@ def test_a_real_classifiers_stream_without_drift_fires_nothing(signals, signal) 
 @needs_fashion
 def test_confidence_is_blind_to_inverted_images_that_the_input_mean_sees(signals) -> None:
     """Inverted images are wrong 97% of the time with the confidence of right ones (0.865 against
-    0.853): why a brain without labels watches its inputs too."""
+    0.853): the confidence monitor stays silent for the 2000 samples after the change (2 of 50 seeds
+    fired in the bench), the input's in DETECTED within 60. Why a brain without labels watches both."""
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         assert events(DriftMonitor("confidence"), fashion_stream(signals, "inverted", "confidence", rng=rng)) == []
