@@ -38,12 +38,41 @@ from river import drift as river_drift
 Kind = Literal["error", "confidence", "input"]
 STATE_VERSION = 1
 
-# Each detector's constructor arguments that a monitor accepts (river's names).
-DETECTORS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "adwin": (river_drift.ADWIN, ("delta", "clock", "max_buckets", "min_window_length", "grace_period")),
-    "page_hinkley": (river_drift.PageHinkley, ("min_instances", "delta", "threshold", "alpha", "mode")),
-    "kswin": (river_drift.KSWIN, ("alpha", "window_size", "stat_size", "seed")),
+# Each detector's constructor arguments that a monitor accepts (river's names), with their type and
+# inclusive range: river checks few of them, and a bad one can panic in ADWIN's Rust core (clock=0,
+# max_buckets=0) or fill the memory (KSWIN's window), so a state read back is checked here first.
+BIG = 1 << 20
+DETECTORS: dict[str, tuple[type, dict[str, tuple[type, float, float]]]] = {
+    "adwin": (river_drift.ADWIN, {"delta": (float, 1e-12, 0.5), "clock": (int, 1, BIG), "max_buckets": (int, 1, 64),
+                                  "min_window_length": (int, 1, BIG), "grace_period": (int, 0, BIG)}),
+    "page_hinkley": (river_drift.PageHinkley, {"min_instances": (int, 1, BIG), "delta": (float, 0.0, 1.0),
+                                               "threshold": (float, 1e-9, 1e9), "alpha": (float, 0.5, 1.0),
+                                               "mode": (str, 0, 0)}),
+    "kswin": (river_drift.KSWIN, {"alpha": (float, 1e-12, 0.5), "window_size": (int, 2, 100_000),
+                                  "stat_size": (int, 1, 99_999), "seed": (int, 0, 2**63 - 1)}),
 }
+
+
+def checked(detector: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` when each is one of ``detector``'s arguments, of its type and in its range; else ValueError."""
+    allowed = DETECTORS[detector][1]
+    unknown = set(params) - set(allowed)
+    if unknown:
+        raise ValueError(f"{detector} takes {sorted(allowed)}, not {sorted(unknown)}")
+    for name, value in params.items():
+        kind, low, high = allowed[name]
+        if kind is str:
+            ok = value in ("up", "down", "both")
+        elif isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+            ok = False
+        else:
+            ok = math.isfinite(value) and low <= value <= high
+        if not ok:
+            raise ValueError(f"{detector}'s {name} must be a {kind.__name__} in [{low}, {high}], not {value!r}")
+    if detector == "kswin" and params.get("stat_size", 30) >= params.get("window_size", 100):
+        raise ValueError("kswin's stat_size must be smaller than its window_size")
+    return params
+
 
 # Chosen on docs/bench/drift.md (50 seeds per stream, 500,000 drift-free samples per signal): ADWIN
 # everywhere (PageHinkley was slower at equal false alarms, KSWIN raised 14 false alarms per 10,000
@@ -110,13 +139,10 @@ class DriftMonitor:
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {sorted(DETECTORS)}, not {detector!r}")
         cls, allowed = DETECTORS[detector]
-        unknown = set(params) - set(allowed)
-        if unknown:
-            raise ValueError(f"{detector} takes {list(allowed)}, not {sorted(unknown)}")
         settings = {k: v for k, v in defaults.items() if k in allowed} if detector == defaults["detector"] else {}
         if detector == "kswin":
             settings["seed"] = 0  # a detector rebuilt by replay must draw the same samples
-        settings.update(params)
+        settings = checked(detector, settings | params)
         self.kind, self.detector, self.params, self.keep = kind, detector, settings, keep
         self._detector = cls(**settings)
         self.n = 0  # samples fed so far
