@@ -1,6 +1,6 @@
 """Drift detectors (service.drift) on streams with a known change point: detection delay and false alarms.
 
-    python -m bench.drift [--seeds 50] [--only error|confidence|input] [--json docs/bench/drift.json]
+    python -m bench.drift [--seeds 50] [--only error|confidence|input] [--restored] [--json docs/bench/drift.json]
 
 Streams, each ``N`` samples with the change at ``CHANGE`` (drift-free twins: ``N_CLEAN`` samples, no change):
 - bernoulli p0->p1: a synthetic prequential error stream whose error rate jumps.

@@ -51,7 +51,7 @@ def test_an_event_says_which_detector_where_and_the_means_before_and_after() -> 
     errors = bernoulli_stream(0.1, 0.4, rng=np.random.default_rng(0))
     event = next(e for v in errors if (e := monitor.update(v)) is not None)
     assert isinstance(event, DriftEvent)
-    assert json.loads(json.dumps(event.to_json())) == event.to_json()
+    assert json.loads(json.dumps(event.to_json(), allow_nan=False)) == event.to_json()
     assert event.detector == "adwin" and event.kind == "error" and event.index >= CHANGE
     assert abs(event.change_at - CHANGE) <= 30 and abs(event.before - 0.1) < 0.03 and abs(event.after - 0.4) < 0.15
 
@@ -117,7 +117,7 @@ def test_a_monitor_restored_from_its_json_state_goes_on_as_the_original(kind: st
     original = DriftMonitor(kind, **params)
     before = events(original, values[:cut])
     assert before and lengths[0] <= before[-1] < cut - 1, before
-    state = json.loads(json.dumps(original.state()))
+    state = json.loads(json.dumps(original.state(), allow_nan=False))
     restored = DriftMonitor.restore(state)
     assert restored.state() == state
     after = events(original, values[cut:])
