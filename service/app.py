@@ -33,6 +33,7 @@ from service.api import (
     strategies,
 )
 from service.api.authgate import AuthGate
+from service.drift_watch import DriftWatch
 from service.errors import BrainError
 from service.feedback import served_predictions
 from service.job_runner import embedded_runner
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.serving = ServingCache(rt, app.state.learners, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
         app.state.served = served_predictions(settings, rt.redis)
+        app.state.drift = DriftWatch(rt, interval=settings.drift_check_seconds)
         app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
                                      recheck_seconds=settings.wait_recheck_seconds)
         app.state.waiter.start()
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.waiter.close()
             app.state.batcher.close()
             app.state.served.close()
+            app.state.drift.close()
             rt.close()
 
     app = FastAPI(

@@ -211,10 +211,18 @@ def served_predictions(settings: Settings, redis) -> ServedPredictions:  # noqa:
     return SharedServedPredictions(settings.feedback_window_seconds, settings.feedback_max_kept, redis)
 
 
+@dataclass
+class Recorded:
+    brain_id: int
+    accepted: int  # samples appended to the log
+    duplicates: int  # feedback already given (or samples already in the log)
+    outcomes: list[tuple[int, bool]]  # (the version that answered, was it right) per new feedback
+
+
 def record(s: Session, settings: Settings, served: ServedPredictions, *, name: str,
-           body: schemas.FeedbackIn) -> tuple[int, int, int]:
+           body: schemas.FeedbackIn) -> Recorded:
     """Append the labelled inputs to the log and record each prediction's outcome, in one writing
-    session. (brain id, accepted, duplicates): feedback already given counts as a duplicate."""
+    session; feedback already given counts as a duplicate."""
     brain = brains.get_brain(s, name)
     brain_id = brain.id
     parsed = [(item, *parse_prediction_id(item.prediction)) for item in body.feedback]
@@ -228,6 +236,7 @@ def record(s: Session, settings: Settings, served: ServedPredictions, *, name: s
     done = set(s.scalars(select(Feedback.prediction).where(
         Feedback.brain_id == brain_id, Feedback.prediction.in_([item.prediction for item, _, _ in found]))))
     accepted = duplicates = 0
+    outcomes: list[tuple[int, bool]] = []
     by_task: dict[str, list[tuple[schemas.FeedbackItem, Served, int]]] = {}
     for entry in found:
         item, req, _ = entry
@@ -244,11 +253,11 @@ def record(s: Session, settings: Settings, served: ServedPredictions, *, name: s
         accepted, duplicates = accepted + new, duplicates + dup
         index = brains.label_index(brain.labels)
         for item, req, i in entries:
-            s.add(Feedback(brain_id=brain_id, prediction=item.prediction, version=req.version,
-                           correct=index[brains.label_key(item.label)] == req.predicted[i],
-                           confidence=float(req.confidence[i]),
-                           served_at=datetime.fromtimestamp(req.at, timezone.utc)))
-    return brain_id, accepted, duplicates
+            correct = index[brains.label_key(item.label)] == req.predicted[i]
+            outcomes.append((req.version, correct))
+            s.add(Feedback(brain_id=brain_id, prediction=item.prediction, version=req.version, correct=correct,
+                           confidence=float(req.confidence[i]), served_at=datetime.fromtimestamp(req.at, timezone.utc)))
+    return Recorded(brain_id, accepted, duplicates, outcomes)
 
 
 def prequential(s: Session, brain: Brain, *, bucket_seconds: int) -> schemas.PrequentialOut:

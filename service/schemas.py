@@ -55,6 +55,7 @@ class SleepPolicy(_In):
         description="Samples one sleep rehearses. Default: as many as were learned since the last "
         "sleep, at least 1,000 and at most 10,000.",
     )
+    on_drift: bool = Field(False, description="Sleep when a drift event fires (GET .../drift).")
 
 
 class ReplaySpec(_In):
@@ -231,6 +232,23 @@ class PrequentialOut(BaseModel):
     per_version: list[PrequentialPoint]
     bucket_seconds: int
     over_time: list[PrequentialPoint] = Field(description="Per bucket of serving time, the newest 100.")
+
+
+class DriftEventOut(BaseModel):
+    signal: Literal["error", "confidence", "input"] = Field(
+        description="error: served predictions later labelled wrong; confidence: their top probability; "
+        "input: an image's mean pixel.")
+    detector: str
+    version: int = Field(description="The version serving when it fired.")
+    statistic: dict[str, Any] = Field(description="index: the signal's sample it fired on; change_at, before, "
+                                      "after: where the change began and the mean on each side (estimates).")
+    sleep_job: str | None = Field(None, description="The sleep it started (sleep_policy.on_drift).")
+    created_at: datetime
+
+
+class DriftOut(BaseModel):
+    events: list[DriftEventOut] = Field(description="Newest first.")
+    watched: dict[str, int] = Field(description="Samples of each signal this API process has fed its monitors.")
 
 
 class EvaluateIn(_In):

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How long the inputs of served predictions are kept for feedback "
         "(POST .../feedback); later feedback is answered 410.",
     )
+    drift_check_seconds: float = Field(
+        0.5, gt=0, description="How often the drift monitors are fed what was served and labelled since.",
+    )
     feedback_max_kept: int = Field(
         20_000, ge=0, description="Most served predictions kept for feedback per API process (the "
         "oldest go first: 410); 0 keeps none.",

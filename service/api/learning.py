@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from service import auth, brains, feedback, meta_sets, samplelog, schemas
 from service.api import fastjson
 from service.api.deps import CanWrite, RuntimeDep, caller_of, can_read
+from service.drift_watch import DriftWatch
 from service.errors import Conflict
 from service.inputs import check_limits, decode
 from service.runtime import Runtime
@@ -97,9 +98,10 @@ async def serve_predict(request: Request) -> Response:
     labels, predicted, confidence = entry.labels, idx.tolist(), conf.tolist()
     now = time.time()
     rid = feedback.request_id(now)
-    request.app.state.served.keep(rid, feedback.Served(
-        brain_id=entry.brain_id, version=entry.version, task=body.task, at=now, x=x, predicted=predicted,
-        confidence=confidence))
+    served = feedback.Served(brain_id=entry.brain_id, version=entry.version, task=body.task, at=now, x=x,
+                             predicted=predicted, confidence=confidence)
+    request.app.state.served.keep(rid, served)
+    request.app.state.drift.served(served, pixels=entry.kind == "image" and entry.raw_inputs)
     return Response(orjson.dumps({
         "version": entry.version,
         "predictions": [{"id": pid, "label": labels[i], "confidence": c}
@@ -128,15 +130,17 @@ async def post_feedback(name: str, request: Request, rt: RuntimeDep, _: CanWrite
     body = await fastjson.parse_off_loop(schemas.FeedbackIn, await request.body())
     check_limits(body.feedback, field="feedback", max_items=rt.settings.max_batch, setting="BRAIN_MAX_BATCH",
                  max_text_chars=rt.settings.max_text_chars)
-    return await run_in_threadpool(_feedback, rt, request.app.state.served, name, body)
+    return await run_in_threadpool(_feedback, rt, request.app.state.served, request.app.state.drift, name, body)
 
 
-def _feedback(rt: Runtime, served: feedback.ServedPredictions, name: str,
+def _feedback(rt: Runtime, served: feedback.ServedPredictions, watch: DriftWatch, name: str,
               body: schemas.FeedbackIn) -> schemas.FeedbackAccepted:
     with rt.db.session() as s:
-        brain_id, accepted, duplicates = feedback.record(s, rt.settings, served, name=name, body=body)
-    job = rt.jobs.submit("wake", brain_id, {"samples": accepted}, join_queued=True) if accepted else None
-    return schemas.FeedbackAccepted(accepted=accepted, duplicates=duplicates, job=job)
+        done = feedback.record(s, rt.settings, served, name=name, body=body)
+    for version in {v for v, _ in done.outcomes}:
+        watch.labelled(done.brain_id, [ok for v, ok in done.outcomes if v == version], version)
+    job = rt.jobs.submit("wake", done.brain_id, {"samples": done.accepted}, join_queued=True) if done.accepted else None
+    return schemas.FeedbackAccepted(accepted=done.accepted, duplicates=done.duplicates, job=job)
 
 
 @router.post("/{name}/evaluate", response_model=schemas.EvaluateOut,
