@@ -29,13 +29,19 @@ def known_keys(s: Session, brain_id: int, keys: Iterable[str]) -> set[str]:
     return set(s.scalars(select(Sample.sample_key).where(Sample.brain_id == brain_id, Sample.sample_key.in_(keys))))
 
 
-def read_after(s: Session, brain_id: int, position: int, limit: int) -> Sequence[Row]:
-    """Up to ``limit`` rows (id, task_id, label, x) after log position ``position``, in log order."""
-    return s.execute(
-        select(Sample.id, Sample.task_id, Sample.label, Sample.x)
-        .where(Sample.brain_id == brain_id, Sample.id > position)
-        .order_by(Sample.id).limit(limit)
-    ).all()
+def read_after(s: Session, brain_id: int, position: int, limit: int, *, through: int | None = None) -> Sequence[Row]:
+    """Up to ``limit`` rows (id, task_id, label, x) after log position ``position`` (and none after
+    ``through``), in log order."""
+    query = select(Sample.id, Sample.task_id, Sample.label, Sample.x).where(Sample.brain_id == brain_id, Sample.id > position)
+    if through is not None:
+        query = query.where(Sample.id <= through)
+    return s.execute(query.order_by(Sample.id).limit(limit)).all()
+
+
+def ids_after(s: Session, brain_id: int, position: int, limit: int) -> list[int]:
+    """The ids of up to ``limit`` rows after ``position``, in log order (a sharded wake's plan)."""
+    return list(s.scalars(select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position)
+                          .order_by(Sample.id).limit(limit)))
 
 
 def pending(s: Session, brain_id: int, position: int | None = None, *, limit: int | None = None) -> int:
