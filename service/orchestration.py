@@ -266,6 +266,7 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     merge_seconds = time.perf_counter() - started
     stats = {"learned": learned, "log_from": plan["start"], "loss": None, "shards": len(results),
              "shard_seconds": [r["seconds"] for r in results], "shard_bytes": sum(r["bytes"] for r in results),
+             "shard_workers": [r["by"] for r in results],
              "merge_seconds": round(merge_seconds, 4)}
     result = _publish_wake(rt, lease, brain, learner, buffer, cursor=plan["end"], learned=learned,
                            tasks_seen=tasks_seen, stats=stats)

@@ -33,6 +33,7 @@ from safetensors.torch import save as save_tensors
 
 from models.learner import Learner, add_statistics
 from service import samplelog, wake_log
+from service.jobs import whoami
 from service.runtime import Runtime
 from service.tables import Brain
 
@@ -83,8 +84,8 @@ def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
         data = save_tensors({name: value.cpu().contiguous() for name, value in total.items()})
         key = f"pb:shard:{plan['id']}:{index}"
         rt.redis.set(key, data, ex=TTL_SECONDS)
-        return {**out, "key": key, "base": plan["base"], "samples": plan["ranges"][index][2],
-                "bytes": len(data), "seconds": round(time.perf_counter() - started, 4)}
+        return {**out, "key": key, "base": plan["base"], "samples": plan["ranges"][index][2], "bytes": len(data),
+                "seconds": round(time.perf_counter() - started, 4), "by": whoami("worker")}
     except Exception as exc:  # the merge learns the log itself instead
         log.exception("shard %d of plan %s (job %s) failed", index, plan["id"], job_id)
         return {**out, "refused": f"{type(exc).__name__}: {exc}"[:500]}
