@@ -238,7 +238,9 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
         return {"skipped": "brain deleted"}
     refused = sharding.refusal(brain, plan, results)
     learner = rt.training.checkout(rt.versions, brain, rt.device)
+    started = time.perf_counter()
     statistics = sharding.load(rt, results) if refused is None else None
+    load_seconds = time.perf_counter() - started
     if refused is None and statistics is None:
         refused = "a shard's statistics are gone from Redis"
     sharding.drop(rt, results)
@@ -253,21 +255,12 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     rt.jobs.progress(job.id, 0.8, f"merging {len(results)} shards")
     started = time.perf_counter()
     learner.merge(statistics)
-    # the replay buffer is offered the samples as one worker's wake offers them: in log order and batches
-    known: dict[int, Task] = {}
-    learned, tasks_seen = 0, 0
-    for rows in wake_log.chunks(rt, brain, plan["start"], plan["samples"], through=plan["end"]):
-        for task_id, x, y in wake_log.batches(rows, brain):
-            buffer.add(x.numpy(), y.tolist())
-            tasks_seen = max(tasks_seen, wake_log.task_of(rt, brain.id, known, task_id).ordinal + 1)
-        learned += len(rows)
-    if learned != plan["samples"]:  # the buffer was offered some: only a fresh version may follow
-        raise RuntimeError(f"the log holds {learned} of the plan's {plan['samples']} rows")
+    learned, tasks_seen = sharding.offer(rt, brain, plan, buffer)
     merge_seconds = time.perf_counter() - started
     stats = {"learned": learned, "log_from": plan["start"], "loss": None, "shards": len(results),
              "shard_seconds": [r["seconds"] for r in results], "shard_bytes": sum(r["bytes"] for r in results),
              "shard_workers": [r["by"] for r in results],
-             "merge_seconds": round(merge_seconds, 4)}
+             "statistics_load_seconds": round(load_seconds, 4), "merge_seconds": round(merge_seconds, 4)}
     result = _publish_wake(rt, lease, brain, learner, buffer, cursor=plan["end"], learned=learned,
                            tasks_seen=tasks_seen, stats=stats)
     return {**result, "shards": len(results), "pending": plan["pending"]}

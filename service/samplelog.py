@@ -29,13 +29,22 @@ def known_keys(s: Session, brain_id: int, keys: Iterable[str]) -> set[str]:
     return set(s.scalars(select(Sample.sample_key).where(Sample.brain_id == brain_id, Sample.sample_key.in_(keys))))
 
 
-def read_after(s: Session, brain_id: int, position: int, limit: int, *, through: int | None = None) -> Sequence[Row]:
-    """Up to ``limit`` rows (id, task_id, label, x) after log position ``position`` (and none after
-    ``through``), in log order."""
-    query = select(Sample.id, Sample.task_id, Sample.label, Sample.x).where(Sample.brain_id == brain_id, Sample.id > position)
+def read_after(s: Session, brain_id: int, position: int, limit: int, *, through: int | None = None,
+               inputs: bool = True) -> Sequence[Row]:
+    """Up to ``limit`` rows (id, task_id, label, x; without x unless ``inputs``) after log position
+    ``position`` (and none after ``through``), in log order."""
+    columns = (Sample.id, Sample.task_id, Sample.label, *((Sample.x,) if inputs else ()))
+    query = select(*columns).where(Sample.brain_id == brain_id, Sample.id > position)
     if through is not None:
         query = query.where(Sample.id <= through)
     return s.execute(query.order_by(Sample.id).limit(limit)).all()
+
+
+def inputs(s: Session, brain_id: int, ids: Sequence[int]) -> dict[int, bytes]:
+    """The inputs (x, as stored) of the rows ``ids``, by id."""
+    if not ids:
+        return {}
+    return dict(s.execute(select(Sample.id, Sample.x).where(Sample.brain_id == brain_id, Sample.id.in_(list(ids)))).tuples().all())
 
 
 def ids_after(s: Session, brain_id: int, position: int, limit: int) -> list[int]:

@@ -27,6 +27,7 @@ import logging
 import time
 import uuid
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
@@ -34,8 +35,10 @@ from safetensors.torch import save as save_tensors
 from models.learner import Learner, add_statistics
 from service import samplelog, wake_log
 from service.jobs import whoami
+from service.replay import ReplayBuffer
 from service.runtime import Runtime
-from service.tables import Brain
+from service.tables import Brain, Task
+from service.versions import input_dim
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,35 @@ def load(rt: Runtime, results: list[dict]) -> dict[str, torch.Tensor] | None:
             return None
         add_statistics(total, load_tensors(data))
     return total
+
+
+def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer) -> tuple[int, int]:
+    """Offer ``plan``'s samples to the replay buffer as one worker's wake does (in log order and
+    in its batches: the reservoir's draws follow them), reading from the log only the inputs that
+    end up stored; the samples offered and the tasks seen (the highest ordinal + 1). Raises when the
+    log no longer holds the plan's rows (the buffer is then as it was)."""
+    known: dict[int, Task] = {}
+    tasks_seen = 0
+    ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    for rows in wake_log.chunks(rt, brain, plan["start"], plan["samples"], through=plan["end"], inputs=False):
+        for start, end in wake_log.spans(rows):
+            ids.append([r.id for r in rows[start:end]])
+            labels.append([r.label for r in rows[start:end]])
+            tasks_seen = max(tasks_seen, wake_log.task_of(rt, brain.id, known, rows[start].task_id).ordinal + 1)
+    offered = sum(len(batch) for batch in ids)
+    if offered != plan["samples"]:
+        raise RuntimeError(f"the log holds {offered} of the plan's {plan['samples']} rows")
+    dim = input_dim(brain.input_shape, brain.encoder)
+
+    def fetch(keys: list[tuple[int, int]]) -> np.ndarray:
+        wanted = [ids[b][i] for b, i in keys]
+        with rt.db.session(read_only=True) as s:
+            found = samplelog.inputs(s, brain.id, wanted)
+        return wake_log.decode([found[i] for i in wanted], dim).numpy()
+
+    buffer.add_batches(labels, fetch)
+    return offered, tasks_seen
 
 
 def drop(rt: Runtime, results: list[dict]) -> None:

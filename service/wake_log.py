@@ -20,14 +20,16 @@ WAKE_CHUNK = 4096  # log rows read per query
 WAKE_BATCH = 128  # samples per observe() call
 
 
-def chunks(rt: Runtime, brain: Brain, cursor: int, limit: int, *, through: int | None = None
-           ) -> Iterator[Sequence[Row]]:
+def chunks(rt: Runtime, brain: Brain, cursor: int, limit: int, *, through: int | None = None,
+           inputs: bool = True) -> Iterator[Sequence[Row]]:
     """The log's rows after ``cursor`` (at most ``limit``, none after row id ``through``), in log
-    order, ``WAKE_CHUNK`` rows a query: the chunks one worker's wake reads."""
+    order, ``WAKE_CHUNK`` rows a query: the chunks one worker's wake reads (without their inputs
+    unless ``inputs``)."""
     learned = 0
     while learned < limit:
         with rt.db.session(read_only=True) as s:
-            rows = samplelog.read_after(s, brain.id, cursor, min(WAKE_CHUNK, limit - learned), through=through)
+            rows = samplelog.read_after(s, brain.id, cursor, min(WAKE_CHUNK, limit - learned), through=through,
+                                        inputs=inputs)
         if not rows:
             return
         yield rows
@@ -36,19 +38,28 @@ def chunks(rt: Runtime, brain: Brain, cursor: int, limit: int, *, through: int |
 
 
 def batches(rows: Sequence[Row], brain: Brain) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Split log rows into observe() batches ``(task id, x, y)`` of at most WAKE_BATCH samples of
-    one task each."""
+    """Split log rows into observe() batches ``(task id, x, y)`` (:func:`spans`)."""
     dim = input_dim(brain.input_shape, brain.encoder)  # the encoder's output, as the log stores it
+    for start, end in spans(rows):
+        chunk = rows[start:end]
+        yield chunk[0].task_id, decode([r.x for r in chunk], dim), torch.tensor([r.label for r in chunk], dtype=torch.long)
+
+
+def spans(rows: Sequence[Row]) -> Iterator[tuple[int, int]]:
+    """The ``[start, end)`` of each observe() batch of ``rows``: at most WAKE_BATCH samples of one
+    task each (what a batch is depends on the rows' tasks alone, not on their inputs)."""
     start = 0
     while start < len(rows):
         end = start + 1
         while end < len(rows) and end - start < WAKE_BATCH and rows[end].task_id == rows[start].task_id:
             end += 1
-        chunk = rows[start:end]
-        x = np.stack([np.frombuffer(r.x, dtype="<f4", count=dim) for r in chunk]).astype(np.float32)
-        y = torch.tensor([r.label for r in chunk], dtype=torch.long)
-        yield chunk[0].task_id, torch.from_numpy(x), y
+        yield start, end
         start = end
+
+
+def decode(xs: Sequence[bytes], dim: int) -> torch.Tensor:
+    """Inputs as the log stores them (little-endian float32 bytes) as a float32 tensor ``[n, dim]``."""
+    return torch.from_numpy(np.stack([np.frombuffer(x, dtype="<f4", count=dim) for x in xs]).astype(np.float32))
 
 
 def brain_row(rt: Runtime, brain_id: int) -> Brain | None:
