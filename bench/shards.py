@@ -129,13 +129,14 @@ def run_config(args: argparse.Namespace, bodies: list, *, count: int, shards: in
                         for b in bodies:
                             ingest(rt, name=name, body=b)
                         before = load()
-                        started = time.perf_counter()
+                        started, started_at = time.perf_counter(), time.time()
                         job_id = rt.jobs.submit("wake", brain_id, {"samples": args.samples})
                         while True:
                             with rt.db.session(read_only=True) as s:
                                 job = s.get(Job, job_id)
                                 state, result = job.state, job.result
                             if state in ("succeeded", "failed"):
+                                events = list(job.events)
                                 break
                             time.sleep(0.02)
                         seconds = time.perf_counter() - started
@@ -143,12 +144,14 @@ def run_config(args: argparse.Namespace, bodies: list, *, count: int, shards: in
                             brain = s.get(Brain, brain_id)
                             version = s.scalar(select_version(Version, brain_id, brain.current_version))
                             stats = dict(version.stats)
+                            published = version.created_at.timestamp()
                         rounds.append({"round": r, "state": state, "result": result, "seconds": round(seconds, 3),
                                        "samples_per_second": round(args.samples / seconds, 1),
                                        "load_before": before, "load_after": load(),
-                                       "stats": {k: stats.get(k) for k in ("learned", "shards", "shard_seconds",
-                                                                           "shard_bytes", "merge_seconds",
-                                                                           "shard_workers")}})
+                                       "stats": {k: stats.get(k) for k in (
+                                           "learned", "shards", "shard_seconds", "shard_bytes", "merge_seconds",
+                                           "statistics_load_seconds", "shard_workers")},
+                                       "timeline": timeline(events, stats, published, submitted=started_at)})
                         print(f"  {count} worker(s), shards {shards}, round {r}: {seconds:.2f} s "
                               f"({args.samples / seconds:.0f} samples/s), load {before} -> {load()}", flush=True)
             finally:
@@ -157,6 +160,26 @@ def run_config(args: argparse.Namespace, bodies: list, *, count: int, shards: in
         client.flushdb()
         client.close()
     return {"workers": count, "wake_shards": shards, "torch_threads": threads or "default", "rounds": rounds}
+
+
+def timeline(events: list[dict], stats: dict, published: float, *, submitted: float) -> dict[str, float]:
+    """Seconds from the submit to each step of the wake: the job started (a worker took it), handed
+    (planned and its chord sent), each shard started and ended, the merge started, the version
+    was committed (publish) and the job's end recorded."""
+    from datetime import datetime
+
+    def at(name: str) -> float | None:
+        times = [datetime.fromisoformat(e["at"]).timestamp() for e in events if e["event"] == name]
+        return round(times[-1] - submitted, 3) if times else None
+
+    out = {"started": at("started"), "handed": at("handed")}
+    if stats.get("shard_at"):
+        out["shards_started"] = [round(t - submitted, 3) for t in stats["shard_at"]]
+        out["shards_ended"] = [round(t + d - submitted, 3) for t, d in zip(stats["shard_at"], stats["shard_seconds"])]
+        out["merge_started"] = round(stats["merge_at"] - submitted, 3)
+    out["published"] = round(published - submitted, 3)
+    out["succeeded"] = at("succeeded")
+    return out
 
 
 def select_version(version_table, brain_id: int, number: int):
@@ -297,6 +320,11 @@ def markdown(report: dict) -> str:
                          f"{r['seconds']} | {r['samples_per_second']} | {st.get('shard_seconds') or '-'} | "
                          f"{st.get('merge_seconds') or '-'} | {st.get('shard_bytes') or '-'} | "
                          f"{r['load_before']} -> {r['load_after']} |")
+    lines += ["", "Timelines (seconds after the submit):", ""]
+    for cfg in report["full_stack"]:
+        for r in cfg["rounds"]:
+            lines.append(f"- {cfg['workers']} worker(s), wake_shards {cfg['wake_shards']}, round {r['round']}: "
+                         + ", ".join(f"{k} {v}" for k, v in r["timeline"].items()))
     lines += ["", "## Parts (this process, one torch thread)", ""]
     rate = report["statistics_rate"]
     lines.append(f"- shards' statistics, image default ({rate['hidden']} features): {rate['samples_per_second']} "

@@ -237,6 +237,7 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
         sharding.drop(rt, results)
         return {"skipped": "brain deleted"}
     refused = sharding.refusal(brain, plan, results)
+    merge_at = time.time()
     learner = rt.training.checkout(rt.versions, brain, rt.device)
     started = time.perf_counter()
     statistics = sharding.load(rt, results) if refused is None else None
@@ -259,7 +260,7 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     merge_seconds = time.perf_counter() - started
     stats = {"learned": learned, "log_from": plan["start"], "loss": None, "shards": len(results),
              "shard_seconds": [r["seconds"] for r in results], "shard_bytes": sum(r["bytes"] for r in results),
-             "shard_workers": [r["by"] for r in results],
+             "shard_workers": [r["by"] for r in results], "shard_at": [r["at"] for r in results], "merge_at": round(merge_at, 3),
              "statistics_load_seconds": round(load_seconds, 4), "merge_seconds": round(merge_seconds, 4)}
     result = _publish_wake(rt, lease, brain, learner, buffer, cursor=plan["end"], learned=learned,
                            tasks_seen=tasks_seen, stats=stats)

@@ -70,7 +70,7 @@ def plan(rt: Runtime, brain: Brain, learner: Learner, pending: int) -> dict | No
 def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
     """Sum the wake statistics of shard ``index`` of ``plan`` and store them; what a merge needs
     to know, as JSON: the key, or why there is none (``refused``). Never raises."""
-    started = time.perf_counter()
+    started, at = time.perf_counter(), time.time()
     out: dict = {"shard": index, "plan": plan["id"]}
     try:
         brain = wake_log.brain_row(rt, plan["brain"])
@@ -88,7 +88,8 @@ def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
         key = f"pb:shard:{plan['id']}:{index}"
         rt.redis.set(key, data, ex=TTL_SECONDS)
         return {**out, "key": key, "base": plan["base"], "samples": plan["ranges"][index][2], "bytes": len(data),
-                "seconds": round(time.perf_counter() - started, 4), "by": whoami("worker")}
+                "seconds": round(time.perf_counter() - started, 4), "by": whoami("worker"),
+                "at": round(at, 3)}  # when it started (epoch seconds): a timeline of the wake
     except Exception as exc:  # the merge learns the log itself instead
         log.exception("shard %d of plan %s (job %s) failed", index, plan["id"], job_id)
         return {**out, "refused": f"{type(exc).__name__}: {exc}"[:500]}
