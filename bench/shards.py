@@ -307,23 +307,48 @@ def merge_costs(hidden: int, redis_url: str, work: Path) -> dict[str, Any]:
 
 
 # -- report ----------------------------------------------------------------------------------------
+def summary(configs: list[dict]) -> list[dict]:
+    """Per configuration: the median of its warm rounds (each stack's first round, which also
+    starts the workers' runtimes, left out), and its speedup over the first configuration's."""
+    by: dict[tuple, list[float]] = {}
+    for cfg in configs:
+        key = (cfg["workers"], cfg["wake_shards"], cfg["torch_threads"])
+        by.setdefault(key, []).extend(r["seconds"] for r in cfg["rounds"] if r["round"] > 0 and r["state"] == "succeeded")
+    rows = []
+    for (count, shards, threads), seconds in by.items():
+        median = float(np.median(seconds)) if seconds else None
+        rows.append({"workers": count, "wake_shards": shards, "torch_threads": threads, "warm_rounds": seconds,
+                     "median_seconds": median})
+    base = rows[0]["median_seconds"] if rows else None
+    for row in rows:
+        row["speedup"] = round(base / row["median_seconds"], 2) if base and row["median_seconds"] else None
+    return rows
+
+
 def markdown(report: dict) -> str:
     lines = ["# A sharded wake: benchmark", "",
              f"Command: `{report['command']}`  ", f"Machine: {report['cpus']} CPUs (shared), {report['when']}", "",
              "## Full stack: one brain's backlog, 1 and 2 Celery worker processes", "",
-             "| workers | wake_shards | torch threads | round | seconds | samples/s | shards' seconds | merge seconds "
-             "| statistics bytes | load before -> after |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| workers | wake_shards | torch threads | warm rounds (s) | median s | samples/s | speedup |",
+             "|---|---|---|---|---|---|---|",
+             *(f"| {r['workers']} | {r['wake_shards']} | {r['torch_threads']} | {r['warm_rounds']} | "
+               f"{r['median_seconds']} | {round(report['samples'] / r['median_seconds'], 1) if r['median_seconds'] else '-'} | "
+               f"{r['speedup']} |" for r in report.get("summary", [])),
+             "", "Every round:", "",
+             "| cycle | workers | wake_shards | torch threads | round | seconds | samples/s | shards' seconds | merge seconds "
+             "| statistics bytes | load before -> after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg in report["full_stack"]:
         for r in cfg["rounds"]:
             st = r["stats"]
-            lines.append(f"| {cfg['workers']} | {cfg['wake_shards']} | {cfg['torch_threads']} | {r['round']} | "
+            lines.append(f"| {cfg['cycle']} | {cfg['workers']} | {cfg['wake_shards']} | {cfg['torch_threads']} | {r['round']} | "
                          f"{r['seconds']} | {r['samples_per_second']} | {st.get('shard_seconds') or '-'} | "
                          f"{st.get('merge_seconds') or '-'} | {st.get('shard_bytes') or '-'} | "
                          f"{r['load_before']} -> {r['load_after']} |")
     lines += ["", "Timelines (seconds after the submit):", ""]
     for cfg in report["full_stack"]:
         for r in cfg["rounds"]:
-            lines.append(f"- {cfg['workers']} worker(s), wake_shards {cfg['wake_shards']}, round {r['round']}: "
+            lines.append(f"- cycle {cfg['cycle']}, {cfg['workers']} worker(s), wake_shards {cfg['wake_shards']}, "
+                         f"torch threads {cfg['torch_threads']}, round {r['round']}: "
                          + ", ".join(f"{k} {v}" for k, v in r["timeline"].items()))
     lines += ["", "## Parts (this process, one torch thread)", ""]
     rate = report["statistics_rate"]
@@ -345,10 +370,11 @@ def markdown(report: dict) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.shards", description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=20_000, help="the backlog (one wake job: also BRAIN_WAKE_MAX_SAMPLES)")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="backlogs per stack (the first warms it up)")
     p.add_argument("--min-shard", type=int, default=2_000, help="BRAIN_WAKE_SHARD_MIN_SAMPLES")
     p.add_argument("--hidden", default="256,1024,2304,4096,8192", help="readout sizes of the merge's costs")
-    p.add_argument("--configs", default="1:1:1,2:2:1,1:1:0",
+    p.add_argument("--cycles", type=int, default=3, help="times the configurations run, interleaved")
+    p.add_argument("--configs", default="1:1:1,2:2:1",
                    help="workers:wake_shards:torch threads (0: torch's default), comma-separated")
     p.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
@@ -368,18 +394,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{what} does not answer at {host}:{port}")
             return 1
     report: dict[str, Any] = {"command": "python -m bench.shards " + " ".join(sys.argv[1:] if argv is None else argv),
-                              "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                              "samples": args.samples, "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     bodies = backlog(args.samples, seed=0)
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:
         work = Path(tmp)
         report["full_stack"] = []
         if not args.skip_stack:
-            for i, cfg in enumerate(args.configs.split(",")):
-                count, shards, threads = (int(v) for v in cfg.split(":"))
-                folder = work / f"stack-{i}"
-                folder.mkdir()
-                report["full_stack"].append(run_config(args, bodies, count=count, shards=shards,
-                                                       threads=threads or None, work=folder))
+            for cycle in range(args.cycles):  # interleaved: the machine's load changes over minutes
+                for i, cfg in enumerate(args.configs.split(",")):
+                    count, shards, threads = (int(v) for v in cfg.split(":"))
+                    folder = work / f"stack-{cycle}-{i}"
+                    folder.mkdir()
+                    result = run_config(args, bodies, count=count, shards=shards, threads=threads or None, work=folder)
+                    report["full_stack"].append({**result, "cycle": cycle})
+            report["summary"] = summary(report["full_stack"])
         report["statistics_rate"] = statistics_rate(4096)
         print("statistics:", report["statistics_rate"], flush=True)
         report["serial_offer"] = serial_offer(args, bodies, work)

@@ -244,11 +244,11 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     load_seconds = time.perf_counter() - started
     if refused is None and statistics is None:
         refused = "a shard's statistics are gone from Redis"
-    sharding.drop(rt, results)
     buffer = rt.replay(brain)
     _ensure_replay(rt, brain, buffer)
     if refused is not None or not learner.mergeable():
         refused = refused or "the learner cannot merge"
+        sharding.drop(rt, results)
         log.warning("job %s: shards not merged (%s); learning the log in one place", job.id, refused)
         with rt.db.session(read_only=True) as s:
             pending = samplelog.pending(s, brain.id, brain.learned_position)
@@ -264,6 +264,7 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
              "statistics_load_seconds": round(load_seconds, 4), "merge_seconds": round(merge_seconds, 4)}
     result = _publish_wake(rt, lease, brain, learner, buffer, cursor=plan["end"], learned=learned,
                            tasks_seen=tasks_seen, stats=stats)
+    sharding.drop(rt, results)  # kept until now for a retry of a merge that could not publish
     return {**result, "shards": len(results), "pending": plan["pending"]}
 
 
