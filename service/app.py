@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 from starlette.staticfiles import StaticFiles
 
-from service import auth, schemas
+from service import auth
 from service.api import (
     activity,
     brains,
@@ -34,6 +34,7 @@ from service.api import (
 )
 from service.api.authgate import AuthGate
 from service.errors import BrainError
+from service.feedback import ServedPredictions
 from service.job_runner import embedded_runner
 from service.locks import BrainLockTimeout
 from service.observability import REQUEST_ID, BrainCollector
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.learners = LearnerCache(rt.versions)
         app.state.serving = ServingCache(rt, app.state.learners, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
+        app.state.served = ServedPredictions(settings.feedback_window_seconds, settings.feedback_max_kept)
         app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
                                      recheck_seconds=settings.wait_recheck_seconds)
         app.state.waiter.start()
@@ -113,7 +115,7 @@ def _openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, description=app.description,
                               routes=[*app.routes, learning.PREDICT_DOC])
-            app.openapi_schema = fastjson.add_schemas(doc, schemas.PredictIn, schemas.SamplesIn, schemas.EvaluateIn)
+            app.openapi_schema = fastjson.add_schemas(doc)
         return app.openapi_schema
 
     app.openapi = openapi

@@ -188,6 +188,7 @@ class PredictIn(_In):
 
 
 class Prediction(BaseModel):
+    id: str = Field(description="This prediction's id: send it with the true label to POST .../feedback.")
     label: str | int
     confidence: float
 
@@ -195,6 +196,41 @@ class Prediction(BaseModel):
 class PredictOut(BaseModel):
     version: int
     predictions: list[Prediction]
+
+
+class FeedbackItem(_In):
+    prediction: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="A prediction's id, from a predict answer.")
+    label: Label = Field(description="The true label of the input that prediction was for.")
+    task: TaskName | None = Field(None, description="The sample's task (default: the batch's).")
+
+
+class FeedbackIn(_In):
+    feedback: Annotated[list[FeedbackItem], _non_empty("no feedback: send at least one item")]
+    task: TaskName | None = Field(
+        None, description="The task of the samples made from this feedback; default: the task the prediction "
+        "was asked for, else \"feedback\".")
+
+
+class FeedbackAccepted(BaseModel):
+    accepted: int = Field(description="Labelled inputs appended to the sample log.")
+    duplicates: int = Field(description="Feedback on predictions that had it already: not learned again.")
+    job: str | None = Field(None, description="The wake job that learns them.")
+
+
+class PrequentialPoint(BaseModel):
+    version: int | None = Field(None, description="The version that answered (per-version points).")
+    at: datetime | None = Field(None, description="Start of the time bucket the predictions were served in.")
+    labelled: int
+    accuracy: float
+
+
+class PrequentialOut(BaseModel):
+    labelled: int = Field(description="Served predictions later labelled by feedback.")
+    accuracy: float | None = Field(description="The share of them that were right.")
+    per_version: list[PrequentialPoint]
+    bucket_seconds: int
+    over_time: list[PrequentialPoint] = Field(description="Per bucket of serving time, the newest 100.")
 
 
 class EvaluateIn(_In):
@@ -303,6 +339,8 @@ class MetricsOut(BaseModel):
     forward_transfer: float | None
     forgetting: float | None
     history: list[HistoryRow]
+    prequential: PrequentialOut | None = Field(
+        None, description="Accuracy of served predictions later labelled (POST .../feedback).")
 
 
 class JobList(BaseModel):

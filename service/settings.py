@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BRAIN_", extra="ignore")
 
-    data_dir: Path = Field(Path("var"), description="Checkpoints, the SQLite file and logs live here.")
+    data_dir: Path = Field(Path("var"), description="The SQLite file, locks and (with file blobs) checkpoints live here.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; unset means a SQLite file in the data dir (embedded)."
     )
@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         "auto", description="Job backend: celery (brain worker processes); child (a job process that the "
         "API starts and supervises, so training never holds the API's interpreter); inprocess (threads of "
         "the API process); auto picks celery when redis_url is set, else child."
+    )
+    blobs: Literal["auto", "files", "database"] = Field(
+        "auto", description="Where checkpoints and meta-training sets live (service.blobs): files (under "
+        "<data dir>/brains: every process of a deployment must share that folder), database (rows of the "
+        "blobs table: every process reaches them, no shared disk); auto picks database with a Postgres "
+        "database_url, else files.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where workers train.")
     log_level: str = "INFO"
@@ -109,6 +115,14 @@ class Settings(BaseSettings):
     )
 
     # serving
+    feedback_window_seconds: float = Field(
+        3600.0, gt=0, description="How long the inputs of served predictions are kept for feedback "
+        "(POST .../feedback); later feedback is answered 410.",
+    )
+    feedback_max_kept: int = Field(
+        20_000, ge=0, description="Most served predictions kept for feedback per API process (the "
+        "oldest go first: 410); 0 keeps none.",
+    )
     serving_ttl_seconds: float = Field(
         30.0, gt=0, description="Longest a prediction trusts its in-memory copy of a brain without "
         "re-reading it; changes are announced at once, this only bounds a lost announcement.",
@@ -156,6 +170,12 @@ class Settings(BaseSettings):
     @property
     def uses_celery(self) -> bool:
         return self.job_backend == "celery"
+
+    @property
+    def blob_backend(self) -> Literal["files", "database"]:
+        if self.blobs == "auto":
+            return "database" if self.database_url.startswith("postgresql") else "files"
+        return self.blobs
 
     @property
     def checkpoint_dir(self) -> Path:
