@@ -221,15 +221,16 @@ def statistics_rate(samples: int) -> dict[str, Any]:
 
 def serial_offer(args: argparse.Namespace, bodies: list, work: Path) -> dict[str, Any]:
     """The merge's pass over the log: the backlog's rows read again from Postgres and offered to the
-    Redis replay buffer in log order (``service.wake_log``), as the merge does."""
+    Redis replay buffer in log order (``service.samplelog``), as the one-worker wake does."""
     import redis
 
-    from service import wake_log
+    from service import samplelog
     from service.brains import create_brain, ingest
     from service.db import upgrade
     from service.runtime import build_runtime
     from service.schemas import BrainCreate
     from service.settings import Settings
+    from service.versions import input_dim
 
     client = redis.Redis.from_url(args.redis_url)
     client.flushdb()
@@ -245,12 +246,13 @@ def serial_offer(args: argparse.Namespace, bodies: list, work: Path) -> dict[str
                     ingest(rt, name="offer", body=b)
                 before = load()
                 started = time.perf_counter()
-                rows = sum(len(chunk) for chunk in wake_log.chunks(rt, brain, 0, args.samples))
+                rows = sum(len(chunk) for chunk in samplelog.chunks(rt.db, brain.id, 0, args.samples))
                 read = time.perf_counter() - started
                 buffer = rt.replay(brain)
+                dim = input_dim(brain.input_shape, brain.encoder)
                 started = time.perf_counter()
-                for chunk in wake_log.chunks(rt, brain, 0, args.samples):
-                    for _, x, y in wake_log.batches(chunk, brain):
+                for chunk in samplelog.chunks(rt.db, brain.id, 0, args.samples):
+                    for _, x, y in samplelog.batches(chunk, dim):
                         buffer.add(x.numpy(), y.tolist())
                 both = time.perf_counter() - started
             finally:

@@ -32,15 +32,16 @@ import torch
 from sqlalchemy import select
 
 from models.learner import Learner, Replay, Stats
-from service import samplelog, sharding, wake_log
+from service import samplelog, sharding
 from service.blobs import BlobMissing
 from service.locks import BrainLockTimeout, Lease, LockLost
 from service.meta_sets import meta_set_key
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
+from service.samplelog import WAKE_BATCH, WAKE_CHUNK  # noqa: F401 - re-exported (bench.quality)
 from service.scheduling import maybe_sleep
 from service.tables import Brain, Job, Task, Version, utcnow
-from service.wake_log import WAKE_BATCH, WAKE_CHUNK  # noqa: F401 - re-exported (bench.quality)
+from service.versions import input_dim
 from service.writer import locked_brain, writer
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def wake(rt: Runtime, job: Job) -> dict | Handed:
     publish; a follow-up job learns the rest, so that no job's work grows with the backlog. A
     backlog that ``service.sharding`` splits is handed to shards and their merge instead."""
     with writer(rt, job.brain_id, job_id=job.id) as lease:
-        brain = wake_log.brain_row(rt, job.brain_id)
+        brain = samplelog.brain_row(rt.db, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
         learner = rt.training.checkout(rt.versions, brain, rt.device)
@@ -129,7 +130,8 @@ def wake(rt: Runtime, job: Job) -> dict | Handed:
         _ensure_replay(rt, brain, buffer)
         with rt.db.session(read_only=True) as s:
             pending = samplelog.pending(s, brain.id, brain.learned_position)
-        shards = sharding.plan(rt, brain, learner, pending)
+        sharded = rt.settings.wake_shards > 1 and rt.jobs.can_fan_out  # else one worker, as always
+        shards = sharding.plan(rt, brain, learner, pending) if sharded else None
         if shards is not None:
             rt.training.checkin(brain, brain.current_version, learner)  # unchanged
             rt.jobs.progress(job.id, 0.02, f"learning {shards['samples']} samples in {len(shards['ranges'])} shards")
@@ -148,9 +150,10 @@ def _learn_log(rt: Runtime, job: Job, lease: Lease, brain: Brain, learner: Learn
     known: dict[int, Task] = {}
     learned, tasks_seen = 0, 0
     losses: list[float] = []
-    for rows in wake_log.chunks(rt, brain, cursor, limit):
-        for task_id, x, y in wake_log.batches(rows, brain):
-            task = wake_log.task_of(rt, brain.id, known, task_id)
+    dim = input_dim(brain.input_shape, brain.encoder)  # the encoder's output, as the log stores it
+    for rows in samplelog.chunks(rt.db, brain.id, cursor, limit):
+        for task_id, x, y in samplelog.batches(rows, dim):
+            task = samplelog.task_of(rt.db, brain.id, known, task_id)
             stats = learn_batch(learner, buffer, x, y, task.name, rt.device)
             if stats.loss is not None:
                 losses.append(stats.loss)
@@ -233,7 +236,7 @@ def merge_shards(rt: Runtime, job_id: str, plan: dict, results: list[dict], *,
 
 
 def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict]) -> dict:
-    brain = wake_log.brain_row(rt, job.brain_id)
+    brain = samplelog.brain_row(rt.db, job.brain_id)
     if brain is None:
         sharding.drop(rt, results)
         return {"skipped": "brain deleted"}
@@ -291,7 +294,7 @@ def consolidate(learner: Learner, buffer: ReplayBuffer, *, policy: dict, samples
 
 def sleep(rt: Runtime, job: Job) -> dict:
     with writer(rt, job.brain_id, job_id=job.id) as lease:
-        brain = wake_log.brain_row(rt, job.brain_id)
+        brain = samplelog.brain_row(rt.db, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
         if brain.samples_learned == 0:
@@ -343,7 +346,7 @@ def meta_train(rt: Runtime, job: Job) -> dict:
     key = meta_set_key(job.brain_id, Path(job.payload["file"]).name)
     try:
         with writer(rt, job.brain_id, job_id=job.id) as lease:
-            brain = wake_log.brain_row(rt, job.brain_id)
+            brain = samplelog.brain_row(rt.db, job.brain_id)
             if brain is None:
                 return {"skipped": "brain deleted"}
             rt.jobs.progress(job.id, 0.02, "loading")

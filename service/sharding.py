@@ -33,7 +33,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from models.learner import Learner, add_statistics
-from service import samplelog, wake_log
+from service import samplelog
 from service.jobs import whoami
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
@@ -73,7 +73,7 @@ def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
     started, at = time.perf_counter(), time.time()
     out: dict = {"shard": index, "plan": plan["id"]}
     try:
-        brain = wake_log.brain_row(rt, plan["brain"])
+        brain = samplelog.brain_row(rt.db, plan["brain"])
         if brain is None or brain.current_version != plan["base"]:
             return {**out, "refused": f"version {plan['base']} is no longer current"}
         rt.jobs.heartbeat(job_id)
@@ -101,12 +101,13 @@ def _statistics(rt: Runtime, job_id: str, brain: Brain, learner: Learner, span: 
     if not learner.mergeable():
         return "the learner cannot merge"
     after, through, count = span
-    known = wake_log.tasks(rt, brain.id, {})
+    known: dict[int, Task] = {}
+    dim = input_dim(brain.input_shape, brain.encoder)
     total: dict[str, torch.Tensor] = {}
     read = 0
-    for rows in wake_log.chunks(rt, brain, after, count, through=through):
-        for task_id, x, y in wake_log.batches(rows, brain):
-            task = wake_log.task_of(rt, brain.id, known, task_id)
+    for rows in samplelog.chunks(rt.db, brain.id, after, count, through=through):
+        for task_id, x, y in samplelog.batches(rows, dim):
+            task = samplelog.task_of(rt.db, brain.id, known, task_id)
             add_statistics(total, learner.wake_statistics(x.to(rt.device), y.to(rt.device), task.name))
         read += len(rows)
         rt.jobs.heartbeat(job_id)
@@ -145,11 +146,11 @@ def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer) -> tuple[
     tasks_seen = 0
     ids: list[list[int]] = []
     labels: list[list[int]] = []
-    for rows in wake_log.chunks(rt, brain, plan["start"], plan["samples"], through=plan["end"], inputs=False):
-        for start, end in wake_log.spans(rows):
+    for rows in samplelog.chunks(rt.db, brain.id, plan["start"], plan["samples"], through=plan["end"], inputs=False):
+        for start, end in samplelog.spans(rows):
             ids.append([r.id for r in rows[start:end]])
             labels.append([r.label for r in rows[start:end]])
-            tasks_seen = max(tasks_seen, wake_log.task_of(rt, brain.id, known, rows[start].task_id).ordinal + 1)
+            tasks_seen = max(tasks_seen, samplelog.task_of(rt.db, brain.id, known, rows[start].task_id).ordinal + 1)
     offered = sum(len(batch) for batch in ids)
     if offered != plan["samples"]:
         raise RuntimeError(f"the log holds {offered} of the plan's {plan['samples']} rows")
@@ -159,7 +160,7 @@ def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer) -> tuple[
         wanted = [ids[b][i] for b, i in keys]
         with rt.db.session(read_only=True) as s:
             found = samplelog.inputs(s, brain.id, wanted)
-        return wake_log.decode([found[i] for i in wanted], dim).numpy()
+        return samplelog.decode([found[i] for i in wanted], dim).numpy()
 
     buffer.add_batches(labels, fetch)
     return offered, tasks_seen
