@@ -272,6 +272,9 @@ class StrategyOut(BaseModel):
     default: bool
     settings: list[Literal["class", "task", "domain"]]  # the continual-learning settings it handles
     meta_trainable: bool
+    # whether its wake can be sharded over several workers (issue 17), and under which params
+    mergeable: bool = False
+    mergeable_when: str | None = None
     params: dict[str, Any]  # JSON schema of its params
 
 
