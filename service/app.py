@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.serving = ServingCache(rt, app.state.learners, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
         app.state.served = served_predictions(settings, rt.redis)
-        app.state.drift = DriftWatch(rt, interval=settings.drift_check_seconds)
+        app.state.drift = DriftWatch(rt, app.state.served, interval=settings.drift_check_seconds)
         app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
                                      recheck_seconds=settings.wait_recheck_seconds)
         app.state.waiter.start()

@@ -10,8 +10,9 @@ Signals, one monitor each per brain and API process:
   pixels (in [0, 1]; the confidence misses inputs the brain is confidently wrong on, such as
   inverted images, and the input mean sees them: docs/bench/drift.md).
 
-The predict route only appends the request it served to a queue (the same ``Served`` that feedback
-keeps); a thread drains the queue every ``BRAIN_DRIFT_CHECK_SECONDS`` and feeds the monitors. An
+Nothing of this runs on the predict path: the route keeps what it served for feedback
+(``service.feedback.ServedPredictions``), whose ``recent`` queue a thread of the watch drains every
+``BRAIN_DRIFT_CHECK_SECONDS`` into the monitors, with the outcomes that feedback reported. An
 event is a ``drift_events`` row; after one, that monitor starts afresh. Monitors live in the API
 process: a restarted process starts them afresh (a change within a few hundred samples of the
 restart may be missed), and behind several API processes each watches its own share of the traffic
@@ -27,7 +28,7 @@ from collections import deque
 from sqlalchemy import select
 
 from service import drift
-from service.feedback import Served
+from service.feedback import ServedPredictions
 from service.runtime import Runtime
 from service.tables import Brain, DriftRecord, Job
 
@@ -37,8 +38,9 @@ SIGNALS = ("error", "confidence", "input")
 
 
 class DriftWatch:
-    def __init__(self, rt: Runtime, *, interval: float) -> None:
+    def __init__(self, rt: Runtime, served: ServedPredictions, *, interval: float) -> None:
         self.rt = rt
+        self.source = served
         self.interval = interval
         self._queue: deque[tuple[int, str, list[float], int]] = deque()  # (brain, signal, values, version)
         self._monitors: dict[tuple[int, str], drift.DriftMonitor] = {}
@@ -47,20 +49,19 @@ class DriftWatch:
         self._thread = threading.Thread(target=self._loop, name="drift-watch", daemon=True)
         self._thread.start()
 
-    # -- fed by the routes (cheap: an append) -------------------------------------------------------
-    def served(self, served: Served, *, pixels: bool) -> None:
-        """A predict request's answers; ``pixels``: its inputs are an image's pixels in [0, 1]."""
-        self._queue.append((served.brain_id, "confidence", served.confidence, served.version))
-        if pixels:
-            self._queue.append((served.brain_id, "input", served.x, served.version))
-
     def labelled(self, brain_id: int, correct: list[bool], version: int) -> None:
+        """Outcomes of served predictions, from feedback."""
         self._queue.append((brain_id, "error", [0.0 if ok else 1.0 for ok in correct], version))
 
     # -- the thread ----------------------------------------------------------------------------------
     def drain(self) -> list[DriftRecord]:
         """Feed what was queued to the monitors; the events recorded."""
         events: list[tuple[int, str, int, drift.DriftEvent]] = []
+        while self.source.recent:
+            served = self.source.recent.popleft()
+            self._queue.append((served.brain_id, "confidence", served.confidence, served.version))
+            if served.pixels:
+                self._queue.append((served.brain_id, "input", served.x, served.version))
         while self._queue:
             brain_id, signal, values, version = self._queue.popleft()
             if signal == "forget":

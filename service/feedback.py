@@ -26,7 +26,7 @@ import logging
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -55,6 +55,7 @@ class Served:
     x: np.ndarray  # [n, d] the decoded inputs (the encoder's output), as the forward pass read them
     predicted: list[int]  # class index per input
     confidence: list[float]
+    pixels: bool = False  # the inputs are an image's pixels in [0, 1] (drift watches their mean)
 
 
 def request_id(now: float) -> str:
@@ -86,8 +87,12 @@ class ServedPredictions:
         self._kept = 0  # predictions held
         self._evicted_until = 0.0  # the newest served time evicted for room
         self._lock = threading.Lock()
+        #: every request served, for one reader (``service.drift_watch``) to take in order; bounded
+        #: so that a process without a reader keeps nothing more
+        self.recent: deque[Served] = deque(maxlen=100_000)
 
     def keep(self, rid: str, served: Served) -> None:
+        self.recent.append(served)
         if self.max_kept == 0:
             return
         with self._lock:

@@ -98,10 +98,9 @@ async def serve_predict(request: Request) -> Response:
     labels, predicted, confidence = entry.labels, idx.tolist(), conf.tolist()
     now = time.time()
     rid = feedback.request_id(now)
-    served = feedback.Served(brain_id=entry.brain_id, version=entry.version, task=body.task, at=now, x=x,
-                             predicted=predicted, confidence=confidence)
-    request.app.state.served.keep(rid, served)
-    request.app.state.drift.served(served, pixels=entry.kind == "image" and entry.raw_inputs)
+    request.app.state.served.keep(rid, feedback.Served(
+        brain_id=entry.brain_id, version=entry.version, task=body.task, at=now, x=x, predicted=predicted,
+        confidence=confidence, pixels=entry.kind == "image" and entry.raw_inputs))
     return Response(orjson.dumps({
         "version": entry.version,
         "predictions": [{"id": pid, "label": labels[i], "confidence": c}
