@@ -10,6 +10,8 @@
 - ``evaluations``: accuracy per task per version, the source of the accuracy matrix.
 - ``blobs``: bytes by key, cut into chunks: checkpoints and meta-training sets when the blob store
   is the database (``service.blobs``, the full stack's default), so no process needs a shared disk.
+- ``erasures``: the audit of ``DELETE .../samples`` (exact unlearning, ``service.unlearning``): who
+  asked, what was selected, how many rows went; never the data itself.
 - ``api_keys`` and ``api_key_grants``: API keys (only their sha256 is stored) and the brains each
   may read or change (``service.auth``).
 """
@@ -84,6 +86,9 @@ class Brain(Base):
     # fencing token of the brain's writer: incremented by each holder of the writer lock as it
     # takes it; a write checks it is still its own (service.writer)
     writer_fence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # samples were forgotten that the learner cannot downdate: the next sleep retrains from the log
+    # (service.unlearning); the smallest log id forgotten so, for the versions that sleep deletes
+    retrain_from: Mapped[int | None] = mapped_column(BigInteger)
     last_sleep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -111,6 +116,7 @@ class Sample(Base):
     sample_key: Mapped[str | None] = mapped_column(String(128))
     label: Mapped[int] = mapped_column(Integer)
     x: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32, never pickled
+    source: Mapped[str | None] = mapped_column(String(128))  # who or what it came from (forget by it)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -198,6 +204,26 @@ class DriftRecord(Base):
     statistic: Mapped[dict] = mapped_column(JSON)  # index, change_at, before, after
     slept: Mapped[str | None] = mapped_column(String(36))  # the sleep job it started (sleep_policy.on_drift)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Erasure(Base):
+    """One ``DELETE .../samples`` (``service.unlearning``): who asked, what it selected (ids by
+    their count only), how many log rows it forgot and how; never the data itself."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    brain: Mapped[str] = mapped_column(String(64))  # its name then
+    key_id: Mapped[int | None] = mapped_column(BigInteger)  # the caller's API key; None: auth off
+    key_name: Mapped[str | None] = mapped_column(String(128))
+    selector: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"ids": n} | {"task"|"label"|"source": ..}
+    job: Mapped[str] = mapped_column(String(36))
+    rows: Mapped[int | None] = mapped_column(BigInteger)  # forgotten log rows, once the job ran
+    how: Mapped[str | None] = mapped_column(String(32))  # downdated | retrain at next sleep | nothing
+    versions_deleted: Mapped[list[Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiKey(Base):

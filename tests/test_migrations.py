@@ -22,7 +22,7 @@ from service.db import downgrade, make_engine, upgrade
 from service.tables import Base
 
 APP_TABLES = {"brains", "tasks", "samples", "versions", "jobs", "evaluations", "api_keys", "api_key_grants", "blobs",
-              "feedback", "drift_events"}
+              "feedback", "drift_events", "erasures"}
 
 
 def test_orm_tables_are_the_expected_ones() -> None:
@@ -260,6 +260,53 @@ def test_0008_and_0009_add_feedback_and_drift_events_and_take_them_away(store: s
     upgrade(url, "0007")
     assert not {"feedback", "drift_events"} & _tables(url)
     upgrade(url)
-    assert _revision(url) == "0009" and {"feedback", "drift_events"} <= _tables(url)
+    assert _revision(url) == "0010" and {"feedback", "drift_events"} <= _tables(url)
     downgrade(url, "0007")
     assert not {"feedback", "drift_events"} & _tables(url) and "blobs" in _tables(url)
+
+
+def _columns(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return {c["name"] for c in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_0010_adds_sources_retrain_marks_and_erasures_and_takes_them_away(store: str, request) -> None:
+    url = request.getfixturevalue(f"{store}_url")
+    upgrade(url, "0009")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:  # a sample logged before 0010 keeps its row, without a source
+            conn.execute(text("INSERT INTO brains (id, name, input_kind, input_shape, strategy, encoder, params, "
+                              "sleep_policy, replay, seed, num_classes, labels, learned_position, samples_learned, "
+                              "samples_since_sleep, writer_fence, created_at) VALUES (1, 'b', 'vector', '[2]', "
+                              "'plastic', 'flatten', '{}', '{}', '{}', 0, 2, '[]', 0, 0, 0, 0, CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO tasks (id, brain_id, name, ordinal, labels, samples, created_at) "
+                              "VALUES (1, 1, 't', 0, '[]', 1, CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO samples (id, brain_id, task_id, label, x, created_at) "
+                              "VALUES (1, 1, 1, 0, :x, CURRENT_TIMESTAMP)"), {"x": b"\x00" * 8})
+    finally:
+        engine.dispose()
+    assert "erasures" not in _tables(url) and "source" not in _columns(url, "samples")
+    upgrade(url)
+    assert _revision(url) == "0010" and "erasures" in _tables(url)
+    assert "source" in _columns(url, "samples") and "retrain_from" in _columns(url, "brains")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT source FROM samples WHERE id = 1")).scalar_one() is None
+            assert conn.execute(text("SELECT retrain_from FROM brains WHERE id = 1")).scalar_one() is None
+    finally:
+        engine.dispose()
+    downgrade(url, "0009")
+    assert "erasures" not in _tables(url) and "source" not in _columns(url, "samples")
+    assert "retrain_from" not in _columns(url, "brains")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT count(*) FROM samples")).scalar_one() == 1
+    finally:
+        engine.dispose()
