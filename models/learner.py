@@ -125,6 +125,14 @@ class Learner(ABC):
         shape."""
         raise Unsupported(f"strategy {self.name!r} cannot merge wake statistics")
 
+    def unlearn(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
+        """Optional (exact unlearning): take back what ``observe(x, y, task)`` added, so that the
+        learner is, to floating-point tolerance, one that never observed the batch. Only while
+        ``mergeable()`` (a wake that is a sum of per-sample statistics: taking back is merging
+        their negation), else Unsupported; ValueError, changing nothing, when it would take more
+        samples of a class than the learner holds."""
+        raise Unsupported(f"strategy {self.name!r} cannot unlearn")
+
     def stored_samples(self) -> int:
         """Raw samples this learner keeps inside its state (its own episodic memories), reported by
         the benchmarks next to the service's replay buffer. The base class keeps none."""

@@ -256,6 +256,7 @@ class Plastic(Learner):
         # The penalty in use: the fixed ``ridge``, or with ``auto`` the last one a sleep chose.
         first = _FIRST_RIDGE["sparse" if self.layers else "conv" if self.front else "input"]
         self.ridge_value = torch.tensor(first if self.auto_ridge else float(ridge), dtype=torch.float64)
+        self.first_ridge = first
 
     @staticmethod
     def layer_specs(layers: list | None, input_shape: Sequence[int], *, encoded: bool = False
@@ -445,6 +446,26 @@ class Plastic(Learner):
             mine[name] += value.to(self.device, mine[name].dtype)
         self._stale = True
         return Stats(samples=int(statistics["period_samples"]), extra={"mode": self.mode})
+
+    @torch.no_grad()
+    def unlearn(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> Stats:
+        """Merge the negated ``wake_statistics`` of the batch. With ``ridge="auto"`` the penalty
+        goes back to the one a new learner starts from: a sleep chose the one in use over a replay
+        that held the batch, and the next sleep chooses again over what is left."""
+        if not self.mergeable():
+            return super().unlearn(x, y, task)
+        statistics = self.wake_statistics(x, y, task)
+        if bool((statistics["class_counts"].to(self.device) > self.class_counts).any()):
+            raise ValueError("cannot unlearn more samples of a class than were learned")
+        self.stat_a -= statistics["stat_a"].to(self.device, self.stat_a.dtype)
+        self.stat_b -= statistics["stat_b"].to(self.device, self.stat_b.dtype)
+        self.class_counts -= statistics["class_counts"].to(self.device)
+        # samples learned before the last sleep are no longer counted in its period
+        self.period_samples.sub_(statistics["period_samples"]).clamp_(min=0)
+        if self.auto_ridge:
+            self.ridge_value.fill_(self.first_ridge)
+        self._stale = True
+        return Stats(samples=x.shape[0], extra={"mode": self.mode})
 
     def _forget_units(self, units: torch.Tensor) -> None:
         """Reset what reads recycled top-layer units: readout weights, importance, statistics."""

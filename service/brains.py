@@ -164,15 +164,18 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
     with rt.db.session() as s:
         accepted, duplicates = append_samples(
             s, rt.settings, brain_id=brain_id, name=name, task=body.task, x=x,
-            labels=[smp.label for smp in body.samples], keys=[smp.id for smp in body.samples])
+            labels=[smp.label for smp in body.samples], keys=[smp.id for smp in body.samples],
+            sources=[smp.source or body.source for smp in body.samples])
         return brain_id, accepted, duplicates
 
 
 def append_samples(s: Session, settings: Settings, *, brain_id: int, name: str, task: str, x: np.ndarray,
-                   labels: list[str | int], keys: list[str | None], locked: Brain | None = None) -> tuple[int, int]:
+                   labels: list[str | int], keys: list[str | None], locked: Brain | None = None,
+                   sources: list[str | None] | None = None) -> tuple[int, int]:
     """Append decoded samples (rows of ``x``: the encoder's output) of ``task`` to the log in the
     writing session ``s``; samples whose key the log holds are skipped. (accepted, duplicates).
-    ``locked``: the brain's row, when the caller locked it already in ``s``."""
+    ``locked``: the brain's row, when the caller locked it already in ``s``; ``sources``: each
+    sample's source (``samples.source``), or None."""
     # The brain's row is locked (SQLite: the whole store) before its labels and tasks are read, so
     # concurrent batches never compute new indices from the same stale list.
     brain = locked or s.get(Brain, brain_id, with_for_update=True)
@@ -187,7 +190,7 @@ def append_samples(s: Session, settings: Settings, *, brain_id: int, name: str, 
     row.samples += len(keep)
     samplelog.append(s, [
         {"brain_id": brain.id, "task_id": row.id, "sample_key": keys[i], "label": int(label),
-         "x": x[i].astype("<f4").tobytes()}
+         "x": x[i].astype("<f4").tobytes(), "source": sources[i] if sources else None}
         for i, label in zip(keep, indices)
     ])
     return len(keep), len(keys) - len(keep)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.tables import Job, utcnow
@@ -41,7 +42,7 @@ SHARD_RESULT_SECONDS = 3600  # how long the result backend keeps a shard's answe
 CHECK_SLEEP_TASK = "plastic_brain.check_sleep"
 QUEUES = ("wake", "sleep")
 # Job kinds without a queue of their own: long consolidation-like work goes with sleep.
-QUEUE_OF = {"meta_train": "sleep"}
+QUEUE_OF = {"meta_train": "sleep", "forget": "sleep"}
 
 
 RETRIES = 20  # tries of a job whose error may pass (``service.orchestration.transient``): about 8 minutes
@@ -198,7 +199,7 @@ class Jobs:
         self.role = role  # who records the events of this process: "api" or "worker"
 
     def submit(self, kind: str, brain_id: int, payload: dict | None = None, *, join_queued: bool = False,
-               resend_after: float = 0.0) -> str:
+               resend_after: float = 0.0, record: Callable[[Session, str], None] | None = None) -> str:
         """Record and dispatch a job; its id.
 
         ``join_queued``: when a job of this kind for this brain is still queued, return its id
@@ -206,7 +207,8 @@ class Jobs:
         in the log when they start: a stream of small POSTs then becomes a few jobs that each
         learn many samples, not one job and one version per POST. An executor whose messages can
         be lost (Celery) sends the joined job's message again once it has been queued for
-        ``resend_after`` seconds."""
+        ``resend_after`` seconds. ``record(session, job id)``: writes that go with a new job's row,
+        in its transaction (an erasure's audit row)."""
         payload = payload or {}
         with self.db.session() as s:
             queued = s.scalar(
@@ -224,6 +226,9 @@ class Jobs:
                 job = Job(id=job_id, brain_id=brain_id, kind=kind, payload=payload, events=[])
                 self._append(job, "queued")
                 s.add(job)
+                if record is not None:
+                    s.flush()
+                    record(s, job_id)
         if joined is not None:
             if resend and getattr(self.executor, "redispatch_joined", False):
                 self.executor.dispatch(joined, kind)

@@ -32,7 +32,7 @@ import torch
 from sqlalchemy import select
 
 from models.learner import Learner, Replay, Stats
-from service import samplelog, sharding
+from service import samplelog, sharding, unlearning
 from service.blobs import BlobMissing
 from service.locks import BrainLockTimeout, Lease, LockLost
 from service.meta_sets import meta_set_key
@@ -85,7 +85,7 @@ def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict 
     job = rt.jobs.start(job_id)
     if job is None:
         return None
-    handler = {"wake": wake, "sleep": sleep, "meta_train": meta_train}.get(job.kind)
+    handler = {"wake": wake, "sleep": sleep, "meta_train": meta_train, "forget": _forget}.get(job.kind)
     try:
         if handler is None:
             raise ValueError(f"unknown job kind {job.kind!r}")
@@ -103,6 +103,10 @@ def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict 
         return result.detail
     rt.jobs.finish(job_id, result=result)
     return result
+
+
+def _forget(rt: Runtime, job: Job) -> dict:
+    return unlearning.forget(rt, job, ensure_replay=_ensure_replay)
 
 
 def _ensure_replay(rt: Runtime, brain: Brain, buffer: ReplayBuffer) -> None:
@@ -297,6 +301,8 @@ def sleep(rt: Runtime, job: Job) -> dict:
         brain = samplelog.brain_row(rt.db, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
+        if brain.retrain_from is not None:  # samples forgotten that the learner could not take back
+            return _retrain(rt, job, lease, brain)
         if brain.samples_learned == 0:
             return {"skipped": "nothing learned yet", "version": brain.current_version}
         rt.jobs.progress(job.id, 0.05, "loading")
@@ -323,6 +329,42 @@ def sleep(rt: Runtime, job: Job) -> dict:
             return {"skipped": "brain deleted"}
         rt.training.checkin(brain, number, learner)
         return {"version": number, "seconds": round(seconds, 4), "replayed": replayed, **stats.as_dict()}
+
+
+def _retrain(rt: Runtime, job: Job, lease: Lease, brain: Brain) -> dict:
+    """A sleep after samples were forgotten that the learner could not take back
+    (``service.unlearning``): a fresh learner learns the remaining log up to the current version's
+    position, consolidates over the (purged) replay buffer and is published; every other version
+    is deleted."""
+    rt.jobs.progress(job.id, 0.05, "retraining from the log")
+    started = time.perf_counter()
+    learner, learned, tasks_seen = unlearning.retrain(rt, job, brain)
+    buffer = rt.replay(brain)
+    _ensure_replay(rt, brain, buffer)
+    rt.jobs.progress(job.id, 0.6, f"consolidating over {len(buffer)} replayed samples")
+    stats, replayed = consolidate(learner, buffer, policy=brain.sleep_policy, samples_since_sleep=learned,
+                                  version=brain.current_version, device=rt.device)
+    seconds = time.perf_counter() - started
+    rt.jobs.progress(job.id, 0.9, "publishing")
+    with rt.db.session() as s:
+        row = locked_brain(s, lease)
+        if row is None:
+            return {"skipped": "brain deleted"}
+        position = s.scalar(select(Version.log_position).where(
+            Version.brain_id == brain.id, Version.number == brain.current_version)) or 0
+        row.samples_since_sleep = 0
+        row.last_sleep_at = utcnow()
+        version = rt.versions.publish(
+            s, row, learner, kind="sleep", lease=lease, base=brain.current_version, log_position=position,
+            samples_learned=learned, tasks_seen=tasks_seen, replay=buffer.snapshot(),
+            stats={**stats.as_dict(), "seconds": seconds, "replayed": replayed, "retrained": learned,
+                   "reason": job.payload.get("reason", "request")},
+        )
+        number = version.number
+        deleted = unlearning.retrained(rt, s, row, number)
+    rt.training.checkin(brain, number, learner)
+    return {"version": number, "seconds": round(seconds, 4), "replayed": replayed, "retrained": learned,
+            "versions_deleted": deleted, **stats.as_dict()}
 
 
 def _publish_over_current(rt: Runtime, lease: Lease, brain: Brain, learner: Learner, *, kind: str, stats: dict,

@@ -175,6 +175,31 @@ class ReplayBuffer:
     def restore(self, snap: dict[str, torch.Tensor]) -> None:
         restore(self.store, snap)
 
+    def purge(self, forgotten: set[tuple[bytes, int]], offered: int) -> int:
+        """Remove every slot whose input (as little-endian float32 bytes) and label are in
+        ``forgotten`` (exact unlearning; a slot holds no sample id, so identical copies go too):
+        the others keep their order in slots ``0..n-1``, and the count offered drops by
+        ``offered`` (the forgotten samples that were offered to the buffer), never below what it
+        holds, so that the free slots fill first. The number of slots removed."""
+        size = len(self)
+        if size == 0 and offered == 0:
+            return 0
+        snap = self.snapshot()
+        x = snap["x"].numpy().astype("<f4", copy=False)
+        y = [int(v) for v in snap["y"].tolist()]
+        keep = [i for i in range(size) if (x[i].tobytes(), y[i]) not in forgotten]
+        seen = max(len(keep), int(snap["seen"]) - offered)
+        if len(keep) < size or seen != int(snap["seen"]):
+            restore(self.store, {"x": snap["x"][keep], "y": torch.tensor([y[i] for i in keep], dtype=torch.long),
+                                 "seen": torch.tensor(seen, dtype=torch.long)})
+        return size - len(keep)
+
+
+def holds_any(snap: dict[str, torch.Tensor], forgotten: set[tuple[bytes, int]]) -> bool:
+    """Whether a replay snapshot holds any of the ``forgotten`` (input bytes, label) pairs."""
+    x = snap["x"].numpy().astype("<f4", copy=False)
+    return any((x[i].tobytes(), int(label)) in forgotten for i, label in enumerate(snap["y"].tolist()))
+
 
 def restore(store: ReplayStore, snap: dict[str, torch.Tensor]) -> None:
     """Make ``store`` hold exactly the snapshot ``snap`` (``ReplayBuffer.snapshot``)."""

@@ -129,11 +129,18 @@ class InputIn(_In):
         return self
 
 
+SourceName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class SampleIn(InputIn):
     label: Label
     id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         None, description="Idempotency key: a sample id seen before is not learned twice."
     )
+    source: SourceName | None = Field(
+        None, description="Who or what the sample came from (a user, a device, a batch): "
+                          "DELETE .../samples {\"source\": ..} forgets all of a source's samples. "
+                          "Default: the batch's.")
 
 
 def _exactly_one_input(obj: BaseModel) -> None:
@@ -159,6 +166,44 @@ class SamplesIn(_In):
     samples: Annotated[list[SampleIn], _non_empty("the batch is empty: send at least one sample")] = Field(
         ..., description="Labelled samples; at least one."
     )
+    source: SourceName | None = Field(None, description="The source of the samples that name none.")
+
+
+class ForgetIn(_In):
+    """What ``DELETE .../samples`` forgets: exactly one selector."""
+
+    ids: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=128)]],
+                   _non_empty("ids is empty: name at least one sample id")] | None = Field(
+        None, max_length=10_000, description="Sample ids (the ``id`` given with each sample).")
+    task: TaskName | None = Field(None, description="Every sample of this task.")
+    label: Label | None = Field(None, description="Every sample with this label.")
+    source: SourceName | None = Field(None, description="Every sample of this source.")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ForgetIn:
+        given = [k for k in ("ids", "task", "label", "source") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'ids', 'task', 'label' or 'source'")
+        return self
+
+
+class ErasureOut(BaseModel):
+    """One erasure (``DELETE .../samples``) as the audit keeps it: never the data itself."""
+
+    id: int
+    at: datetime
+    key: str | None = Field(None, description="The API key's name that asked; None while auth is off.")
+    key_id: int | None = None
+    selector: dict[str, Any] = Field(description="ids by their count; a task, label or source by name.")
+    job: str
+    rows: int | None = Field(None, description="Log rows forgotten (None until the job ran).")
+    how: str | None = None
+    versions_deleted: list[int] | None = None
+    finished_at: datetime | None = None
+
+
+class ErasureList(BaseModel):
+    erasures: list[ErasureOut]
 
 
 class SamplesAccepted(BaseModel):

@@ -177,6 +177,16 @@ class VersionStore:
         brain.current_version = number
         return version
 
+    def remove(self, session: Session, brain_id: int, numbers: list[int]) -> None:
+        """Delete versions ``numbers`` of the brain, promoted or not: rows and blobs, with
+        ``session``'s commit (exact unlearning: versions that hold forgotten samples)."""
+        if not numbers:
+            return
+        for v in session.scalars(select(Version).where(Version.brain_id == brain_id, Version.number.in_(numbers))):
+            session.delete(v)
+        for n in numbers:
+            self.blobs.delete_folder(self.folder(brain_id, n), session=session)
+
     def latest_replay_snapshot(self, session: Session, brain: Brain) -> dict[str, torch.Tensor] | None:
         numbers = session.scalars(
             select(Version.number).where(Version.brain_id == brain.id).order_by(Version.number.desc())

@@ -23,7 +23,7 @@ def brain_jobs(
     name: str,
     s: SessionDep,
     _: CanRead,
-    kind: Literal["wake", "sleep", "meta_train"] | None = Query(None, description="Only jobs of this kind."),
+    kind: Literal["wake", "sleep", "meta_train", "forget"] | None = Query(None, description="Only jobs of this kind."),
     limit: int = Query(50, ge=1, le=500, description="The newest this many."),
 ) -> schemas.JobList:
     """The brain's jobs, newest first: state, progress and phase while they run, result after."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from service import auth, brains, feedback, meta_sets, samplelog, schemas
+from service import auth, brains, feedback, meta_sets, samplelog, schemas, unlearning
 from service.api import fastjson
 from service.api.deps import CanWrite, RuntimeDep, caller_of, can_read
 from service.drift_watch import DriftWatch
@@ -67,6 +67,37 @@ def _accept(rt: Runtime, name: str, body: schemas.SamplesIn) -> schemas.SamplesA
     # was logged but never answered (the API died, or the job could not be sent); a job learns them
     job_id = rt.jobs.submit("wake", brain_id, {"samples": accepted}, join_queued=True)
     return schemas.SamplesAccepted(accepted=accepted, duplicates=duplicates, job=job_id, state="queued")
+
+
+@router.delete("/{name}/samples", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.JobAccepted,
+               openapi_extra=fastjson.body_schema(schemas.ForgetIn),
+               responses={422: {"description": "No selector, several, or a brain that cannot forget."}})
+async def forget_samples(
+    name: str,
+    request: Request,
+    rt: RuntimeDep,
+    caller: CanWrite,
+    wait: bool = Query(False, description="Answer when the samples have been forgotten."),
+) -> schemas.JobAccepted:
+    """Forget samples everywhere: the sample log, the replay buffer and every retained version that
+    holds them (``service.unlearning``). Exactly one of ``ids``, ``task``, ``label``, ``source``;
+    matched when the job runs (nothing matched: a job that forgets 0). The job's result says how
+    many and how: "downdated" (the learner took them back exactly) or "retrain at next sleep"."""
+    body = await fastjson.parse_off_loop(schemas.ForgetIn, await request.body())
+    with _waiting(request, wait) as waiter:
+        job_id = await run_in_threadpool(lambda: unlearning.submit(rt, name=name, body=body, caller=caller))
+        return await _job_answer(rt, waiter, job_id)
+
+
+@router.get("/{name}/erasures", response_model=schemas.ErasureList)
+def list_erasures(name: str, rt: RuntimeDep, _: CanWrite) -> schemas.ErasureList:
+    """The brain's erasures (``DELETE .../samples``), oldest first: who asked, what they selected
+    (ids by their count), how many log rows went, how, which versions were deleted; never the data."""
+    with rt.db.session(read_only=True) as s:
+        rows = unlearning.erasures(s, brains.get_brain(s, name))
+        return schemas.ErasureList(erasures=[schemas.ErasureOut(
+            id=e.id, at=e.created_at, key=e.key_name, key_id=e.key_id, selector=e.selector, job=e.job, rows=e.rows,
+            how=e.how, versions_deleted=e.versions_deleted, finished_at=e.finished_at) for e in rows])
 
 
 def _has_unlearned(rt: Runtime, brain_id: int) -> bool:
