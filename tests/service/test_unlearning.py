@@ -259,3 +259,35 @@ def test_unlearn_guards_class_counts_and_needs_a_mergeable_learner() -> None:
     sparse.observe(torch.rand(3, 8), torch.tensor([0, 1, 2]))
     with pytest.raises(Unsupported):
         sparse.unlearn(torch.rand(1, 8), torch.tensor([0]))
+
+
+def test_unlearning_takes_back_a_penalty_a_sleep_chose() -> None:
+    """A sleep chose the penalty in use over a replay that held the samples (``use_ridge`` stands
+    in for its choice here: a choice away from the first penalty needs thousands of samples):
+    unlearning goes back to a new learner's, and then equals a learner that never saw them."""
+    def make():
+        return create_learner("plastic", input_dim=400, num_classes=3, seed=0, params={}, input_shape=[1, 20, 20])
+
+    rng = np.random.default_rng(0)
+    x, y = torch.from_numpy(rng.random((40, 400), dtype=np.float32)), torch.arange(40) % 3
+    forgot, never = make(), make()
+    forgot.observe(x, y)
+    forgot.use_ridge(7.5)
+    never.observe(x[10:], y[10:])
+    forgot.unlearn(x[:10], y[:10])
+    assert float(forgot.ridge_value) == float(never.ridge_value) == forgot.first_ridge
+    probe = torch.from_numpy(rng.random((20, 400), dtype=np.float32))
+    assert torch.allclose(forgot.predict(probe), never.predict(probe), atol=1e-4)
+
+
+def test_a_version_whose_replay_snapshot_holds_them_goes_though_it_never_learned_them(client: TestClient) -> None:
+    first, _, _ = data()
+    image_brain(client, "b")
+    send(client, "b", "t1", first[:25])  # v2
+    send(client, "b", "t1", first[25:])  # v3
+    assert client.post("/v1/brains/b/versions/2/promote").status_code == 200
+    r = client.post("/v1/brains/b/sleep", params={"wait": True})  # v4: v2's learner, the live buffer's snapshot
+    assert r.json()["result"]["version"] == 4
+    result = forget(client, "b", {"ids": [s["id"] for s in first[25:]]})
+    assert result["learned"] == 0 and result["forgotten"] == 25 and result["versions_deleted"] == [3, 4]
+    assert [v["number"] for v in client.get("/v1/brains/b/versions").json()["versions"]] == [1, 2, 5]
