@@ -48,7 +48,7 @@ from service.errors import Invalid
 from service.replay import ReplayBuffer, holds_any
 from service.runtime import Runtime
 from service.schemas import ForgetIn
-from service.tables import Brain, Erasure, Job, Sample, Task, Version, utcnow
+from service.tables import ApiKey, Brain, Erasure, Job, Sample, Task, Version, utcnow
 from service.versions import input_dim, new_learner
 from service.writer import locked_brain, writer
 
@@ -94,8 +94,8 @@ def submit(rt: Runtime, *, name: str, body: ForgetIn, caller: Principal) -> str:
                           "set is not in the log). Delete the brain, or create it anew without those samples.")
 
     def record(s: Session, job_id: str) -> None:
-        s.add(Erasure(brain_id=brain_id, brain=name, key_id=caller.key_id,
-                      key_name=caller.name if caller.key_id is not None else None,
+        key = s.get(ApiKey, caller.key_id) if caller.key_id is not None else None
+        s.add(Erasure(brain_id=brain_id, brain=name, key_id=caller.key_id, key_name=key.name if key else None,
                       selector=audit_selector(selector), job=job_id))
 
     return rt.jobs.submit("forget", brain_id, {"selector": selector}, record=record)

@@ -291,3 +291,24 @@ def test_a_version_whose_replay_snapshot_holds_them_goes_though_it_never_learned
     result = forget(client, "b", {"ids": [s["id"] for s in first[25:]]})
     assert result["learned"] == 0 and result["forgotten"] == 25 and result["versions_deleted"] == [3, 4]
     assert [v["number"] for v in client.get("/v1/brains/b/versions").json()["versions"]] == [1, 2, 5]
+
+
+def test_forgetting_needs_write_access_and_the_audit_names_the_key(tmp_path) -> None:
+    from service.app import create_app
+    from tests.service.test_auth import ADMIN, bearer, make_key, secured_settings
+
+    with TestClient(create_app(secured_settings(tmp_path / "var"))) as api:
+        r = api.post("/v1/brains", json={"name": "b", "input": IMAGE}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+        reader = make_key(api, name="reader", brains={"b": "read"})["key"]
+        writer = make_key(api, name="writer", brains={"b": "write"})
+        body = {"source": "alice"}
+        assert api.request("DELETE", "/v1/brains/b/samples", json=body).status_code == 401
+        assert api.request("DELETE", "/v1/brains/b/samples", json=body, headers=bearer(reader)).status_code == 403
+        assert api.get("/v1/brains/b/erasures", headers=bearer(reader)).status_code == 403
+        r = api.request("DELETE", "/v1/brains/b/samples", params={"wait": True}, json=body,
+                        headers=bearer(writer["key"]))
+        assert r.status_code == 202 and r.json()["result"]["forgotten"] == 0, r.text
+        (row,) = api.get("/v1/brains/b/erasures", headers=bearer(writer["key"])).json()["erasures"]
+        assert (row["key"], row["key_id"], row["how"]) == ("writer", writer["id"], "nothing matched")
+        assert len(api.get("/v1/brains/b/erasures", headers=ADMIN).json()["erasures"]) == 1

@@ -76,14 +76,14 @@ def test_the_redis_replay_store_and_database_blobs_are_purged(rt: Runtime) -> No
     assert alice <= _redis_inputs(rt, brain.id)
 
     job_id = unlearning.submit(rt, name="forget-stack", body=ForgetIn(source="alice"),
-                               caller=Principal(name="ops", key_id=7))
+                               caller=Principal(name="key 'ops'", key_id=7))
     run_job(rt, job_id)
     with rt.db.session(read_only=True) as s:
         result = s.get(Job, job_id).result
         erasure = s.scalar(select(Erasure).where(Erasure.job == job_id))
     assert result["forgotten"] == 12 and result["how"] == "downdated" and result["replay_removed"] == 12
     assert result["version"] == 4 and result["versions_deleted"] == [2, 3]
-    assert (erasure.key_id, erasure.key_name, erasure.selector, erasure.rows) == (7, "ops", {"source": "alice"}, 12)
+    assert (erasure.key_id, erasure.key_name, erasure.selector, erasure.rows) == (7, None, {"source": "alice"}, 12)  # no such key row
     assert not alice & _redis_inputs(rt, brain.id) and len(_redis_inputs(rt, brain.id)) == 48
     assert int(rt.redis.get(f"pb:replay:{brain.id}:seen")) == 48
     for number in (2, 3):
