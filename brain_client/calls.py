@@ -155,10 +155,11 @@ def metrics(name: str) -> Steps[wire.MetricsOut]:
 
 # -- learning and predicting -------------------------------------------------------------------------
 def learn(name: str, inputs: Any, labels: Sequence[Any], *, task: str, ids: Sequence[str] | None = None,
-          wait: bool = False, chunk: int = 512) -> Steps[Learned]:
+          wait: bool = False, chunk: int = 512, source: str | None = None) -> Steps[Learned]:
     """Send labelled samples in requests of at most ``chunk``. Every sample carries an id (a new
     UUID unless ``ids`` gives them), so a request retried after a lost answer is learned once.
-    With ``wait``, the last request answers when everything sent has been learned."""
+    With ``wait``, the last request answers when everything sent has been learned. ``source``: who
+    or what the samples came from (``forget(source=..)`` forgets them all)."""
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
     ids = [str(i) for i in ids] if ids is not None else [str(uuid.uuid4()) for _ in range(len(labels))]
@@ -166,7 +167,8 @@ def learn(name: str, inputs: Any, labels: Sequence[Any], *, task: str, ids: Sequ
     out = Learned(ids=ids)
     for start in range(0, len(samples), chunk):
         last = start + chunk >= len(samples)
-        answer = yield Call("POST", f"/v1/brains/{name}/samples", json={"task": task, "samples": samples[start:start + chunk]},
+        body = {"task": task, "samples": samples[start:start + chunk], **({"source": source} if source else {})}
+        answer = yield Call("POST", f"/v1/brains/{name}/samples", json=body,
                             params={"wait": "true"} if wait and last else None)
         got = _model(wire.SamplesAccepted, answer)
         out.accepted += got.accepted
@@ -209,6 +211,22 @@ def evaluate(name: str, inputs: Any, labels: Sequence[Any], *, task: str, mode: 
 def sleep(name: str, *, wait: bool = False, timeout: float = 600.0, poll: float = 0.25) -> Steps[wire.JobOut | wire.JobAccepted]:
     """Start a sleep; with ``wait``, follow its job to the end (raises JobFailed if it fails)."""
     answer = _model(wire.JobAccepted, (yield Call("POST", f"/v1/brains/{name}/sleep", idempotent=False)))
+    if not wait:
+        return answer
+    return (yield from wait_job(answer.job, timeout=timeout, poll=poll))
+
+
+def forget(name: str, *, ids: Sequence[str] | None = None, task: str | None = None, label: Any = None,
+           source: str | None = None, wait: bool = False, timeout: float = 600.0,
+           poll: float = 0.25) -> Steps[wire.JobOut | wire.JobAccepted]:
+    """Forget samples everywhere (exactly one of ``ids``, ``task``, ``label``, ``source``); with
+    ``wait``, follow the job to its end: its ``result`` says how many and how."""
+    given = {k: v for k, v in (("ids", None if ids is None else [str(i) for i in ids]), ("task", task),
+                               ("label", label), ("source", source)) if v is not None}
+    if len(given) != 1:
+        raise ValueError("give exactly one of ids, task, label or source")
+    answer = _model(wire.JobAccepted, (yield Call("DELETE", f"/v1/brains/{name}/samples", json=given,
+                                                  idempotent=False)))
     if not wait:
         return answer
     return (yield from wait_job(answer.job, timeout=timeout, poll=poll))

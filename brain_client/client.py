@@ -121,10 +121,18 @@ class Brain:
     def delete(self):
         return self.client._run(calls.delete_brain(self.name))
 
-    def learn(self, inputs: Any, labels: Any, *, task: str, ids: Any = None, wait: bool = False, chunk: int = 512):
+    def learn(self, inputs: Any, labels: Any, *, task: str, ids: Any = None, wait: bool = False, chunk: int = 512,
+              source: str | None = None):
         """Teach labelled samples (see ``calls.learn``): ids are generated when not given, so a
         retried request is never learned twice. Returns a ``Learned``."""
-        return self.client._run(calls.learn(self.name, inputs, labels, task=task, ids=ids, wait=wait, chunk=chunk))
+        return self.client._run(calls.learn(self.name, inputs, labels, task=task, ids=ids, wait=wait, chunk=chunk,
+                                            source=source))
+
+    def forget(self, *, ids: Any = None, task: str | None = None, label: Any = None, source: str | None = None,
+               wait: bool = False, timeout: float = 600.0):
+        """Forget samples everywhere (``calls.forget``): exactly one of ids, task, label, source."""
+        return self.client._run(calls.forget(self.name, ids=ids, task=task, label=label, source=source, wait=wait,
+                                             timeout=timeout))
 
     def predict(self, inputs: Any, *, task: str | None = None):
         return self.client._run(calls.predict(self.name, inputs, task=task))

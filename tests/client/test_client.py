@@ -96,6 +96,22 @@ def test_sync_client_learns_predicts_sleeps_and_reports(app_client: TestClient) 
     assert [b.name for b in client.brains()] == ["b"]
 
 
+def test_the_client_tags_sources_and_forgets_them(app_client: TestClient) -> None:
+    client, recorder = client_on(app_client)
+    client.create_brain("b", kind="vector", shape=[DIM], params=SMALL)
+    brain = client.brain("b")
+    x, y = clusters(20, ["cat", "dog"], seed=0)
+    brain.learn(x[:8], y[:8], task="t1", source="alice", wait=True)
+    brain.learn(x[8:], y[8:], task="t1", wait=True)
+    job = brain.forget(source="alice", wait=True)
+    assert job.kind == "forget" and job.result["forgotten"] == 8 and job.result["how"] == "retrain at next sleep"
+    assert [r.method for r in recorder.requests if r.url.path.endswith("/samples")][-1] == "DELETE"
+    assert brain.forget(task="t9").job
+    with pytest.raises(ValueError):
+        brain.forget(task="t1", source="alice")
+    assert brain.info().samples_learned == 12
+
+
 def test_errors_carry_the_service_reason(app_client: TestClient) -> None:
     client, _ = client_on(app_client)
     with pytest.raises(NotFound) as missing:
