@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from bench.unlearn import Recorder  # an executor that runs nothing: the test runs the jobs
 from service import unlearning
 from service.auth import Principal
 from service.brains import create_brain, ingest
@@ -26,16 +27,6 @@ from service.tables import Brain, Erasure, Job
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
-
-
-class Recorder:
-    fans_out = False
-
-    def dispatch(self, job_id: str, kind: str) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
 
 
 @pytest.fixture
