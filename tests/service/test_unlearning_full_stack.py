@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from bench.unlearn import Recorder  # an executor that runs nothing: the test runs the jobs
+from bench.unlearn import Recorder
 from service import unlearning
 from service.auth import Principal
 from service.brains import create_brain, ingest
@@ -35,7 +35,7 @@ def rt(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Runtime]:
     settings: Settings = make_settings(tmp_path / "var", database_url=pg_url, redis_url=redis_url, device="cpu",
                                        wake_shards=1)
     runtime = build_runtime(settings, executor=False, role="worker")
-    runtime.jobs.executor = Recorder()
+    runtime.jobs.executor = Recorder()  # runs nothing: the test runs the jobs
     try:
         yield runtime
     finally:
