@@ -121,9 +121,14 @@ def test_a_downdated_brain_predicts_as_one_that_never_saw_the_samples(client: Te
     assert_same_brain(client, "forgot", "never", test)
     assert client.get("/v1/brains/forgot").json()["samples_learned"] == 90 - alice
 
+    later, _, _ = data(seed=5)  # and it goes on learning as that brain does
+    for name in ("forgot", "never"):
+        send(client, name, "t3", [{**s, "id": f"later-{s['id']}"} for s in later[:20]])
+    assert_same_brain(client, "forgot", "never", test)
+
     if slept:  # the next sleep chooses the ridge again, over the purged buffer
         r = client.post("/v1/brains/forgot/sleep", params={"wait": True})
-        assert r.json()["state"] == "succeeded" and r.json()["result"]["replayed"] == 90 - alice
+        assert r.json()["state"] == "succeeded" and r.json()["result"]["replayed"] == 90 - alice + 20
 
 
 def test_a_batch_source_is_the_default_of_its_samples(client: TestClient) -> None:
