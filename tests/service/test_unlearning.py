@@ -220,6 +220,17 @@ def test_a_brain_that_cannot_downdate_retrains_at_its_next_sleep(client: TestCli
     assert row["how"] == "retrained" and row["versions_deleted"] == [1, 2, 3] and row["selector"] == {"label": "a"}
 
 
+def test_a_meta_trained_anml_brain_is_refused(client: TestClient) -> None:
+    from tests.service.test_api import make_brain, post
+    from tests.service.test_meta_train import ANML, meta_train
+
+    make_brain(client, "m", strategy="anml", params=ANML)
+    assert meta_train(client).json()["state"] == "succeeded"
+    post(client, "m", "t1", *clusters(10, LABELS, seed=1))
+    r = client.request("DELETE", "/v1/brains/m/samples", json={"task": "t1"})
+    assert r.status_code == 422 and "meta-trained" in r.json()["detail"] and "anml" in r.json()["detail"]
+
+
 def test_a_meta_trained_brain_that_cannot_downdate_is_refused(client: TestClient) -> None:
     r = client.post("/v1/brains", json={"name": "m", "input": {"kind": "vector", "shape": [8]}})
     assert r.status_code == 201
