@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -644,3 +645,34 @@ def test_no_process_needs_a_shared_disk(stack: Stack) -> None:
         body = _ok(httpx.post(f"{url}/v1/brains/{name}/predict", json={"inputs": inputs, "task": task}, timeout=60))
         assert body["version"] == 6 and accuracy(body["predictions"], truth) > 0.8, task
     assert stack.checkpoints_on_disk() == []
+
+
+def test_forgetting_runs_on_a_worker_and_purges_the_redis_buffer(stack: Stack) -> None:
+    """Exact unlearning (issue 18) through a Celery worker: a brain whose learner cannot downdate
+    (a learning sparse layer) forgets a source: it leaves the log and the Redis buffer now, and the
+    next sleep retrains from the remaining log and deletes every other version."""
+    name = f"forget-{RUN}"
+    data = Clusters(TASK1, seed=4)
+    stack.start_worker()
+    with stack.api() as api:
+        _create(api, name)
+        brain_id = _brain_id(api, name)
+        samples = data.samples(TASK1, 20, seed=1)
+        for i, s in enumerate(samples):
+            s["source"] = "alice" if i % 4 == 0 else "bob"
+        _learn(api, name, "t1", samples)
+        alice = {np.asarray(s["x"], dtype="<f4").tobytes() for s in samples if s["source"] == "alice"}
+        assert alice <= set(stack.redis.hvals(f"pb:replay:{brain_id}:x"))
+
+        body = _ok(api.request("DELETE", f"/v1/brains/{name}/samples", params={"wait": "true"},
+                               json={"source": "alice"}), 202)
+        assert body["state"] == "succeeded", body
+        assert body["result"]["forgotten"] == 15 and body["result"]["how"] == "retrain at next sleep"
+        assert not alice & set(stack.redis.hvals(f"pb:replay:{brain_id}:x"))
+        assert stack.redis.hlen(f"pb:replay:{brain_id}:y") == 45
+
+        slept = _sleep(api, name)
+        assert slept["retrained"] == 45 and slept["replayed"] == 45
+        assert [v["number"] for v in _versions(api, name)] == [slept["version"]]
+        (erasure,) = _ok(api.get(f"/v1/brains/{name}/erasures"))["erasures"]
+        assert erasure["how"] == "retrained" and erasure["rows"] == 15 and erasure["selector"] == {"source": "alice"}
