@@ -127,7 +127,7 @@ class Version(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(16))  # init | wake | sleep
+    kind: Mapped[str] = mapped_column(String(16))  # init | wake | sleep | meta | forget
     log_position: Mapped[int] = mapped_column(BigInteger)
     samples_learned: Mapped[int] = mapped_column(BigInteger)
     tasks_seen: Mapped[int] = mapped_column(Integer)
@@ -141,7 +141,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # wake | sleep
+    kind: Mapped[str] = mapped_column(String(16))  # wake | sleep | meta_train | forget
     state: Mapped[str] = mapped_column(String(16), default="queued")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     phase: Mapped[str | None] = mapped_column(String(128))
