@@ -1,0 +1,137 @@
+"""Many brains, many workers, fairly (issue 17), on the full stack: real ``brain worker`` processes
+on Redis and Postgres (the :class:`~tests.integration.test_full_stack.Stack` of test_full_stack).
+
+- one worker, one brain with a backlog of many wake jobs: another brain's small batch is learned
+  after at most one of them, not after the whole backlog (a wake's continuation queues behind it);
+- two workers, one brain busy with a long job and more work queued for it: that work does not hold
+  the second worker (waiting for the brain's lock), which learns another brain's batch meanwhile;
+  both brains run at once, never two jobs on one brain.
+
+The embedded job process keeps the same promises: tests/service/test_fairness.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from bench.history.faults import slow_sleep_budget
+from service.tables import Brain, Job, Version
+from tests.integration import test_full_stack
+from tests.integration.synthetic import Clusters
+from tests.integration.test_full_stack import Stack, _create, _ok, _poll
+
+pytestmark = pytest.mark.integration
+shared, stack = test_full_stack.shared, test_full_stack.stack  # its fixtures
+
+RUN = uuid.uuid4().hex[:8]
+LABELS = ["a", "b", "c"]
+
+
+def _job(rt, job_id: str) -> Job:
+    with rt.db.session(read_only=True) as s:
+        return s.get(Job, job_id)
+
+
+def _brain_row(rt, name: str) -> Brain:
+    with rt.db.session(read_only=True) as s:
+        return s.scalar(select(Brain).where(Brain.name == name))
+
+
+def _published(rt, *names: str) -> list[tuple[str, int, str]]:
+    """(brain, number, kind) of every version of these brains after the first, in publish order."""
+    with rt.db.session(read_only=True) as s:
+        rows = s.execute(select(Brain.name, Version.number, Version.kind).join(Brain, Brain.id == Version.brain_id)
+                         .where(Brain.name.in_(names), Version.number > 1).order_by(Version.id)).all()
+    return [tuple(r) for r in rows]
+
+
+def _jobs_of(rt, name: str) -> list[Job]:
+    with rt.db.session(read_only=True) as s:
+        return list(s.scalars(select(Job).join(Brain, Brain.id == Job.brain_id)
+                              .where(Brain.name == name).order_by(Job.started_at)))
+
+
+def assert_one_at_a_time(jobs: list[Job]) -> None:
+    """The jobs of one brain ran one after another: each started after the one before finished."""
+    ran = [j for j in jobs if j.started_at is not None]
+    for before, after in zip(ran, ran[1:]):
+        assert after.started_at >= before.finished_at, (before.kind, before.events, after.kind, after.events)
+
+
+PER_JOB = 150  # wake_max_samples of the backlog scenario
+
+
+def backlog_holds_another_brain_back_by_one_job_at_most(c, a: str, b: str) -> None:
+    """Brain A's backlog takes ten wake jobs (``wake_max_samples`` = :data:`PER_JOB`); brain B's
+    batch, sent while A's first job runs, starts after at most one more of A's, not after A's last."""
+    rt = c.app.state.runtime
+    assert rt.settings.wake_max_samples == PER_JOB
+    data = Clusters(LABELS, seed=11)
+    _create(c, a)
+    _create(c, b)
+    backlog = data.samples(LABELS, 10 * PER_JOB // len(LABELS), seed=1)
+    job = _ok(c.post(f"/v1/brains/{a}/samples", json={"task": "t", "samples": backlog}), 202)["job"]
+    _poll(lambda: _job(rt, job).state != "queued", "A's first wake job to start")
+    _ok(c.post(f"/v1/brains/{b}/samples", json={"task": "t", "samples": data.samples(LABELS, 2, seed=2)}), 202)
+    _poll(lambda: _brain_row(rt, a).samples_learned == len(backlog) and _brain_row(rt, b).samples_learned == 6,
+          "both brains to learn everything", timeout=180)
+    published = _published(rt, a, b)
+    jobs_a, (job_b,) = _jobs_of(rt, a), _jobs_of(rt, b)
+    assert [p[2] for p in published if p[0] == a] == ["wake"] * 10
+    later = [j for j in jobs_a if j.started_at > job_b.created_at]
+    assert len(later) >= 3, f"A's backlog was learned before B's batch came: nothing tested ({published})"
+    # B's job was queued behind at most one of A's: the continuation that A's running job submitted
+    overtook = [j for j in jobs_a if job_b.created_at < j.started_at < job_b.started_at]
+    assert len(overtook) <= 1, f"{len(overtook)} of A's jobs started while B's waited: {published}"
+    assert_one_at_a_time(jobs_a)
+
+
+def busy_brain_does_not_hold_back_another(c, a: str, b: str) -> None:
+    """Brain A sleeps for seconds on one executor; a wake job for A, sent meanwhile, must wait for
+    that sleep, but not on a second executor (a worker, a job thread): brain B's batch, sent after
+    it, is learned there while A still sleeps. A's jobs never overlap; B's overlaps A's sleep."""
+    rt = c.app.state.runtime
+    data = Clusters(LABELS, dim=20, seed=5)
+    _create(c, a, strategy="replay", params={})
+    _create(c, b)
+    _ok(c.post(f"/v1/brains/{a}/samples", params={"wait": "true"},
+               json={"task": "t1", "samples": data.samples(LABELS, 20, seed=1)}), 202)
+    budget = slow_sleep_budget(20, 100, seconds=4.0)  # measured on this machine
+    _ok(c.patch(f"/v1/brains/{a}", json={"sleep_policy": {"budget": budget}}))
+    sleep_job = _ok(c.post(f"/v1/brains/{a}/sleep"), 202)["job"]
+    _poll(lambda: _job(rt, sleep_job).state == "running", "A's sleep to start")
+    wake_a = _ok(c.post(f"/v1/brains/{a}/samples", json={"task": "t2", "samples": data.samples(LABELS, 5, seed=2)}), 202)["job"]
+    # an executor has taken A's wake (and deferred it; before issue 17 it waited there for A's lock)
+    _poll(lambda: any(e["event"] in ("deferred", "started") for e in _job(rt, wake_a).events), "A's wake to be taken")
+    wake_b = _ok(c.post(f"/v1/brains/{b}/samples", json={"task": "t", "samples": data.samples(LABELS, 2, seed=3)}), 202)["job"]
+    _poll(lambda: _job(rt, wake_b).state == "succeeded", "B's wake to finish", timeout=120)
+    sleeping = _job(rt, sleep_job).state
+    _poll(lambda: _job(rt, wake_a).state == "succeeded", "A's wake to finish", timeout=120)
+    published = _published(rt, a, b)
+    jobs_a, (job_b,) = _jobs_of(rt, a), _jobs_of(rt, b)
+    assert sleeping == "running", f"B's batch waited for A's sleep: {published}"
+    assert [p[2] for p in published if p[0] == a][-2:] == ["sleep", "wake"]
+    assert_one_at_a_time(jobs_a)  # never two on one brain
+    sleep_row = next(j for j in jobs_a if j.id == sleep_job)
+    assert sleep_row.started_at < job_b.started_at and job_b.finished_at < sleep_row.finished_at  # both at once
+
+
+def test_a_backlog_of_many_jobs_holds_another_brain_back_by_one_job_at_most(stack: Stack) -> None:
+    """One worker: each wake's continuation is queued behind what was sent meanwhile (this fails a
+    worker that drains one brain's continuations before it takes another job)."""
+    stack.configure(wake_max_samples=PER_JOB)
+    stack.start_worker()
+    with stack.api() as c:
+        backlog_holds_another_brain_back_by_one_job_at_most(c, f"backlog-{RUN}", f"small-{RUN}")
+
+
+def test_a_busy_brain_does_not_hold_a_second_worker_from_another_brain(stack: Stack) -> None:
+    """Two workers: a job whose brain is busy is deferred, not held by a worker waiting for the
+    brain's lock (before issue 17 it held the second worker until A's sleep ended)."""
+    stack.start_worker()
+    stack.start_worker()
+    with stack.api() as c:
+        busy_brain_does_not_hold_back_another(c, f"busy-{RUN}", f"other-{RUN}")
