@@ -520,9 +520,10 @@ class _Sender:
                 self.acked[i] = r.json()
 
 
-def _serve(stack: Stack) -> tuple[subprocess.Popen, str]:
+def _serve(stack: Stack, *more: str) -> tuple[subprocess.Popen, str]:
+    """``brain serve`` (with ``more`` arguments) on a free port, once it answers /readyz; its URL."""
     port = _free_port()
-    proc = stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(port))
+    proc = stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(port), *more)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
