@@ -6,10 +6,12 @@
 The embedded app runs in this process (Starlette's TestClient) on a temporary data dir. A
 profiler hook on every thread records the files of this repository whose functions run while:
 
-- **sample**: ``POST /v1/brains/{name}/samples`` is answered, then the wake job it submitted
-  learns the samples and publishes a version. The job is run here, on the tracing thread, by
-  ``service.orchestration.run_job`` (the executor only records the id), so the count does not
-  depend on where the service runs its jobs;
+- **sample**: ``POST /v1/brains/{name}/samples`` of a task the brain knows is answered, then the
+  wake job it submitted learns the samples and publishes a version. The job is run here, on the
+  tracing thread, by ``service.orchestration.run_job`` (the executor only records the id), so the
+  count does not depend on where the service runs its jobs;
+- **sample, new task**: the same with a task the brain has not seen: registering it checks the
+  model's size budget (``service.budgets``), which sizes a learner with one task more;
 - **predict**: ``POST /v1/brains/{name}/predict`` on a brain whose serving snapshot is warm (the
   steady state: the snapshot is loaded by an earlier prediction).
 
@@ -37,20 +39,34 @@ PLUMBING = frozenset({"service/app.py", "service/api/authgate.py", "service/api/
 
 
 class FileTrace:
-    """The repository files whose functions are called while ``recording`` is on, on any thread."""
+    """The repository files whose functions are called while ``recording`` is on, on any thread,
+    and the calls between them: ``(caller file, function) -> (callee file, function)``, the caller
+    being the nearest of our frames below the call."""
 
     def __init__(self) -> None:
         self.files: set[str] = set()
+        self.calls: set[tuple[str, str, str, str]] = set()
         self.recording = False
 
     def hook(self, frame, event: str, arg) -> None:  # noqa: ANN001 - sys.setprofile's signature
         if event != "call" or not self.recording:
             return
-        path = frame.f_code.co_filename
-        if path.startswith(str(ROOT)):
-            relative = Path(path).relative_to(ROOT).as_posix()
-            if relative.split("/", 1)[0] in PACKAGES and relative != SELF:
-                self.files.add(relative)
+        callee = _ours(frame.f_code.co_filename)
+        if callee is None:
+            return
+        self.files.add(callee)
+        below = frame.f_back
+        while below is not None and _ours(below.f_code.co_filename) is None:
+            below = below.f_back
+        if below is not None:
+            caller = _ours(below.f_code.co_filename)
+            if caller != callee:
+                self.calls.add((caller, below.f_code.co_name, callee, frame.f_code.co_name))
+
+    def returns(self) -> list[str]:
+        """Calls from a file into one that also calls it (in this recording): ``a.f -> b.g``."""
+        edges = {(a, b) for a, _, b, _ in self.calls}
+        return sorted(f"{a}:{f} -> {b}:{g}" for a, f, b, g in self.calls if (b, a) in edges)
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -64,12 +80,21 @@ class FileTrace:
 
     def during(self, work: Callable[[], object]) -> list[str]:
         self.files.clear()
+        self.calls.clear()
         self.recording = True
         try:
             work()
         finally:
             self.recording = False
         return sorted(self.files)
+
+
+def _ours(path: str) -> str | None:
+    """``path`` relative to the repository when it is a file of ours (not the tracer's), else None."""
+    if not path.startswith(str(ROOT)):
+        return None
+    relative = Path(path).relative_to(ROOT).as_posix()
+    return relative if relative.split("/", 1)[0] in PACKAGES and relative != SELF else None
 
 
 class _Recorded:
@@ -85,7 +110,8 @@ class _Recorded:
         pass
 
 
-def trace(data_dir: Path) -> dict[str, list[str]]:
+def trace(data_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """``{"files": {path: files}, "returns": {path: calls back into a caller}}`` for each path."""
     from fastapi.testclient import TestClient
 
     from service.app import create_app
@@ -108,21 +134,31 @@ def trace(data_dir: Path) -> dict[str, list[str]]:
         predict = {"inputs": [{"x": [1.0, 2.0, 1.0, 0.5]}]}
         assert client.post("/v1/brains/t/predict", json=predict).status_code == 200
 
-        def sample() -> None:
-            answer = client.post("/v1/brains/t/samples", json={"task": "t1", "samples": rows[32:]})
-            assert answer.status_code == 202, answer.text
-            for job_id in recorded.ids:
-                assert run_job(rt, job_id)["learned"] == 32
+        def sample(task: str, part: list[dict]) -> Callable[[], None]:
+            def work() -> None:
+                recorded.ids.clear()
+                answer = client.post("/v1/brains/t/samples", json={"task": task, "samples": part})
+                assert answer.status_code == 202, answer.text
+                for job_id in recorded.ids:
+                    assert run_job(rt, job_id)["learned"] == len(part)
+            return work
 
-        traced = {"sample": files.during(sample)}
+        traced: dict[str, dict[str, list[str]]] = {"files": {}, "returns": {}}
+
+        def record(path: str, work: Callable[[], object]) -> None:
+            traced["files"][path] = files.during(work)
+            traced["returns"][path] = files.returns()
+
+        record("sample", sample("warm", rows[32:48]))
+        record("sample, new task", sample("t1", rows[48:]))
         assert client.post("/v1/brains/t/predict", json=predict).status_code == 200  # warm again
-        traced["predict"] = files.during(lambda: client.post("/v1/brains/t/predict", json=predict))
+        record("predict", lambda: client.post("/v1/brains/t/predict", json=predict))
     return traced
 
 
-def report(traced: dict[str, list[str]]) -> str:
+def report(traced: dict[str, dict[str, list[str]]]) -> str:
     lines = []
-    for path, files in traced.items():
+    for path, files in traced["files"].items():
         ours = [f for f in files if f not in PLUMBING]
         plumbing = [f for f in files if f in PLUMBING]
         lines.append(f"{path}: {len(files)} files, {len(ours)} without the HTTP plumbing")
@@ -131,6 +167,7 @@ def report(traced: dict[str, list[str]]) -> str:
             if group:
                 lines.append(f"  {package}: {', '.join(group)}")
         lines.append(f"  plumbing: {', '.join(plumbing)}")
+        lines.append("  calls back into a caller's file: " + ("; ".join(traced["returns"][path]) or "none"))
     return "\n".join(lines)
 
 

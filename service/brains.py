@@ -115,9 +115,11 @@ def delete_brain(rt: Runtime, *, name: str) -> None:
         for table in (Sample, Evaluation, Job, Version, Task):
             s.execute(delete(table).where(table.brain_id == brain_id))
         s.delete(brain)
-    rt.versions.remove_brain(brain_id)
+        s.flush()  # the brain's row first: a publish racing this one commits before, or not at all
+        rt.versions.remove_brain(brain_id, session=s)  # with the commit
     rt.drop_replay(brain_id)
     rt.training.forget(brain_id)
+    rt.locks.forget(brain_id)
 
 
 # -- labels ---------------------------------------------------------------------------------------

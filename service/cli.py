@@ -34,12 +34,36 @@ def load_settings(data_dir: Path | None) -> Settings:
 
 
 def migrate(data_dir: DataDir = None) -> None:
-    """Apply the database migrations (alembic upgrade head)."""
+    """Apply the database migrations (alembic upgrade head), and copy version folders of an older
+    release found in the data dir into the blob store."""
     from service.db import upgrade
 
     settings = load_settings(data_dir)
     upgrade(settings.database_url)
     console.print(f"[green]database at head[/green] ({_redact(settings.database_url)})")
+    import_checkpoints(settings)
+
+
+def import_checkpoints(settings: Settings) -> int:
+    """With database blobs: copy the version folders that file blobs (every release before them)
+    left in ``<data dir>/brains`` into the database (``service.versions.import_folders``: versions
+    with a row whose blobs are missing; idempotent). The number copied."""
+    if settings.blob_backend == "files" or not settings.checkpoint_dir.is_dir():
+        return 0
+    from service.blobs import make_blob_store
+    from service.db import Database
+    from service.versions import import_folders
+
+    db = Database(settings)
+    try:
+        copied = import_folders(db, make_blob_store(settings.blob_backend, root=settings.checkpoint_dir, db=db),
+                                settings.checkpoint_dir)
+    finally:
+        db.dispose()
+    if copied:
+        console.print(f"copied {copied} version folders from {settings.checkpoint_dir} into the database "
+                      "(the folders are no longer read and may be deleted)")
+    return copied
 
 
 def serve(
@@ -63,6 +87,7 @@ def serve(
             console.print(f"[bold red]error:[/bold red] {exc}")
             raise typer.Exit(1) from None
     upgrade(settings.database_url)
+    import_checkpoints(settings)
     mode = ("full stack (Postgres/Redis/Celery)" if settings.uses_celery
             else f"embedded (jobs: {settings.job_backend})")
     console.print(f"[bold]plastic-brain[/bold] on http://{host}:{port} — {mode}, data in {settings.data_dir}")

@@ -104,7 +104,8 @@ class ChildJobs:
 
     ``changed(ids | None)``: the child committed changes to these brains (None: to any);
     ``counted(increments, dropped)``: what its commits counted; ``recover(keep)``: the child died,
-    fail its unfinished jobs but ``keep`` (handed to its successor) and re-submit its backlogs;
+    fail its running jobs and hand its queued ones on, but ``keep`` (already with its successor), and
+    re-submit its backlogs;
     ``claim_fd``: the data dir's locked descriptor, inherited by the child."""
 
     def __init__(self, settings: Settings, *, changed: Callable[[list[int] | None], None],

@@ -81,8 +81,9 @@ class BrainBusy(RuntimeError):
 class JobRunner:
     """What runs jobs in a process, handed down by its composition root: ``run(rt, job_id)`` runs
     one job and records its end; ``retryable(exc)``: the error may pass when the job runs again;
-    ``recover(rt, keep)``: after the process that ran the jobs died, fail its unfinished jobs
-    (those in ``keep`` excepted: sent to its successor) and submit what they left unlearned."""
+    ``recover(rt, keep)``: after the process that ran the jobs died, fail its running jobs and run
+    its queued ones (those in ``keep`` excepted: sent to its successor), and submit what they left
+    unlearned."""
 
     run: Callable[[Any, str], object]
     retryable: Callable[[BaseException], bool]
@@ -182,7 +183,7 @@ class CeleryJobs:
 
 class Jobs:
     """Every change of a job's state goes through here: submit, start, heartbeat, progress,
-    requeue and finish (and :meth:`fail_unfinished` after an embedded restart).
+    requeue and finish (and :meth:`orphans` after an embedded restart).
 
     ``stale_after``: a running job whose heartbeat is older than this (the writer lock's timeout,
     which the same heartbeat renews) has lost its runner; a younger one is still being run, and
@@ -329,18 +330,22 @@ class Jobs:
             log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
         self._dispatch_resumed(resumed)
 
-    def fail_unfinished(self, reason: str, *, keep: Collection[str] = ()) -> int:
-        """Mark every queued or running job failed (their executor died with its process), but
-        those in ``keep``; how many."""
+    def orphans(self, reason: str, *, keep: Collection[str] = ()) -> list[tuple[str, str]]:
+        """The jobs of an executor that died with its process, but those in ``keep`` (already with
+        its successor): each running one is marked failed (``reason``); the queued ones, which
+        it never started, are returned as ``(id, kind)`` for the successor to run."""
         with self.db.session() as s:
             query = select(Job).where(Job.state.in_(("queued", "running")))
             if keep:
                 query = query.where(Job.id.not_in(list(keep)))
-            jobs = s.scalars(query).all()
-            for job in jobs:
+            queued = []
+            for job in s.scalars(query.order_by(Job.created_at)).all():
+                if job.state == "queued":
+                    queued.append((job.id, job.kind))
+                    continue
                 job.state, job.error, job.finished_at = "failed", reason, utcnow()
                 self._append(job, "failed", error=reason)
-            return len(jobs)
+            return queued
 
     def finish(self, job_id: str, *, result: dict | None = None, error: str | None = None) -> None:
         """Record the job's end, and dispatch its brain's deferred jobs again."""

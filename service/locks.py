@@ -93,6 +93,9 @@ class Locks(Protocol):
 
     def hold(self, brain_id: int, *, wait: float | None = None) -> AbstractContextManager[Lease]: ...
 
+    def forget(self, brain_id: int) -> None:
+        """A deleted brain's lock: whatever it left behind (a file) is removed."""
+
 
 class ThreadLocks:
     """Locks of one process; they never expire (a dead process holds nothing)."""
@@ -118,11 +121,19 @@ class ThreadLocks:
             lease.stop()
             lock.release()
 
+    def forget(self, brain_id: int) -> None:
+        with self._guard:
+            lock = self._locks.get(brain_id)
+            if lock is not None and not lock.locked():
+                del self._locks[brain_id]
+
 
 class FileLocks:
     """``<folder>/<brain id>.lock`` held with ``flock``: one holder among the threads and processes
     of one machine (the embedded API and its job process). Threads of one process queue on a
-    thread lock first, so that only one of them polls the file; a dead process holds nothing."""
+    thread lock first, so that only one of them polls the file; a dead process holds nothing.
+    A deleted brain's file is unlinked (:meth:`forget`); a flock taken on a file that was unlinked
+    meanwhile is not the lock (:meth:`_holds_path`), and its taker opens the path again."""
 
     POLL = 0.02  # seconds between tries of a file held by another process
 
@@ -137,20 +148,55 @@ class FileLocks:
         wait = self.timeout if wait is None else wait
         deadline = time.monotonic() + wait
         with self._threads.hold(brain_id, wait=wait) as lease:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / f"{brain_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._flock(brain_id, deadline, wait)
             try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise BrainLockTimeout(brain_id, retry_after=max(1.0, wait)) from None
-                        time.sleep(self.POLL)
                 yield lease
             finally:
                 os.close(fd)  # drops the flock
+
+    def _flock(self, brain_id: int, deadline: float, wait: float) -> int:
+        """An open descriptor of the brain's lock file, flocked, still at its path."""
+        path = self.folder / f"{brain_id}.lock"
+        while True:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise BrainLockTimeout(brain_id, retry_after=max(1.0, wait)) from None
+                time.sleep(self.POLL)
+                continue
+            if self._holds_path(fd, path):
+                return fd
+            os.close(fd)  # unlinked (its brain deleted) between our open and our flock: open anew
+
+    @staticmethod
+    def _holds_path(fd: int, path: Path) -> bool:
+        """Whether ``fd`` is the file now at ``path`` (not one unlinked since it was opened)."""
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+
+    def forget(self, brain_id: int) -> None:
+        """Unlink the brain's lock file, holding it so that no writer is inside; a writer waiting
+        on it meanwhile finds the file gone and opens a new one (:meth:`_flock`)."""
+        path = self.folder / f"{brain_id}.lock"
+        if not path.exists():
+            return
+        try:
+            fd = self._flock(brain_id, time.monotonic() + self.timeout, self.timeout)
+        except BrainLockTimeout:  # a writer still busy: the file stays, harmless, for the next delete
+            return
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+        self._threads.forget(brain_id)
 
 
 class RedisLocks:
@@ -177,6 +223,9 @@ class RedisLocks:
                 lock.release()
             except Exception:  # noqa: BLE001 - expired or taken while we held it: nothing left to release
                 pass
+
+    def forget(self, brain_id: int) -> None:
+        """Nothing to remove: the key expires, and lives only while a writer holds it."""
 
 
 def _reacquire(lock) -> bool:

@@ -1,16 +1,14 @@
 """Meta-training sets: a request checked, its background set stored for the job, and where.
 
 The background set never enters the sample log, the replay buffer or the brain's labels: it is
-written, labels remapped to ``0..C-1``, to ``<checkpoint_dir>/<brain id>/meta/<uuid>.safetensors``
-(tensors ``x`` float32 and ``y`` int64; tmp file + rename); the job's payload names the file and
-the job (``service.orchestration.meta_train``) deletes it when it ends.
+stored, labels remapped to ``0..C-1``, as the blob ``<brain id>/meta/<uuid>.safetensors``
+(``service.blobs``: tensors ``x`` float32 and ``y`` int64), where every worker reads it; the job's
+payload names it and the job (``service.orchestration.meta_train``) deletes it when it ends.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,13 +21,14 @@ from service.inputs import decode
 from service.runtime import Runtime
 
 
-def meta_set_path(rt: Runtime, brain_id: int, name: str) -> Path:
-    return rt.versions.root / str(brain_id) / "meta" / name
+def meta_set_key(brain_id: int, name: str) -> str:
+    """The blob of the background set ``name`` (a payload's ``file``) of brain ``brain_id``."""
+    return f"{brain_id}/meta/{name}"
 
 
 def submit(rt: Runtime, *, name: str, body: schemas.MetaTrainIn) -> str:
     """Check the request, store the background set and submit a ``meta_train`` job; its id."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     with rt.db.session() as s:
         brain = get_brain(s, name)
@@ -49,19 +48,14 @@ def submit(rt: Runtime, *, name: str, body: schemas.MetaTrainIn) -> str:
                              first_order=body.first_order)
     x = decode(body.samples, brain.input_kind, brain.input_shape, field="samples", encoder=brain.encoder,
                max_pixels=rt.settings.max_decoded_pixels)
-    path = meta_set_path(rt, brain.id, f"{uuid.uuid4().hex}.safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        save_file({"x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                   "y": torch.tensor(y, dtype=torch.int64)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    payload = {"file": path.name, "steps": body.steps, "inner_steps": body.inner_steps,
+    name = f"{uuid.uuid4().hex}.safetensors"
+    key = meta_set_key(brain.id, name)
+    rt.blobs.put(key, save({"x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                            "y": torch.tensor(y, dtype=torch.int64)}))
+    payload = {"file": name, "steps": body.steps, "inner_steps": body.inner_steps,
                "first_order": body.first_order, "samples": len(y), "classes": len(index)}
     try:
         return rt.jobs.submit("meta_train", brain.id, payload)
     except BaseException:
-        path.unlink(missing_ok=True)
+        rt.blobs.delete(key)
         raise

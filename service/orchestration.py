@@ -12,10 +12,10 @@ after a restart) is ``service.scheduling``'s concern; the meta-train set's stora
   snapshot of the buffer;
 - meta_train (strategies with ``meta_trainable``, e.g. "anml") meta-learns the current version on
   a background set and publishes a version of kind "meta". The background set never enters the
-  sample log, the replay buffer or the brain's labels: the route (``service.meta_sets.submit``) writes
-  it, labels remapped to ``0..C-1``, to ``<checkpoint_dir>/<brain id>/meta/<uuid>.safetensors``
-  (tensors ``x`` float32 and ``y`` int64; tmp file + rename), the job's payload names the file, and
-  the job deletes it when it ends, succeeded or failed (a worker that dies leaves it for the
+  sample log, the replay buffer or the brain's labels: the route (``service.meta_sets.submit``) stores
+  it, labels remapped to ``0..C-1``, as the blob ``<brain id>/meta/<uuid>.safetensors`` (tensors
+  ``x`` float32 and ``y`` int64; ``service.blobs``: every worker reaches it), the job's payload names
+  it, and the job deletes it when it ends, succeeded or failed (a worker that dies leaves it for the
   redelivered job). A job re-run after its version was published meta-trains once more.
 """
 
@@ -32,8 +32,9 @@ from sqlalchemy import select
 
 from models.learner import Learner, Replay, Stats
 from service import samplelog
+from service.blobs import BlobMissing
 from service.locks import BrainLockTimeout, Lease, LockLost
-from service.meta_sets import meta_set_path
+from service.meta_sets import meta_set_key
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
 from service.scheduling import maybe_sleep
@@ -268,18 +269,19 @@ def _publish_over_current(rt: Runtime, lease: Lease, brain: Brain, learner: Lear
 
 
 def meta_train(rt: Runtime, job: Job) -> dict:
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    path = meta_set_path(rt, job.brain_id, Path(job.payload["file"]).name)
+    key = meta_set_key(job.brain_id, Path(job.payload["file"]).name)
     try:
         with writer(rt, job.brain_id, job_id=job.id) as lease:
             brain = _brain(rt, job.brain_id)
             if brain is None:
                 return {"skipped": "brain deleted"}
             rt.jobs.progress(job.id, 0.02, "loading")
-            if not path.exists():
-                raise FileNotFoundError(f"the background set {path.name} is gone")
-            data = load_file(path, device=rt.device)
+            try:
+                data = {k: v.to(rt.device) for k, v in load(rt.blobs.get(key)).items()}
+            except BlobMissing:
+                raise FileNotFoundError(f"the background set {Path(key).name} is gone") from None
             learner = rt.training.checkout(rt.versions, brain, rt.device)
             buffer = rt.replay(brain)
             _ensure_replay(rt, brain, buffer)
@@ -302,4 +304,7 @@ def meta_train(rt: Runtime, job: Job) -> dict:
             rt.training.checkin(brain, number, learner)
             return {"version": number, "seconds": round(seconds, 4), **stats.as_dict()}
     finally:
-        path.unlink(missing_ok=True)
+        try:
+            rt.blobs.delete(key)
+        except Exception:  # noqa: BLE001 - the job's own outcome matters more; the brain's deletion takes it
+            log.warning("could not delete the background set %s", key, exc_info=True)

@@ -5,6 +5,8 @@ process on first use (``workers.tasks``; a forked process builds its own), and t
 read (the benchmarks) build one without a job executor. Each backend follows its own setting:
 
 - the database: ``BRAIN_DATABASE_URL``, or a SQLite file in the data dir when it is unset;
+- blobs (checkpoints, meta-training sets; ``BRAIN_BLOBS``): rows of the database (the default with
+  Postgres: no disk shared between processes) or files in the data dir (``service.blobs``);
 - with ``BRAIN_REDIS_URL``, replay buffers, writer locks, change announcements and job counts go
   through Redis; without it they stay on this machine (in-memory replay stores, file locks in the
   data dir);
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from service import datadir
+from service.blobs import BlobStore, make_blob_store
 from service.changes import BrainChanges
 from service.datadir import DataDirClaim
 from service.db import Database
@@ -60,6 +63,10 @@ class Runtime:
     changes: BrainChanges = field(default_factory=BrainChanges)
     training: TrainingCache = field(default_factory=TrainingCache)  # learners kept between jobs
     data_dir_claim: DataDirClaim | None = None  # held by the process that runs an embedded brain's jobs
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.versions.blobs
 
     @property
     def device(self) -> str:
@@ -116,7 +123,8 @@ def build_runtime(settings: Settings, *, executor: bool = True, runner: JobRunne
             raise ValueError(f"embedded jobs ({settings.job_backend}) need a job runner")
         claim = datadir.claim(settings.data_dir)
     db = Database(settings)
-    versions = VersionStore(settings.checkpoint_dir, keep=settings.keep_versions)
+    blobs = make_blob_store(settings.blob_backend, root=settings.checkpoint_dir, db=db)
+    versions = VersionStore(blobs, keep=settings.keep_versions)
     redis_client = None
     if settings.redis_url:
         import redis

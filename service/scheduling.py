@@ -65,14 +65,19 @@ def recover(rt: Runtime, *, orphaned_jobs: bool, keep: Collection[str] = (),
     """After a restart: re-submit wake for every brain with acknowledged but unlearned samples.
 
     ``orphaned_jobs``: the jobs still marked queued or running belonged to this process's executor
-    (embedded) and died with it, so they are marked failed (``reason``), but those in ``keep``
-    (already handed to the executor that replaces it).
+    (embedded) and died with it, but those in ``keep`` (already handed to the executor that replaces
+    it): the running ones are marked failed (``reason``), the queued ones, never started, are
+    dispatched again. The ids of the jobs submitted or dispatched.
     """
+    handed: list[str] = []
     if orphaned_jobs:
-        rt.jobs.fail_unfinished(reason, keep=keep)
+        for job_id, kind in rt.jobs.orphans(reason, keep=keep):
+            rt.jobs.executor.dispatch(job_id, kind)
+            handed.append(job_id)
     with rt.db.session(read_only=True) as s:
         pending = sorted(samplelog.backlog(s))
-    return [rt.jobs.submit("wake", brain_id, {"reason": "recovery"}, join_queued=True) for brain_id in pending]
+    submitted = [rt.jobs.submit("wake", brain_id, {"reason": "recovery"}, join_queued=True) for brain_id in pending]
+    return handed + [j for j in submitted if j not in handed]
 
 
 class SleepScheduler:

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BRAIN_", extra="ignore")
 
-    data_dir: Path = Field(Path("var"), description="Checkpoints, the SQLite file and logs live here.")
+    data_dir: Path = Field(Path("var"), description="The SQLite file, locks and (with file blobs) checkpoints live here.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; unset means a SQLite file in the data dir (embedded)."
     )
@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         "auto", description="Job backend: celery (brain worker processes); child (a job process that the "
         "API starts and supervises, so training never holds the API's interpreter); inprocess (threads of "
         "the API process); auto picks celery when redis_url is set, else child."
+    )
+    blobs: Literal["auto", "files", "database"] = Field(
+        "auto", description="Where checkpoints and meta-training sets live (service.blobs): files (under "
+        "<data dir>/brains: every process of a deployment must share that folder), database (rows of the "
+        "blobs table: every process reaches them, no shared disk); auto picks database with a Postgres "
+        "database_url, else files.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where workers train.")
     log_level: str = "INFO"
@@ -145,6 +151,12 @@ class Settings(BaseSettings):
     @property
     def uses_celery(self) -> bool:
         return self.job_backend == "celery"
+
+    @property
+    def blob_backend(self) -> Literal["files", "database"]:
+        if self.blobs == "auto":
+            return "database" if self.database_url.startswith("postgresql") else "files"
+        return self.blobs
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -5,9 +5,11 @@
 - ``samples``: the durable sample log. A POST is acknowledged only after its samples are here; a
   version records how far into the log it has learned (``log_position``), so a lost job is re-done
   from the log and nothing acknowledged is lost or learned twice.
-- ``versions``: immutable numbered checkpoints (files under the data dir) of a brain.
+- ``versions``: immutable numbered checkpoints of a brain (their bytes are blobs: ``service.versions``).
 - ``jobs``: wake and sleep jobs, their state and progress.
 - ``evaluations``: accuracy per task per version, the source of the accuracy matrix.
+- ``blobs``: bytes by key, cut into chunks: checkpoints and meta-training sets when the blob store
+  is the database (``service.blobs``, the full stack's default), so no process needs a shared disk.
 - ``api_keys`` and ``api_key_grants``: API keys (only their sha256 is stored) and the brains each
   may read or change (``service.auth``).
 """
@@ -189,3 +191,14 @@ class ApiKeyGrant(Base):
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
     brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
     access: Mapped[str] = mapped_column(String(8))  # read | write
+
+
+class Blob(Base):
+    """One chunk of a blob (``service.blobs.DatabaseBlobs``): a key's bytes are its chunks' ``data``
+    in ``chunk`` order."""
+
+    __tablename__ = "blobs"
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,45 +1,57 @@
 """Immutable, numbered checkpoints of a brain, a movable "current" pointer, promote and retention.
 
-A version is a folder ``<checkpoint_dir>/<brain id>/v<number>/`` holding ``model.safetensors``
+A version is three blobs (``service.blobs``) under ``<brain id>/v<number>/``: ``model.safetensors``
 (the learner's tensors), optionally ``replay.safetensors`` (a snapshot of the replay buffer) and
-``meta.json``. It is written to a temporary folder and renamed into place, and only then recorded in
-the ``versions`` table: a crash mid-write leaves the previous version current and readable. Nothing
-is pickled; loading uses safetensors only.
+``meta.json``. They are written before the version's row, in the same transaction when the blob
+store is the database (the full stack's default), and only the row makes a version visible: a crash
+mid-write leaves the previous version current and readable. With file blobs (the embedded default,
+``<data dir>/brains/<brain id>/v<number>/``, the layout of older releases) each file is synced and
+renamed into place before the row commits, and a failed write removes what it wrote. Nothing is
+pickled; loading uses safetensors only.
+
+Older full-stack deployments kept the folders on a shared disk; :func:`import_folders` copies them
+into the database (``brain migrate`` and ``brain serve`` run it).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
+import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import encoders
 from models.learner import Learner
 from models.registry import create as create_learner
-from service.db import after_commit
+from service.blobs import BlobMissing, BlobStore, FileBlobs
+from service.db import Database
 from service.locks import Lease, LockLost
 from service.tables import Brain, Version
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 REPLAY_FILE = "replay.safetensors"
 META_FILE = "meta.json"
+FILES = (MODEL_FILE, REPLAY_FILE, META_FILE)
 
 
 class VersionStore:
-    def __init__(self, root: Path, keep: int) -> None:
-        self.root = root
+    def __init__(self, blobs: BlobStore, keep: int) -> None:
+        self.blobs = blobs
         self.keep = keep
 
-    # -- files ------------------------------------------------------------------------------------
-    def path(self, brain_id: int, number: int) -> Path:
-        return self.root / str(brain_id) / f"v{number:06d}"
+    # -- blobs ------------------------------------------------------------------------------------
+    @staticmethod
+    def folder(brain_id: int, number: int) -> str:
+        return f"{brain_id}/v{number:06d}/"
+
+    def key(self, brain_id: int, number: int, name: str) -> str:
+        return self.folder(brain_id, number) + name
 
     def write(
         self,
@@ -48,43 +60,45 @@ class VersionStore:
         learner: Learner,
         replay: dict[str, torch.Tensor] | None,
         meta: dict,
-    ) -> Path:
-        final = self.path(brain_id, number)
-        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
+        *,
+        session: Session | None = None,
+    ) -> list[str]:
+        """Store the version's blobs (in ``session``'s transaction when the store has them); their keys."""
+        state = {k: v.detach().to("cpu").contiguous() for k, v in learner.state_dict().items()}
+        blobs = {MODEL_FILE: save(state)}
+        if replay is not None:
+            blobs[REPLAY_FILE] = save({k: v.contiguous() for k, v in replay.items()})
+        blobs[META_FILE] = json.dumps(meta, sort_keys=True).encode()
+        folder = self.folder(brain_id, number)
+        if not self.blobs.transactional:  # left by a crash before its row was committed: never visible
+            self.blobs.delete_folder(folder)
         try:
-            state = {k: v.detach().to("cpu").contiguous() for k, v in learner.state_dict().items()}
-            save_file(state, tmp / MODEL_FILE)
-            if replay is not None:
-                save_file({k: v.contiguous() for k, v in replay.items()}, tmp / REPLAY_FILE)
-            (tmp / META_FILE).write_text(json.dumps(meta, sort_keys=True))
-            for f in tmp.iterdir():
-                _fsync(f)
-            if final.exists():  # left by a crash before its row was committed: never visible
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync(final.parent)
+            for name, data in blobs.items():
+                self.blobs.put(folder + name, data, session=session)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.blobs.transactional:  # the database's rollback takes them away
+                self.blobs.delete_folder(folder)
             raise
-        return final
+        return [folder + name for name in blobs]
 
     def load(self, brain: Brain, number: int, device: str = "cpu") -> Learner:
         """The learner of version ``number``, built with the params it was published with (a
-        brain's params may have changed since; see ``Learner.reconfigure``)."""
-        folder = self.path(brain.id, number)
-        meta = json.loads((folder / META_FILE).read_text())
+        brain's params may have changed since; see ``Learner.reconfigure``).
+        :class:`~service.blobs.BlobMissing` (a FileNotFoundError) when the version has no blobs."""
+        meta = json.loads(self.blobs.get(self.key(brain.id, number, META_FILE)))
         learner = new_learner(brain, params=meta.get("params", brain.params))
-        state = load_file(folder / MODEL_FILE, device=device)
-        learner.load_state_dict(state)
+        learner.load_state_dict(load(self.blobs.get(self.key(brain.id, number, MODEL_FILE))))
         return learner.to(device)
 
     def load_replay(self, brain_id: int, number: int) -> dict[str, torch.Tensor] | None:
-        f = self.path(brain_id, number) / REPLAY_FILE
-        return load_file(f) if f.exists() else None
+        try:
+            return load(self.blobs.get(self.key(brain_id, number, REPLAY_FILE)))
+        except BlobMissing:
+            return None
 
-    def remove_brain(self, brain_id: int) -> None:
-        shutil.rmtree(self.root / str(brain_id), ignore_errors=True)
+    def remove_brain(self, brain_id: int, *, session: Session | None = None) -> None:
+        """Delete the brain's blobs (its versions and meta-training sets), with ``session``'s commit."""
+        self.blobs.delete_folder(f"{brain_id}/", session=session)
 
     # -- rows -------------------------------------------------------------------------------------
     def publish(
@@ -117,7 +131,7 @@ class VersionStore:
                  "fence": lease.fence if lease else None, "job": lease.job_id if lease else None}
         meta = {"brain": brain.name, "number": number, "kind": kind, "strategy": brain.strategy,
                 "params": brain.params, "log_position": log_position}
-        self.write(brain.id, number, learner, replay, meta)
+        self.write(brain.id, number, learner, replay, meta, session=session)
         version = Version(
             brain_id=brain.id, number=number, kind=kind, log_position=log_position,
             samples_learned=samples_learned, tasks_seen=tasks_seen, stats=stats,
@@ -175,7 +189,7 @@ class VersionStore:
 
     def _retain(self, session: Session, brain: Brain) -> None:
         """Keep the last ``keep`` versions, every promoted one, the current one and the newest
-        one holding a replay snapshot; delete the rest (rows and files)."""
+        one holding a replay snapshot; delete the rest (rows and blobs, with the commit)."""
         versions = session.scalars(
             select(Version).where(Version.brain_id == brain.id).order_by(Version.number.desc())
         ).all()
@@ -184,8 +198,7 @@ class VersionStore:
             if i < self.keep or v.promoted or v.number in (brain.current_version, newest_snapshot):
                 continue
             session.delete(v)
-            doomed = self.path(brain.id, v.number)
-            after_commit(session, lambda doomed=doomed: shutil.rmtree(doomed, ignore_errors=True))
+            self.blobs.delete(*(self.key(brain.id, v.number, name) for name in FILES), session=session)
 
 
 def _check_writer(brain: Brain, lease: Lease | None, base: int | None, kind: str) -> None:
@@ -223,9 +236,31 @@ def input_dim(shape: list[int], encoder: str | None = None) -> int:
     return n
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def import_folders(db: Database, blobs: BlobStore, root: Path) -> int:
+    """Copy the version folders (and pending meta-training sets) that file blobs left under
+    ``root`` into ``blobs``: every version that has a row and whose model ``blobs`` lacks, each in
+    one transaction. Idempotent (what is there already is skipped); the folders are left in place.
+    The number of versions copied."""
+    if isinstance(blobs, FileBlobs) and blobs.root.resolve() == root.resolve() or not root.is_dir():
+        return 0
+    source = FileBlobs(root)
+    with db.session(read_only=True) as s:
+        rows = s.execute(select(Version.brain_id, Version.number).order_by(Version.brain_id, Version.number)).all()
+        brain_ids = list(s.scalars(select(Brain.id)))
+    copied = 0
+    for brain_id, number in rows:
+        folder = VersionStore.folder(brain_id, number)
+        keys = source.keys(folder)
+        if not keys or blobs.exists(folder + MODEL_FILE):
+            continue
+        with db.session() as s:
+            for key in keys:
+                blobs.put(key, source.get(key), session=s)
+        copied += 1
+    for brain_id in brain_ids:  # sets of meta-train jobs still queued
+        for key in source.keys(f"{brain_id}/meta/"):
+            if not blobs.exists(key):
+                blobs.put(key, source.get(key))
+    if copied:
+        log.info("copied %d version folders from %s into the blob store", copied, root)
+    return copied

@@ -328,19 +328,23 @@ def test_app_services_wait_for_healthy_postgres_and_redis(services):
             )
 
 
-def test_app_services_share_the_data_volume(compose, services, image):
-    declared = set(compose.get("volumes") or {})
-    sources = set()
+def test_app_services_share_no_disk(compose, services, image):
+    """Checkpoints and meta-training sets live in Postgres (database blobs): no app service mounts a
+    volume or host folder that another one mounts, so api and worker may run on different hosts."""
+    from service.settings import Settings
+
+    mounted: dict[str, str] = {}
     for name in APP_SERVICES:
-        source = volume_mounts(services[name]).get(DATA_DIR)
-        assert source, f"{name}: nothing mounted at {DATA_DIR} (checkpoints live there)"
-        assert source in declared, f"{name}: {source!r} at {DATA_DIR} is not a named volume"
-        sources.add(source)
-        assert environment(services[name]).get("BRAIN_DATA_DIR") == DATA_DIR, (
-            f"{name}: BRAIN_DATA_DIR must be {DATA_DIR}"
-        )
-    assert len(sources) == 1, f"api/worker/beat must share one volume at {DATA_DIR}: {sources}"
-    assert DATA_DIR in image.volumes, f"the Dockerfile should declare VOLUME {DATA_DIR}"
+        for target, source in volume_mounts(services[name]).items():
+            assert source not in mounted, f"{name} and {mounted[source]} share {source!r} ({target})"
+            mounted[source] = name
+        env = environment(services[name])
+        assert env.get("BRAIN_DATA_DIR") == DATA_DIR, f"{name}: BRAIN_DATA_DIR must be {DATA_DIR}"
+        settings = Settings(**{k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
+                               if k.startswith(ENV_PREFIX) and k != "BRAIN_ADMIN_KEY"})
+        assert settings.blob_backend == "database", f"{name}: blobs must live in the database, not under /data"
+    assert "brain-data" not in (compose.get("volumes") or {}), "the shared checkpoint volume is gone"
+    assert DATA_DIR in image.volumes, f"the Dockerfile should declare VOLUME {DATA_DIR} (the embedded image's state)"
     api = image.argv(services["api"].get("entrypoint"), services["api"].get("command"))
     assert option_value(api, "--data-dir") in (None, DATA_DIR), "api: --data-dir must be /data"
 

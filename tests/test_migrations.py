@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, inspect, text
 from service.db import downgrade, make_engine, upgrade
 from service.tables import Base
 
-APP_TABLES = {"brains", "tasks", "samples", "versions", "jobs", "evaluations", "api_keys", "api_key_grants"}
+APP_TABLES = {"brains", "tasks", "samples", "versions", "jobs", "evaluations", "api_keys", "api_key_grants", "blobs"}
 
 
 def test_orm_tables_are_the_expected_ones() -> None:
@@ -99,7 +99,7 @@ def _round_trip(url: str) -> None:
     assert head is not None
     assert _schema_diff(url) == []
     indexes = _indexes(url)
-    for table in APP_TABLES - {"brains", "api_keys"}:  # every child table is indexed by its brain
+    for table in APP_TABLES - {"brains", "api_keys", "blobs"}:  # every child table is indexed by its brain
         assert f"ix_{table}_brain_id" in indexes[table], (table, indexes[table])
 
     downgrade(url, "base")
@@ -229,3 +229,25 @@ def test_0006_pins_plastic_brains_on_an_encoder_to_their_sparse_layer(store: str
     assert Plastic(input_dim=384, num_classes=8, encoded=True).layers == []
     assert {name: p for name, p in params.items() if name != "text"} == \
         {name: p for name, p in before.items() if name != "text"}
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_0007_adds_the_blobs_table_and_takes_it_away(store: str, request) -> None:
+    url = request.getfixturevalue(f"{store}_url")
+    upgrade(url, "0006")
+    assert "blobs" not in _tables(url)
+    upgrade(url)
+    assert _revision(url) == "0007"
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO blobs (key, chunk, data) VALUES ('1/a', 0, :d)"), {"d": b"\x00\x01"})
+            assert conn.execute(text("SELECT data FROM blobs WHERE key = '1/a'")).scalar_one() == b"\x00\x01"
+            if store == "postgres":  # chunks stored out of line, uncompressed: tensors do not compress
+                storage = conn.execute(text("SELECT attstorage FROM pg_attribute WHERE attrelid = 'blobs'::regclass"
+                                            " AND attname = 'data'")).scalar_one()
+                assert storage in ("e", b"e")
+    finally:
+        engine.dispose()
+    downgrade(url, "0006")
+    assert "blobs" not in _tables(url) and "brains" in _tables(url)

@@ -36,7 +36,7 @@ def test_loadgen_against_the_bare_app(tmp_path: Path) -> None:
 def test_a_quick_run_reports_every_figure(tmp_path: Path) -> None:
     argv = ["--quick", "--stack", "embedded", "--out", str(tmp_path), "--concurrency", "1", "--duration", "0.5",
             "--warmup", "0.2", "--teach", "500", "--rounds", "3", "--memory-brains", "1", "--forward-seconds", "0.2",
-            "--sleep-budget", "1000", "--job-budget", "2000", "--ingest-duration", "0.5"]
+            "--sleep-budget", "1000", "--job-budget", "2000", "--ingest-duration", "0.5", "--wake-backlog-posts", "2"]
     assert serve.main(argv) == 0
     report = json.loads((tmp_path / "serve.json").read_text())
     assert "full" not in report and (tmp_path / "serve.md").read_text().startswith("Command: `python -m bench.serve")
@@ -68,10 +68,11 @@ def test_a_quick_run_reports_every_figure(tmp_path: Path) -> None:
         assert s["budget"] == 1000 and s["seconds"] > 0
         assert s["seconds_per_10k"] == pytest.approx(s["seconds"] * 10_000 / s["samples"])
     during = emb["during_jobs"]
-    for key in ("idle", "during sleep", "during wake"):
-        assert during[key]["errors"] == 0
-    assert during["idle"]["requests"] > 0 and during["during sleep"]["requests"] > 0
-    assert during["during sleep"]["jobs"] >= 1 and during["during wake"]["jobs"] >= 1
+    for key in ("idle", "during sleep", "during ingest and wake", "during wake"):
+        assert during[key]["errors"] == 0 and during[key]["requests"] > 0
+    assert during["during sleep"]["jobs"] >= 1 and during["during ingest and wake"]["jobs"] >= 1
+    wake = during["during wake"]  # a backlog posted before the cell, learned during it
+    assert wake["backlog"] == 2 * 2048 and wake["job_outlived_cell"] == (wake["pending_after"] > 0)
     assert during["during sleep"]["p99_ratio_to_idle"] > 0
     assert emb["memory"]["brains"] == 1 and emb["memory"]["rss_after_mib"] > 0
 

@@ -13,7 +13,6 @@ import pytest
 
 from tests.integration import test_full_stack
 from tests.integration.synthetic import Clusters
-from tests.integration.test_faults import _serve
 from tests.integration.test_full_stack import Stack, _create, _learn, _ok, _poll
 
 pytestmark = pytest.mark.integration
@@ -38,7 +37,7 @@ def _versions_served(url: str, name: str, probe: list[dict], times: int) -> set[
 def test_every_api_process_serves_a_new_version_at_once(stack: Stack) -> None:
     stack.configure(serving_ttl_seconds=NEVER)
     stack.start_worker()
-    (_, one), (_, two) = _serve(stack), _serve(stack, "--workers", "2")
+    (_, one), (_, two) = stack.serve(), stack.serve("--workers", "2")
     name = f"apis-{RUN}"
     data = Clusters(LABELS, seed=17)
     probe, _ = data.inputs(LABELS, 1, seed=99)

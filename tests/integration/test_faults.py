@@ -19,7 +19,7 @@ After every fault each test checks the same four things (:func:`_after_the_fault
 - no acknowledged sample is lost or learned twice: the brain's learned count equals the number of
   distinct acknowledged ids, which is also the number of rows in its log, nothing is pending, and
   the wake versions' ``learned`` add up to it;
-- no corrupt or half-written version: every listed version loads from disk, numbered as its row,
+- no corrupt or half-written version: every listed version loads from its blobs (Postgres), numbered as its row,
   and the current one is listed;
 - predictions identical to a reference: the API that lived through the fault and a freshly started
   one answer the same for the current version (and, while the fault lasts, the same as before it);
@@ -233,11 +233,11 @@ def _after_the_fault(stack: Stack, api, name: str, *, acknowledged: int, probe: 
         numbers = [v["number"] for v in versions]
         assert b.current_version in numbers and numbers == sorted(set(numbers))
         for number in numbers:
-            folder = rt.versions.path(b.id, number)
-            assert (folder / "meta.json").is_file() and (folder / "model.safetensors").is_file(), folder
+            assert {rt.versions.key(b.id, number, f) for f in ("meta.json", "model.safetensors")} <= \
+                set(rt.blobs.keys(rt.versions.folder(b.id, number))), number
             rt.versions.load(b, number)
-        on_disk = {p.name for p in folder.parent.iterdir() if p.name.startswith("v")}
-        assert on_disk <= {rt.versions.path(b.id, n).name for n in numbers}  # nothing unlisted in use
+        stored = {key.split("/")[1] for key in rt.blobs.keys(f"{b.id}/") if key.split("/")[1].startswith("v")}
+        assert stored <= {rt.versions.folder(b.id, n).split("/")[1] for n in numbers}  # nothing unlisted in use
     finally:
         rt.close()
     # predictions identical: the API that lived through the fault and a fresh one
@@ -520,23 +520,8 @@ class _Sender:
                 self.acked[i] = r.json()
 
 
-def _serve(stack: Stack, *more: str) -> tuple[subprocess.Popen, str]:
-    """``brain serve`` (with ``more`` arguments) on a free port, once it answers /readyz; its URL."""
-    port = _free_port()
-    proc = stack._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(port), *more)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if stack._exited(proc):
-            pytest.fail("the API exited before it was ready")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("the API did not get ready within 60s")
-        time.sleep(0.1)
+def _serve(stack: Stack) -> tuple[subprocess.Popen, str]:
+    return stack.serve()
 
 
 def test_api_killed_mid_ingest(fresh_pg, private_redis, stack_factory) -> None:

@@ -2,7 +2,8 @@
 
 The API runs in-process (``TestClient(create_app(settings))``; with ``redis_url`` set it submits
 Celery jobs), the workers and beat are subprocesses started with the same settings as ``BRAIN_*``
-environment variables, sharing the data dir. Proves:
+environment variables. Every process, and every in-process API, gets a data dir of its own, empty:
+checkpoints and meta-training sets live in Postgres (``service.blobs``), and no disk is shared. Proves:
 
 - a brain learns two tasks through Celery jobs (``wait=true`` answers with the new version), predicts
   well above chance, keeps its replay buffer in Redis, sleeps into a "sleep" version;
@@ -14,13 +15,18 @@ environment variables, sharing the data dir. Proves:
 - samples acknowledged while no worker runs are learned once one starts, both when their message
   waits in the broker and when it was never sent (recovery from the sample log at worker start);
 - a lost Redis replay buffer is restored from the last sleep's snapshot;
-- sleep runs on schedule: every K samples (the worker) and every T seconds (Celery beat).
+- sleep runs on schedule: every K samples (the worker) and every T seconds (Celery beat);
+- no shared disk: a brain that learned, slept, was meta-trained and rolled back through one API and
+  one worker is served identically by a ``brain serve`` process with an empty data dir, before and
+  after every process restarts (each again with an empty data dir), and goes on learning.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +36,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -59,9 +66,11 @@ class Stack:
     """Settings shared by the in-process API and the worker/beat subprocesses, and those processes."""
 
     def __init__(self, root: Path, data_dir: Path, pg_url: str, redis_url: str) -> None:
-        self.root = root  # this test's logs
+        self.root = root  # this test's logs and its processes' data dirs
         self._base = (data_dir, pg_url, redis_url)
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        self.data_dirs: list[Path] = []  # one per process, each empty at its start
+        self._numbers = itertools.count()
         self._celery = None
         self.configure()
         import redis
@@ -84,12 +93,24 @@ class Stack:
         self.env.update({f"BRAIN_{k.upper()}": str(v) for k, v in overrides.items()})
         self.env.update(BRAIN_DATA_DIR=str(self.settings.data_dir), BRAIN_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
 
+    def fresh_data_dir(self, name: str) -> Path:
+        """An empty data dir for one process: no process sees another's files."""
+        path = self.root / f"data-{name}-{next(self._numbers)}"
+        path.mkdir()
+        self.data_dirs.append(path)
+        return path
+
+    def checkpoints_on_disk(self) -> list[Path]:
+        """Whatever any process kept of a brain in its data dir (none: the blobs are in Postgres)."""
+        return [p for d in self.data_dirs for p in d.rglob("*") if p.is_file() and "brains" in p.parts]
+
     # processes
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = self.root / f"{name}-{len(self.procs)}.log"
+        env = {**self.env, "BRAIN_DATA_DIR": str(self.fresh_data_dir(name))}
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [*BRAIN, *args], env=self.env, cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
+                [*BRAIN, *args], env=env, cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killing it kills its pool children too
             )
         self.procs.append((name, proc, log))
@@ -107,6 +128,34 @@ class Stack:
 
     def start_beat(self) -> subprocess.Popen:
         return self._spawn("beat", "beat")
+
+    def serve(self, *more: str) -> tuple[subprocess.Popen, str]:
+        """A ``brain serve`` process (with ``more`` arguments) on a free port, ready; it and its URL."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = self._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(port), *more)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if self._exited(proc):
+                pytest.fail("the API exited before it was ready")
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the API did not get ready within {READY_TIMEOUT:.0f}s")
+            time.sleep(0.1)
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """SIGTERM the process, and wait for it (SIGKILL after 30 s)."""
+        if not self._exited(proc):
+            os.kill(proc.pid, signal.SIGTERM)
+        self._exited(proc, timeout=30)
+        self._signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=30)
 
     def _pong(self) -> bool:
         if self._celery is None:
@@ -162,8 +211,10 @@ class Stack:
     # the API
     @contextmanager
     def api(self) -> Iterator[TestClient]:
-        """One API process: a fresh app (new runtime, caches, Celery client) over the same settings."""
-        with TestClient(create_app(self.settings)) as c:
+        """One API process: a fresh app (new runtime, caches, Celery client) over the same settings,
+        with an empty data dir of its own."""
+        settings = self.settings.model_copy(update={"data_dir": self.fresh_data_dir("inprocess-api")})
+        with TestClient(create_app(settings)) as c:
             yield c
 
     def close(self) -> None:
@@ -175,8 +226,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def shared(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """One data dir for the module, as the database is one: a worker recovering any brain of the
-    database must find its files."""
+    """The module's database and Redis (and the data dir of ``Stack.settings``, which no process
+    uses: each gets an empty one of its own)."""
     upgrade(pg_url)
     return tmp_path_factory.mktemp("full-stack-data"), pg_url, redis_url
 
@@ -302,9 +353,11 @@ def test_learn_sleep_and_survive_worker_and_api_restarts(stack: Stack) -> None:
         versions = _versions(api1, name)
         assert [(v["number"], v["kind"]) for v in versions] == [(1, "init"), (2, "wake"), (3, "wake"), (4, "sleep")]
         assert versions[-1]["current"] and versions[-1]["stats"]["replay_snapshot"] is True
-        # the worker wrote the version's files into the shared data dir
-        v4_dir = stack.settings.checkpoint_dir / str(brain_id) / "v000004"
-        assert (v4_dir / "model.safetensors").is_file() and (v4_dir / "replay.safetensors").is_file()
+        # the worker stored the version in Postgres, not in its data dir
+        blobs = api1.app.state.runtime.blobs
+        assert blobs.transactional and stack.checkpoints_on_disk() == []
+        assert blobs.keys(f"{brain_id}/v000004/") == [f"{brain_id}/v000004/{f}" for f in
+                                                       ("meta.json", "model.safetensors", "replay.safetensors")]
         before = _predict(api1, name, probe)
         assert before[0] == 4
 
@@ -533,3 +586,60 @@ def test_a_job_longer_than_the_lock_timeout_keeps_its_brain(stack: Stack) -> Non
     assert sleep_row.attempts == 1  # never started twice
     assert brain["samples_learned"] == 90 and brain["samples_pending"] == 0
     assert brain["current_version"] == wake_v.number
+
+
+ANML = {"hidden": 64, "nm_hidden": 32, "meta_lr": 0.003}  # meta-trainable, and cheap on a CPU
+
+
+def test_no_process_needs_a_shared_disk(stack: Stack) -> None:
+    """API and worker each start with an empty data dir of their own: a brain is meta-trained, learns,
+    sleeps, learns more and is rolled back; a ``brain serve`` process with yet another empty data
+    dir serves it identically; every process restarts (again empty) and it still does, and learns on."""
+    name = f"no-shared-disk-{RUN}"
+    data = Clusters([*TASK1, *TASK2], seed=21)
+    background = Clusters([f"bg{i}" for i in range(5)], seed=22).samples([f"bg{i}" for i in range(5)], 20, seed=1)
+    probe, _ = data.inputs([*TASK1, *TASK2], 4, seed=98)
+    held_out, truth = data.inputs(TASK1, 20, seed=97)
+    worker = stack.start_worker()
+
+    with stack.api() as api:
+        _create(api, name, strategy="anml", params=ANML)
+        meta = _ok(api.post(f"/v1/brains/{name}/meta-train", params={"wait": "true"},
+                            json={"samples": background, "steps": 10, "inner_steps": 2}), 202)
+        assert meta["state"] == "succeeded" and meta["result"]["version"] == 2, meta
+        assert _learn(api, name, "t1", data.samples(TASK1, 40, seed=1))["version"] == 3
+        assert _sleep(api, name)["version"] == 4
+        assert _learn(api, name, "t2", data.samples(TASK2, 40, seed=2))["version"] == 5
+        assert [v["kind"] for v in _versions(api, name)] == ["init", "meta", "wake", "sleep", "wake"]
+        # the meta-training set went through Postgres too, and the job deleted it
+        brain_id = _brain_id(api, name)
+        assert api.app.state.runtime.blobs.keys(f"{brain_id}/meta/") == []
+
+        assert _ok(api.post(f"/v1/brains/{name}/versions/4/promote"))["current"] is True  # roll back
+        version, predictions = _predict(api, name, held_out)
+        assert version == 4 and accuracy(predictions, truth) > 0.8  # chance: 1/3
+        reference = _predict(api, name, probe)
+
+    def served(url: str) -> tuple[int, list[dict]]:
+        body = _ok(httpx.post(f"{url}/v1/brains/{name}/predict", json={"inputs": probe}, timeout=60))
+        return body["version"], body["predictions"]
+
+    api_proc, url = stack.serve()  # a second API, a process of its own
+    version, predictions = served(url)
+    assert version == 4 and _same(predictions, reference[1])
+
+    # everything restarts, each process with a new, empty data dir
+    stack.kill(worker)
+    stack.stop(api_proc)
+    stack.start_worker()
+    api_proc, url = stack.serve()
+    version, predictions = served(url)
+    assert version == 4 and _same(predictions, reference[1])
+    body = _ok(httpx.post(f"{url}/v1/brains/{name}/samples", params={"wait": "true"}, timeout=120,
+                          json={"task": "t2", "samples": data.samples(TASK2, 40, seed=3)}), 202)
+    assert body["state"] == "succeeded" and body["version"] == 6, body  # learned on top of version 4
+    for task, labels in (("t2", TASK2), ("t1", TASK1)):  # the new samples learned, the old task kept
+        inputs, truth = data.inputs(labels, 20, seed=96)
+        body = _ok(httpx.post(f"{url}/v1/brains/{name}/predict", json={"inputs": inputs, "task": task}, timeout=60))
+        assert body["version"] == 6 and accuracy(body["predictions"], truth) > 0.8, task
+    assert stack.checkpoints_on_disk() == []

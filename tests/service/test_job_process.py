@@ -109,8 +109,10 @@ def test_a_killed_job_process_is_replaced_and_nothing_acknowledged_is_lost(clien
     until(lambda: children.pid != dead and children.ready.is_set())
     brain = until(lambda: (b := client.get("/v1/brains/b").json())["samples_pending"] == 0 and b)
     assert brain["samples_learned"] == 502  # learned by the job, or by the wake that recovery submitted
-    state = client.get(f"/v1/jobs/{r.json()['job']}").json()
-    assert state["state"] in ("succeeded", "failed"), state
+    # killed mid-job: failed, its samples learned by recovery's wake; killed before it started: run
+    # by the next job process (it may still be recording its end when the samples are learned)
+    state = until(lambda: (j := client.get(f"/v1/jobs/{r.json()['job']}").json())["state"] in ("succeeded", "failed")
+                  and j)
     if state["state"] == "failed":
         assert "job process died" in state["error"]
     again = learn(client)  # the new job process learns
@@ -172,3 +174,43 @@ def test_writers_of_a_brain_exclude_each_other_across_processes(tmp_path: Path) 
     with FileLocks(tmp_path, timeout=5).hold(7):
         assert subprocess.run(probe, env=env, timeout=60).returncode == 3  # held here: refused there
     assert subprocess.run(probe, env=env, timeout=60).returncode == 0
+
+
+def test_a_lock_file_removed_while_others_wait_never_lets_two_holders_in(tmp_path: Path) -> None:
+    """``FileLocks.forget`` unlinks a brain's lock file (a deleted brain leaves none behind). A
+    process that opened the old file before it was unlinked must not count its flock on that
+    orphaned inode as the lock: it takes the lock on the file now at the path, or waits."""
+    from service.locks import BrainLockTimeout, FileLocks
+
+    locks = FileLocks(tmp_path, timeout=5)
+    with locks.hold(7):
+        pass
+    stale = os.open(tmp_path / "7.lock", os.O_RDWR)  # a waiter that opened the file before the unlink
+    try:
+        locks.forget(7)
+        assert not (tmp_path / "7.lock").exists()
+        # Another process takes the lock on a new file at the path; the stale waiter can flock its
+        # orphaned inode, but FileLocks must not accept it: the same check runs in ``hold``.
+        probe = [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom service.locks import FileLocks\n"
+                 f"with FileLocks(Path({str(tmp_path)!r}), 5).hold(7):\n    print('held', flush=True)\n    time.sleep(30)\n"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        holder = subprocess.Popen(probe, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            assert FileLocks._holds_path(stale, tmp_path / "7.lock") is False
+            with pytest.raises(BrainLockTimeout):
+                with FileLocks(tmp_path, timeout=5).hold(7, wait=0.3):
+                    pass
+        finally:
+            holder.kill()
+            holder.wait(timeout=30)
+    finally:
+        os.close(stale)
+
+
+def test_deleting_a_brain_removes_its_lock_file(client: TestClient, settings: Settings) -> None:
+    """The job process's writer made the file; the API's delete removes it."""
+    learn(client)
+    assert list((settings.data_dir / "locks").glob("*.lock"))
+    assert client.delete("/v1/brains/b").status_code == 204
+    assert not list((settings.data_dir / "locks").glob("*.lock"))

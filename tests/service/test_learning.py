@@ -289,3 +289,44 @@ def test_a_new_brain_never_gets_the_trained_learner_of_a_deleted_one(settings) -
         assert type(learner).__name__ == type(rt.versions.load(brain, 1)).__name__ != "Plastic"
     finally:
         rt.close()
+
+
+class _Holding:
+    """An executor that runs nothing: the jobs dispatched to it stay queued, as in a process that
+    died before it started them."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def dispatch(self, job_id: str, kind: str) -> None:
+        self.ids.append(job_id)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_after_an_executor_died_its_queued_jobs_run_and_its_running_ones_fail(client: TestClient) -> None:
+    """Recovery (embedded: a restart, or a job process that died) hands a job that was queued but
+    never started to the executor that replaces the dead one: a job accepted is not failed for
+    having been dispatched a moment too early. A job that was running is failed (interrupted)."""
+    make_brain(client)
+    post(client, "b", "t", *clusters(20, ["a", "b"], seed=1))
+    rt = client.app.state.runtime
+    live, rt.jobs.executor = rt.jobs.executor, _Holding()
+    try:
+        queued = client.post("/v1/brains/b/sleep").json()["job"]
+        running = rt.jobs.submit("sleep", rt_brain_id(rt, "b"), {"reason": "test"})
+        assert rt.jobs.start(running) is not None  # started by the executor that died
+    finally:
+        rt.jobs.executor = live
+    recover(rt, orphaned_jobs=True, reason="interrupted: the job process died")
+    wait_until(lambda: client.get(f"/v1/jobs/{queued}").json()["state"] == "succeeded")
+    interrupted = client.get(f"/v1/jobs/{running}").json()
+    assert interrupted["state"] == "failed" and "job process died" in interrupted["error"]
+
+
+def rt_brain_id(rt, name: str) -> int:
+    from service.brains import get_brain
+
+    with rt.db.session(read_only=True) as s:
+        return get_brain(s, name).id

@@ -40,11 +40,12 @@ def nm_weights(client: TestClient, name: str, version: int) -> torch.Tensor:
     return rt.versions.load(brain, version).state_dict()["nm.0.weight"]
 
 
-def meta_dir(client: TestClient, name: str) -> Path:
+def meta_sets(client: TestClient, name: str) -> list[str]:
+    """The background sets stored for the brain (blobs)."""
     rt = client.app.state.runtime
     with rt.db.session() as s:
         brain_id = s.query(Brain).filter_by(name=name).one().id
-    return rt.versions.root / str(brain_id) / "meta"
+    return rt.blobs.keys(f"{brain_id}/meta/")
 
 
 def test_meta_training_publishes_a_meta_version_and_the_brain_still_learns(client: TestClient) -> None:
@@ -68,7 +69,7 @@ def test_meta_training_publishes_a_meta_version_and_the_brain_still_learns(clien
     brain = client.get("/v1/brains/m").json()
     assert brain["labels"] == [] and brain["samples_learned"] == 0 and brain["samples_pending"] == 0
     assert client.get("/v1/brains/m/tasks").json()["tasks"] == []
-    assert list(meta_dir(client, "m").iterdir()) == []
+    assert meta_sets(client, "m") == []
 
     # normal learning goes on from the meta version, with the gate fixed
     xs, ys = clusters(40, ["a", "b"], seed=1)
@@ -78,6 +79,31 @@ def test_meta_training_publishes_a_meta_version_and_the_brain_still_learns(clien
     assert torch.equal(nm_weights(client, "m", 2), nm_weights(client, "m", 3))
     answers = predict(client, "m", xs)["predictions"]
     assert sum(p["label"] == y for p, y in zip(answers, ys)) / len(ys) > 0.8
+
+
+@pytest.fixture
+def db_blobs_client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path / "var", blobs="database")
+    upgrade(settings.database_url)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_the_background_set_goes_through_the_blob_store(db_blobs_client: TestClient, monkeypatch) -> None:
+    """With database blobs the set is a blob that the job reads and deletes; nothing touches the disk."""
+    from service.blobs import DatabaseBlobs
+
+    client = db_blobs_client
+    make_brain(client, "m", strategy="anml", params=ANML)
+    stored: list[str] = []
+    real = DatabaseBlobs.put
+    monkeypatch.setattr(DatabaseBlobs, "put", lambda self, key, data, **kw: (stored.append(key), real(self, key, data, **kw))[1])
+    out = meta_train(client).json()
+    assert out["state"] == "succeeded" and out["result"]["version"] == 2
+    assert [k.split("/")[1] for k in stored] == ["meta", "v000002", "v000002", "v000002"]
+    assert meta_sets(client, "m") == []  # deleted by the job
+    assert not client.app.state.runtime.settings.checkpoint_dir.exists()
+    assert not torch.equal(nm_weights(client, "m", 1), nm_weights(client, "m", 2))
 
 
 def test_a_strategy_that_cannot_meta_train_is_refused(client: TestClient) -> None:
@@ -102,7 +128,7 @@ def test_bad_background_samples_are_refused_without_leaving_a_file(client: TestC
     samples[3]["x"] = samples[3]["x"][:-1]
     r = meta_train(client, samples=samples)
     assert r.status_code == 422 and "samples[3]" in r.json()["detail"]
-    assert not meta_dir(client, "m").exists() or list(meta_dir(client, "m").iterdir()) == []
+    assert meta_sets(client, "m") == []
     assert meta_train(client, samples=background(10), steps=0).status_code == 422
     assert meta_train(client, "nobody").status_code == 404
 
