@@ -28,25 +28,13 @@ from tests.integration.test_fairness import (
     backlog_holds_another_brain_back_by_one_job_at_most,
     busy_brain_does_not_hold_back_another,
 )
-
-
-class Recorder:
-    """An executor that records what it is asked to run."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def dispatch(self, job_id: str, kind: str) -> None:
-        self.sent.append(job_id)
-
-    def shutdown(self) -> None:
-        pass
+from tests.service.test_learning import _Held
 
 
 @pytest.fixture
 def rt(settings):
     runtime = build_runtime(settings, executor=False)
-    runtime.jobs.executor = Recorder()
+    runtime.jobs.executor = _Held()  # records what it is asked to run
     yield runtime
     runtime.close()
 
@@ -73,15 +61,15 @@ def test_a_job_whose_brain_runs_another_is_deferred_and_sent_again_when_that_one
     assert rt.jobs.start(wake_b) is not None  # another brain runs at the same time
     rt.jobs.finish(wake_b, result={})
     assert _events(rt, wake_a)[-1] == "deferred"
-    sent = list(rt.jobs.executor.sent)
+    sent = list(rt.jobs.executor.dispatched)
     # a later wake joins the deferred job, which is still queued
     assert rt.jobs.submit("wake", a, {"samples": 3}, join_queued=True) == wake_a
     rt.jobs.finish(sleep_a, result={})
-    assert rt.jobs.executor.sent[len(sent):] == [wake_a]  # sent again once, when A's sleep ended
+    assert rt.jobs.executor.dispatched[len(sent):] == [wake_a]  # sent again once, when A's sleep ended
     assert _events(rt, wake_a)[-1] == "resumed"
     assert rt.jobs.start(wake_a).attempts == 1
     rt.jobs.finish(wake_a, result={})
-    assert rt.jobs.executor.sent[len(sent):] == [wake_a]  # nothing else was waiting
+    assert rt.jobs.executor.dispatched[len(sent):] == [wake_a]  # nothing else was waiting
 
 
 def test_a_job_interrupted_for_a_retry_lets_its_brains_deferred_jobs_go(rt) -> None:
@@ -91,7 +79,7 @@ def test_a_job_interrupted_for_a_retry_lets_its_brains_deferred_jobs_go(rt) -> N
     with pytest.raises(BrainBusy):
         rt.jobs.start(second)
     rt.jobs.requeue(first, ConnectionError("redis went away"))
-    assert rt.jobs.executor.sent[-1] == second
+    assert rt.jobs.executor.dispatched[-1] == second
     assert rt.jobs.start(second) is not None
 
 
