@@ -548,8 +548,9 @@ SHORT_LOCK_TIMEOUT = 2.0  # far below the jobs of the next test
 def test_a_job_longer_than_the_lock_timeout_keeps_its_brain(stack: Stack) -> None:
     """One fenced writer per brain (issue 14) with a lock timeout far shorter than a job: two
     workers, a sleep that runs several lock timeouts, and a wake job for the same brain sent
-    meanwhile. The sleep's lock is renewed while it runs, so the wake waits (retried, not failed)
-    and publishes after it, on top of it; nothing runs twice."""
+    meanwhile. The sleep's lock (and its job's heartbeat) is renewed while it runs, so the wake
+    waits (deferred behind the sleep, issue 17; not failed) and publishes after it, on top of it;
+    nothing runs twice."""
     stack.configure(lock_timeout_seconds=SHORT_LOCK_TIMEOUT)
     stack.start_worker()
     stack.start_worker()
