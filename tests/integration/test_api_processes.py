@@ -37,7 +37,8 @@ def _versions_served(url: str, name: str, probe: list[dict], times: int) -> set[
 def test_every_api_process_serves_a_new_version_at_once(stack: Stack) -> None:
     stack.configure(serving_ttl_seconds=NEVER)
     stack.start_worker()
-    (_, one), (_, two) = stack.serve(), stack.serve("--workers", "2")
+    # two processes importing torch at once on a busy machine can take more than a minute
+    (_, one), (_, two) = stack.serve(), stack.serve("--workers", "2", ready_timeout=180)
     name = f"apis-{RUN}"
     data = Clusters(LABELS, seed=17)
     probe, _ = data.inputs(LABELS, 1, seed=99)

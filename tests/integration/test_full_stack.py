@@ -129,14 +129,14 @@ class Stack:
     def start_beat(self) -> subprocess.Popen:
         return self._spawn("beat", "beat")
 
-    def serve(self, *more: str) -> tuple[subprocess.Popen, str]:
+    def serve(self, *more: str, ready_timeout: float = READY_TIMEOUT) -> tuple[subprocess.Popen, str]:
         """A ``brain serve`` process (with ``more`` arguments) on a free port, ready; it and its URL."""
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         proc = self._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(port), *more)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + ready_timeout
         while True:
             if self._exited(proc):
                 pytest.fail("the API exited before it was ready")
@@ -146,7 +146,7 @@ class Stack:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the API did not get ready within {READY_TIMEOUT:.0f}s")
+                pytest.fail(f"the API did not get ready within {ready_timeout:.0f}s")
             time.sleep(0.1)
 
     def stop(self, proc: subprocess.Popen) -> None:
