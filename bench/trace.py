@@ -119,7 +119,9 @@ def trace(data_dir: Path) -> dict[str, dict[str, list[str]]]:
     from service.orchestration import run_job
     from service.settings import Settings
 
-    settings = Settings(data_dir=data_dir, redis_url=None, database_url=None, broker_url=None, jobs="inprocess")
+    # the drift watch's thread (a consumer of what was served, on a timer) is kept out of the paths
+    settings = Settings(data_dir=data_dir, redis_url=None, database_url=None, broker_url=None, jobs="inprocess",
+                        drift_check_seconds=3600)
     upgrade(settings.database_url)
     files = FileTrace()
     rows = [{"x": [float(i % 7), float(i % 3), 1.0, 0.5], "label": "ab"[i % 2]} for i in range(64)]

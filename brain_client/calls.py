@@ -189,6 +189,18 @@ def predict(name: str, inputs: Any, *, task: str | None = None) -> Steps[wire.Pr
     return _model(wire.PredictOut, (yield Call("POST", f"/v1/brains/{name}/predict", json=body)))
 
 
+def feedback(name: str, predictions: Sequence[str], labels: Sequence[Any], *,
+             task: str | None = None) -> Steps[wire.FeedbackAccepted]:
+    """The true labels of served predictions (their ids from a predict answer): each input served
+    becomes a sample; feedback sent twice is learned once."""
+    if len(predictions) != len(labels):
+        raise ValueError(f"{len(predictions)} predictions but {len(labels)} labels")
+    body: dict[str, Any] = {"feedback": [{"prediction": str(p), "label": _label(y)} for p, y in zip(predictions, labels)]}
+    if task is not None:
+        body["task"] = task
+    return _model(wire.FeedbackAccepted, (yield Call("POST", f"/v1/brains/{name}/feedback", json=body)))
+
+
 def evaluate(name: str, inputs: Any, labels: Sequence[Any], *, task: str, mode: str = "class") -> Steps[wire.EvaluateOut]:
     body = {"task": task, "mode": mode, "samples": _samples(inputs, labels, None)}
     return _model(wire.EvaluateOut, (yield Call("POST", f"/v1/brains/{name}/evaluate", json=body, idempotent=False)))

@@ -129,6 +129,10 @@ class Brain:
     def predict(self, inputs: Any, *, task: str | None = None):
         return self.client._run(calls.predict(self.name, inputs, task=task))
 
+    def feedback(self, predictions: Any, labels: Any, *, task: str | None = None):
+        """True labels for served predictions (ids from ``predict``'s answer); see ``calls.feedback``."""
+        return self.client._run(calls.feedback(self.name, predictions, labels, task=task))
+
     def evaluate(self, inputs: Any, labels: Any, *, task: str, mode: str = "class"):
         return self.client._run(calls.evaluate(self.name, inputs, labels, task=task, mode=mode))
 

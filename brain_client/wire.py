@@ -93,6 +93,20 @@ class HistoryRow(_Answer):
     accuracy: dict[str, float]
 
 
+class PrequentialPoint(_Answer):
+    version: int | None = None
+    at: datetime | None = None
+    labelled: int
+    accuracy: float
+
+
+class PrequentialOut(_Answer):
+    labelled: int
+    accuracy: float | None
+    per_version: list[PrequentialPoint]
+    over_time: list[PrequentialPoint]
+
+
 class MetricsOut(_Answer):
     mode: str
     tasks: list[str]
@@ -103,6 +117,7 @@ class MetricsOut(_Answer):
     forward_transfer: float | None
     forgetting: float | None
     history: list[HistoryRow]
+    prequential: PrequentialOut | None = None
 
 
 # -- learning and predicting ----------------------------------------------------------------------
@@ -115,6 +130,7 @@ class SamplesAccepted(_Answer):
 
 
 class Prediction(_Answer):
+    id: str
     label: str | int
     confidence: float
 
@@ -122,6 +138,12 @@ class Prediction(_Answer):
 class PredictOut(_Answer):
     version: int
     predictions: list[Prediction]
+
+
+class FeedbackAccepted(_Answer):
+    accepted: int
+    duplicates: int
+    job: str | None = None
 
 
 class EvaluateOut(_Answer):

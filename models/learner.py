@@ -61,6 +61,9 @@ class Learner(ABC):
     settings: ClassVar[tuple[Setting, ...]] = ("class", "task", "domain")
     #: Optional capability: the strategy implements ``meta_train`` (learning how to learn).
     meta_trainable: ClassVar[bool] = False
+    #: Optional capability (a sharded wake): under which params and state ``mergeable()`` holds, in
+    #: words for ``GET /v1/strategies``; None: never.
+    mergeable_when: ClassVar[str | None] = None
 
     def __init__(self, *, input_dim: int, num_classes: int, seed: int = 0) -> None:
         self.input_dim = input_dim
@@ -99,6 +102,28 @@ class Learner(ABC):
         the set's own (not this learner's classes) so that later ``observe`` learns new classes
         better. ``progress`` receives the fraction done. The base class cannot."""
         raise Unsupported(f"strategy {self.name!r} cannot be meta-trained")
+
+    # -- a sharded wake (optional) ----------------------------------------------------------------
+    def mergeable(self) -> bool:
+        """Whether this learner's wake, as configured and in its present state, is a sum of
+        per-sample statistics: then, for any split of a stream of batches into consecutive shards,
+
+            merge(sum over every batch of wake_statistics(batch))  ==  observe(batch) for each batch
+
+        to floating-point tolerance (the sums in any order), so that shards are learned apart (by
+        several workers, each on its own copy) and merged in one place. The base class: never."""
+        return False
+
+    def wake_statistics(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> dict[str, torch.Tensor]:
+        """What ``observe(x, y, task)`` would add to this learner, as named tensors that add up
+        (:func:`add_statistics`); changes nothing. Only while ``mergeable()``, else Unsupported."""
+        raise Unsupported(f"strategy {self.name!r} cannot merge wake statistics")
+
+    def merge(self, statistics: dict[str, torch.Tensor]) -> Stats:
+        """Learn what ``statistics`` (summed ``wake_statistics``) hold, as if their batches had been
+        observed. Only while ``mergeable()``, else Unsupported; ValueError for statistics of another
+        shape."""
+        raise Unsupported(f"strategy {self.name!r} cannot merge wake statistics")
 
     def stored_samples(self) -> int:
         """Raw samples this learner keeps inside its state (its own episodic memories), reported by
@@ -167,6 +192,19 @@ class Learner(ABC):
         """Move tensors to ``device``; strategies with tensors override and call super()."""
         self.device = torch.device(device)
         return self
+
+
+def add_statistics(total: dict[str, torch.Tensor], part: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add ``part`` (``Learner.wake_statistics``) into ``total`` in place, key by key (an empty
+    ``total`` takes copies); returns ``total``."""
+    if total and total.keys() != part.keys():
+        raise ValueError(f"statistics {sorted(part)} do not add to {sorted(total)}")
+    for name, value in part.items():
+        if name in total:
+            total[name] += value
+        else:
+            total[name] = value.clone()
+    return total
 
 
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -116,6 +116,9 @@ _MIN_RIDGE_SAMPLES = 20  # replayed samples needed to choose the ridge at sleep
 @register
 class Plastic(Learner):
     name = "plastic"
+    mergeable_when = ("its wake shards when no sparse layer learns a code (layers: the conv eyes alone, "
+                      "the image default, or none, an encoder's default), readout closed_form, mode "
+                      "plastic, memory_capacity 0 and no context left by a panic")
 
     # Everything besides the layers that changes while learning; ``state_dict`` holds these tensors
     # and every layer's under ``layers.<i>.``.
@@ -406,6 +409,42 @@ class Plastic(Learner):
                 self._forget_units(units)
         self.period_samples += batch
         return Stats(samples=batch, loss=loss, extra={"new_units": born, "mode": self.mode})
+
+    # -- a sharded wake -----------------------------------------------------------------------------
+    def mergeable(self) -> bool:
+        """A wake is a sum of per-sample statistics when nothing in it depends on the order of the
+        samples: no sparse layer (the conv eyes are fixed; a sparse layer's firing rates are moving
+        averages, frozen or not, and neurogenesis follows them), the closed-form readout (the delta
+        rule's steps depend on the order), mode ``plastic`` (panic steps the context), no episodic
+        memory (its rings keep the latest samples) and a zero context (what a panic left decays
+        by ``context_decay`` per wake batch). Then ``observe`` adds ``A``, ``B``, the class counts
+        and the period's sample count, nothing else."""
+        return (not self.layers and self.readout == "closed_form" and self.mode == "plastic"
+                and self.per_class == 0 and not bool(self.w_ctx.any()))
+
+    @torch.no_grad()
+    def wake_statistics(self, x: torch.Tensor, y: torch.Tensor, task: str | None = None) -> dict[str, torch.Tensor]:
+        if not self.mergeable():
+            return super().wake_statistics(x, y, task)
+        code = self._top_code(self._keys(normalise(self._inputs(x))))
+        onehot = torch.nn.functional.one_hot(self._labels(y, x.shape[0]), self.num_classes).float()
+        return {"stat_a": code.T @ code, "stat_b": code.T @ onehot, "class_counts": onehot.sum(0).long(),
+                "period_samples": torch.tensor(x.shape[0], dtype=torch.int64)}
+
+    @torch.no_grad()
+    def merge(self, statistics: dict[str, torch.Tensor]) -> Stats:
+        if not self.mergeable():
+            return super().merge(statistics)
+        mine = {name: getattr(self, name) for name in ("stat_a", "stat_b", "class_counts", "period_samples")}
+        if statistics.keys() != mine.keys():
+            raise ValueError(f"statistics {sorted(statistics)}: expected {sorted(mine)}")
+        for name, value in statistics.items():
+            if value.shape != mine[name].shape:
+                raise ValueError(f"statistics {name!r}: expected {list(mine[name].shape)}, got {list(value.shape)}")
+        for name, value in statistics.items():
+            mine[name] += value.to(self.device, mine[name].dtype)
+        self._stale = True
+        return Stats(samples=int(statistics["period_samples"]), extra={"mode": self.mode})
 
     def _forget_units(self, units: torch.Tensor) -> None:
         """Reset what reads recycled top-layer units: readout weights, importance, statistics."""

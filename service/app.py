@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 from starlette.staticfiles import StaticFiles
 
-from service import auth, schemas
+from service import auth
 from service.api import (
     activity,
     brains,
@@ -33,7 +33,9 @@ from service.api import (
     strategies,
 )
 from service.api.authgate import AuthGate
+from service.drift_watch import DriftWatch
 from service.errors import BrainError
+from service.feedback import served_predictions
 from service.job_runner import embedded_runner
 from service.locks import BrainLockTimeout
 from service.observability import REQUEST_ID, BrainCollector
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.learners = LearnerCache(rt.versions)
         app.state.serving = ServingCache(rt, app.state.learners, settings.serving_ttl_seconds)
         app.state.batcher = MicroBatcher()
+        app.state.served = served_predictions(settings, rt.redis)
+        app.state.drift = DriftWatch(rt, app.state.served, interval=settings.drift_check_seconds)
         app.state.waiter = JobWaiter(rt.db, rt.changes, max_waiters=settings.max_waiters,  # ?wait=true
                                      recheck_seconds=settings.wait_recheck_seconds)
         app.state.waiter.start()
@@ -81,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 scheduler.stop.set()
             await app.state.waiter.close()
             app.state.batcher.close()
+            app.state.served.close()
+            app.state.drift.close()
             rt.close()
 
     app = FastAPI(
@@ -113,7 +119,7 @@ def _openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, description=app.description,
                               routes=[*app.routes, learning.PREDICT_DOC])
-            app.openapi_schema = fastjson.add_schemas(doc, schemas.PredictIn, schemas.SamplesIn, schemas.EvaluateIn)
+            app.openapi_schema = fastjson.add_schemas(doc)
         return app.openapi_schema
 
     app.openapi = openapi

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -160,37 +161,47 @@ def ingest(rt: Runtime, *, name: str, body: schemas.SamplesIn) -> tuple[int, int
         brain_id, kind, shape, encoder = brain.id, brain.input_kind, list(brain.input_shape), brain.encoder
     # the log stores the encoder's output: wake, sleep and replay never run the encoder again
     x = decode(body.samples, kind, shape, field="samples", encoder=encoder, max_pixels=rt.settings.max_decoded_pixels)
-    # A writing session: the brain's row is locked (SQLite: the whole store) before its labels and
-    # tasks are read, so concurrent batches never compute new indices from the same stale list.
     with rt.db.session() as s:
-        brain = s.get(Brain, brain_id, with_for_update=True)
-        if brain is None or brain.name != name:  # deleted (and maybe re-created) meanwhile
-            raise NotFound(f"brain {name!r} not found")
-        keep = _new_samples(s, brain, body.samples)
-        duplicates = len(body.samples) - len(keep)
-        if not keep:
-            return brain.id, 0, duplicates
-        labels = label_indices(brain, [body.samples[i].label for i in keep], limit=brain.max_labels)
-        task = _task(s, brain, body.task, settings=rt.settings)
-        task.labels = sorted(set(task.labels) | {int(v) for v in labels})
-        task.samples += len(keep)
-        samplelog.append(s, [
-            {"brain_id": brain.id, "task_id": task.id, "sample_key": body.samples[i].id, "label": int(label),
-             "x": x[i].astype("<f4").tobytes()}
-            for i, label in zip(keep, labels)
-        ])
-        return brain.id, len(keep), duplicates
+        accepted, duplicates = append_samples(
+            s, rt.settings, brain_id=brain_id, name=name, task=body.task, x=x,
+            labels=[smp.label for smp in body.samples], keys=[smp.id for smp in body.samples])
+        return brain_id, accepted, duplicates
 
 
-def _new_samples(s: Session, brain: Brain, samples: list[schemas.SampleIn]) -> list[int]:
-    """Indices of the samples to keep: those without an id, or whose id is new to the brain."""
-    seen = samplelog.known_keys(s, brain.id, (smp.id for smp in samples if smp.id is not None))
+def append_samples(s: Session, settings: Settings, *, brain_id: int, name: str, task: str, x: np.ndarray,
+                   labels: list[str | int], keys: list[str | None], locked: Brain | None = None) -> tuple[int, int]:
+    """Append decoded samples (rows of ``x``: the encoder's output) of ``task`` to the log in the
+    writing session ``s``; samples whose key the log holds are skipped. (accepted, duplicates).
+    ``locked``: the brain's row, when the caller locked it already in ``s``."""
+    # The brain's row is locked (SQLite: the whole store) before its labels and tasks are read, so
+    # concurrent batches never compute new indices from the same stale list.
+    brain = locked or s.get(Brain, brain_id, with_for_update=True)
+    if brain is None or brain.name != name:  # deleted (and maybe re-created) meanwhile
+        raise NotFound(f"brain {name!r} not found")
+    keep = _new_samples(s, brain, keys)
+    if not keep:
+        return 0, len(keys)
+    indices = label_indices(brain, [labels[i] for i in keep], limit=brain.max_labels)
+    row = _task(s, brain, task, settings=settings)
+    row.labels = sorted(set(row.labels) | {int(v) for v in indices})
+    row.samples += len(keep)
+    samplelog.append(s, [
+        {"brain_id": brain.id, "task_id": row.id, "sample_key": keys[i], "label": int(label),
+         "x": x[i].astype("<f4").tobytes()}
+        for i, label in zip(keep, indices)
+    ])
+    return len(keep), len(keys) - len(keep)
+
+
+def _new_samples(s: Session, brain: Brain, keys: list[str | None]) -> list[int]:
+    """Indices of the samples to keep: those without a key, or whose key is new to the brain."""
+    seen = samplelog.known_keys(s, brain.id, (k for k in keys if k is not None))
     keep = []
-    for i, smp in enumerate(samples):
-        if smp.id is not None:
-            if smp.id in seen:
+    for i, key in enumerate(keys):
+        if key is not None:
+            if key in seen:
                 continue
-            seen.add(smp.id)
+            seen.add(key)
         keep.append(i)
     return keep
 

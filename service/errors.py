@@ -23,6 +23,10 @@ class TooLarge(BrainError):
     status = 413
 
 
+class Gone(BrainError):
+    status = 410
+
+
 class Invalid(BrainError):
     status = 422
 

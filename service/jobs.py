@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 50  # events kept per job: the first few and the latest (redelivered messages add some)
 
 RUN_JOB_TASK = "plastic_brain.run_job"
+WAKE_SHARD_TASK = "plastic_brain.wake_shard"  # a sharded wake's shard (service.sharding)
+WAKE_MERGE_TASK = "plastic_brain.wake_merge"  # and its merge, the chord's callback
+SHARD_RESULT_SECONDS = 3600  # how long the result backend keeps a shard's answer (JSON)
 CHECK_SLEEP_TASK = "plastic_brain.check_sleep"
 QUEUES = ("wake", "sleep")
 # Job kinds without a queue of their own: long consolidation-like work goes with sleep.
@@ -151,6 +154,13 @@ class InProcessJobs:
         self.pool.shutdown(wait=True, cancel_futures=False)
 
 
+def result_backend_config(backend_url: str | None) -> dict:
+    """Celery settings of the result backend that counts a sharded wake's chord: JSON only, kept
+    for :data:`SHARD_RESULT_SECONDS`."""
+    return {"result_backend": backend_url, "result_serializer": "json", "result_accept_content": ["json"],
+            "result_expires": SHARD_RESULT_SECONDS}
+
+
 def lower_priority(nice: int) -> None:
     """Lower the calling thread's CPU priority by ``nice`` (on Linux a thread's own; elsewhere the
     process's). Training calls it so that it yields the CPU to the requests being served."""
@@ -164,18 +174,34 @@ def lower_priority(nice: int) -> None:
 
 
 class CeleryJobs:
+    """Jobs as Celery messages. With ``backend_url`` (the full stack's Redis) it can also fan out a
+    sharded wake (:meth:`fan_out`): a chord, which needs a result backend to count its shards;
+    the answers it keeps there are JSON."""
+
     # A broker message can be lost while its job row stays "queued": the API died between the
     # row's commit and the send, or Redis restarted empty. A job joined by a later submit is
     # therefore sent again; a message for a job that has already run is a no-op (``Jobs.start``).
     redispatch_joined = True
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, backend_url: str | None = None) -> None:
         from celery import Celery
 
-        self.app = Celery("plastic_brain_client", broker=broker_url)
+        self.app = Celery("plastic_brain_client", broker=broker_url, backend=backend_url)
+        self.app.conf.update(result_backend_config(backend_url))
+        self.fans_out = backend_url is not None
 
     def dispatch(self, job_id: str, kind: str) -> None:
         self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_of(kind))
+
+    def fan_out(self, job_id: str, plan: dict) -> None:
+        """The shards of ``plan`` (``service.sharding``) on the ``wake`` queue, any worker each, and
+        once all have answered, their merge with the answers in shard order."""
+        from celery import chord
+
+        shards = [self.app.signature(WAKE_SHARD_TASK, args=[job_id, plan, i], queue="wake")
+                  for i in range(len(plan["ranges"]))]
+        merge = self.app.signature(WAKE_MERGE_TASK, args=[job_id, plan], queue="wake")
+        chord(shards, app=self.app)(merge)
 
     def shutdown(self) -> None:
         self.app.close()
@@ -371,6 +397,17 @@ class Jobs:
             return None
         s.get(Brain, brain_id, with_for_update=True)
         return s.get(Job, job_id, with_for_update=True)
+
+    @property
+    def can_fan_out(self) -> bool:
+        """Whether the executor runs a job's parts in several places at once (:meth:`fan_out`)."""
+        return bool(getattr(self.executor, "fans_out", False))
+
+    def fan_out(self, job_id: str, plan: dict) -> None:
+        """Hand a sharded wake's shards and merge (``service.sharding``) to the executor."""
+        if not self.can_fan_out:
+            raise RuntimeError("this process's executor runs jobs in one place")
+        self.executor.fan_out(job_id, plan)
 
     def shutdown(self) -> None:
         if self.executor is not None:

@@ -2,10 +2,11 @@
 
 - :class:`BrainCollector`: Prometheus figures per brain, read from the service's own records when
   ``/metrics`` is scraped (samples learned and pending, current version, versions kept, replay
-  buffer size, jobs by kind and state, sleep seconds). Read at scrape time, they are the same
-  whichever process did the work: the API itself (embedded) or a Celery worker (full stack). They
-  name brains, so only a scraper that may read a brain sees its series (:func:`scraped_by`), and a
-  scrape's cost does not grow with the history.
+  buffer size, jobs by kind and state, sleep seconds, served predictions later labelled right or
+  wrong, drift events). Read at scrape time, they are the same whichever process did the work: the
+  API itself (embedded) or a Celery worker (full stack). They name brains, so only a scraper that may
+  read a brain sees its series (:func:`scraped_by`), and a scrape's cost does not grow with the
+  history.
 - Request ids: ``_Observe`` (``service.app``) takes a request's ``X-Request-ID`` or makes one, puts
   it in :data:`REQUEST_ID` for the request's logs and answers with it; jobs log under
   ``job:<id>``.
@@ -35,7 +36,7 @@ from service import samplelog
 from service.auth import Principal
 from service.job_counts import SLEEP_SECONDS, SLEEPS, Counts, job_states
 from service.runtime import Runtime
-from service.tables import Brain, Version
+from service.tables import Brain, DriftRecord, Feedback, Version
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class _Figures:
     versions: int
     replay: int
     counts: Counts
+    feedback: tuple[int, int]  # (correct, wrong) served predictions later labelled
+    drift: dict[str, int]  # drift events per signal
 
 
 class BrainCollector(Collector):
@@ -138,9 +141,17 @@ class BrainCollector(Collector):
             brains = s.scalars(select(Brain).order_by(Brain.id)).all()
             versions = dict(s.execute(select(Version.brain_id, func.count()).group_by(Version.brain_id)).tuples().all())
             pending = {b.id: samplelog.pending(s, b.id, b.learned_position, limit=PENDING_COUNT_LIMIT) for b in brains}
+            outcomes = {(b, bool(c)): n for b, c, n in s.execute(
+                select(Feedback.brain_id, Feedback.correct, func.count()).group_by(Feedback.brain_id, Feedback.correct))}
+            drifts: dict[int, dict[str, int]] = {}
+            for b, signal, n in s.execute(select(DriftRecord.brain_id, DriftRecord.signal, func.count())
+                                          .group_by(DriftRecord.brain_id, DriftRecord.signal)):
+                drifts.setdefault(b, {})[signal] = n
         counts = self.rt.job_counts.read([b.id for b in brains])
         return [_Figures(name=b.name, learned=b.samples_learned, pending=pending[b.id], current=b.current_version or 0,
-                         versions=versions.get(b.id, 0), replay=len(self.rt.replay(b)), counts=counts[b.id])
+                         versions=versions.get(b.id, 0), replay=len(self.rt.replay(b)), counts=counts[b.id],
+                         feedback=(outcomes.get((b.id, True), 0), outcomes.get((b.id, False), 0)),
+                         drift=drifts.get(b.id, {}))
                 for b in brains]
 
 
@@ -154,7 +165,16 @@ def _families(figures: list[_Figures]) -> Iterator:
     jobs = CounterMetricFamily("brain_jobs", "Jobs by kind and the state they entered (running: each attempt)",
                                labels=["brain", "kind", "state"])
     sleeps = SummaryMetricFamily("brain_sleep_seconds", "Consolidation time of succeeded sleeps", labels=["brain"])
+    feedback = CounterMetricFamily("brain_feedback", "Served predictions later labelled, by outcome (prequential "
+                                   "accuracy: correct / (correct + wrong))", labels=["brain", "outcome"])
+    drift = CounterMetricFamily("brain_drift_events", "Drift events of served predictions, by signal (error, "
+                                "confidence, input)", labels=["brain", "signal"])
     for f in figures:
+        for signal, n in sorted(f.drift.items()):
+            drift.add_metric([f.name, signal], float(n))
+        if any(f.feedback):
+            feedback.add_metric([f.name, "correct"], float(f.feedback[0]))
+            feedback.add_metric([f.name, "wrong"], float(f.feedback[1]))
         learned.add_metric([f.name], float(f.learned))
         pending.add_metric([f.name], float(f.pending))
         current.add_metric([f.name], float(f.current))
@@ -164,4 +184,4 @@ def _families(figures: list[_Figures]) -> Iterator:
             jobs.add_metric([f.name, kind, state], n)
         if f.counts.get(SLEEPS):
             sleeps.add_metric([f.name], count_value=f.counts[SLEEPS], sum_value=f.counts.get(SLEEP_SECONDS, 0.0))
-    yield from (learned, pending, current, kept, replay, jobs, sleeps)
+    yield from (learned, pending, current, kept, replay, jobs, sleeps, feedback, drift)

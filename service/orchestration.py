@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,13 @@ import torch
 from sqlalchemy import select
 
 from models.learner import Learner, Replay, Stats
-from service import samplelog
+from service import samplelog, sharding
 from service.blobs import BlobMissing
 from service.locks import BrainLockTimeout, Lease, LockLost
 from service.meta_sets import meta_set_key
 from service.replay import ReplayBuffer
 from service.runtime import Runtime
+from service.samplelog import WAKE_BATCH, WAKE_CHUNK  # noqa: F401 - re-exported (bench.quality)
 from service.scheduling import maybe_sleep
 from service.tables import Brain, Job, Task, Version, utcnow
 from service.versions import input_dim
@@ -44,8 +46,6 @@ from service.writer import locked_brain, writer
 
 log = logging.getLogger(__name__)
 
-WAKE_CHUNK = 4096  # log rows read per query
-WAKE_BATCH = 128  # samples per observe() call
 SLEEP_BUDGET_RANGE = (1_000, 10_000)  # default sleep budget: samples learned since the last sleep, clamped
 
 
@@ -70,6 +70,14 @@ def transient(exc: BaseException) -> bool:
                             LockLost, BrainLockTimeout))
 
 
+@dataclass(frozen=True)
+class Handed:
+    """What a job's handler returns when another task records the job's end (a sharded wake's
+    merge): the job stays running, and ``detail`` goes into its events."""
+
+    detail: dict
+
+
 def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict | None:
     """Run a job and record its end. ``retry_transient`` (the Celery task, which retries): a job
     that failed because a backend went away (:func:`transient`) is not marked failed but queued
@@ -90,25 +98,11 @@ def run_job(rt: Runtime, job_id: str, *, retry_transient: bool = False) -> dict 
             log.exception("job %s (%s) failed", job_id, job.kind)
             rt.jobs.finish(job_id, error=f"{type(exc).__name__}: {exc}")
         raise
+    if isinstance(result, Handed):
+        rt.jobs.event(job_id, "handed", **result.detail)
+        return result.detail
     rt.jobs.finish(job_id, result=result)
     return result
-
-
-def _brain(rt: Runtime, brain_id: int) -> Brain | None:
-    """The brain's row as the job starts, detached from the session."""
-    with rt.db.session(read_only=True) as s:
-        brain = s.get(Brain, brain_id)
-        if brain is not None:
-            s.expunge(brain)
-        return brain
-
-
-def _tasks(rt: Runtime, brain_id: int, into: dict[int, Task]) -> dict[int, Task]:
-    with rt.db.session(read_only=True) as s:
-        rows = s.scalars(select(Task).where(Task.brain_id == brain_id)).all()
-        s.expunge_all()
-    into.update({t.id: t for t in rows})
-    return into
 
 
 def _ensure_replay(rt: Runtime, brain: Brain, buffer: ReplayBuffer) -> None:
@@ -123,66 +117,159 @@ def _ensure_replay(rt: Runtime, brain: Brain, buffer: ReplayBuffer) -> None:
         log.info("restored replay buffer of brain %s (%d samples)", brain.name, len(snap["y"]))
 
 
-def wake(rt: Runtime, job: Job) -> dict:
+def wake(rt: Runtime, job: Job) -> dict | Handed:
     """Learn the log after the brain's learned position, at most ``wake_max_samples`` of it, and
-    publish; a follow-up job learns the rest, so that no job's work grows with the backlog."""
+    publish; a follow-up job learns the rest, so that no job's work grows with the backlog. A
+    backlog that ``service.sharding`` splits is handed to shards and their merge instead."""
     with writer(rt, job.brain_id, job_id=job.id) as lease:
-        brain = _brain(rt, job.brain_id)
+        brain = samplelog.brain_row(rt.db, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
-        tasks = _tasks(rt, brain.id, {})
         learner = rt.training.checkout(rt.versions, brain, rt.device)
         buffer = rt.replay(brain)
         _ensure_replay(rt, brain, buffer)
-        start = cursor = brain.learned_position
-        limit = rt.settings.wake_max_samples
-        learned, tasks_seen = 0, 0
         with rt.db.session(read_only=True) as s:
-            pending = samplelog.pending(s, brain.id, cursor)
-        losses: list[float] = []
-        while learned < limit:
-            with rt.db.session(read_only=True) as s:
-                rows = samplelog.read_after(s, brain.id, cursor, min(WAKE_CHUNK, limit - learned))
-            if not rows:
-                break
-            for task_id, x, y in _batches(rows, brain):
-                task = tasks.get(task_id) or _tasks(rt, brain.id, tasks)[task_id]  # may be new
-                stats = learn_batch(learner, buffer, x, y, task.name, rt.device)
-                if stats.loss is not None:
-                    losses.append(stats.loss)
-                tasks_seen = max(tasks_seen, task.ordinal + 1)
-            cursor = rows[-1].id
-            learned += len(rows)
-            rt.jobs.progress(job.id, learned / max(min(pending, limit), learned), f"learning {learned}/{pending}")
-        if learned == 0:
-            rt.training.checkin(brain, brain.current_version, learner)
-            return {"learned": 0, "version": brain.current_version}
-        with rt.db.session() as s:
-            row = locked_brain(s, lease)
-            if row is None:
-                return {"skipped": "brain deleted"}
-            previous = s.scalar(
-                select(Version.tasks_seen).where(
-                    Version.brain_id == brain.id, Version.number == row.current_version
-                )
-            )
-            row.learned_position = cursor
-            row.samples_learned += learned
-            row.samples_since_sleep += learned
-            version = rt.versions.publish(
-                s, row, learner, kind="wake", lease=lease, base=brain.current_version, log_position=cursor,
-                samples_learned=row.samples_learned, tasks_seen=max(previous or 0, tasks_seen),
-                stats={"learned": learned, "log_from": start,
-                       "loss": float(np.mean(losses)) if losses else None},
-                replay=buffer.snapshot() if rt.embedded_replay else None,
-            )
-            number = version.number
-        rt.training.checkin(brain, number, learner)
-    left = max(0, pending - learned)
+            pending = samplelog.pending(s, brain.id, brain.learned_position)
+        sharded = rt.settings.wake_shards > 1 and rt.jobs.can_fan_out  # else one worker, as always
+        shards = sharding.plan(rt, brain, learner, pending) if sharded else None
+        if shards is not None:
+            rt.training.checkin(brain, brain.current_version, learner)  # unchanged
+            rt.jobs.progress(job.id, 0.02, f"learning {shards['samples']} samples in {len(shards['ranges'])} shards")
+            rt.jobs.fan_out(job.id, shards)
+            return Handed({"plan": shards["id"], "shards": len(shards["ranges"]), "samples": shards["samples"]})
+        result = _learn_log(rt, job, lease, brain, learner, buffer, pending)
+    return _woken(rt, brain.id, result)
+
+
+def _learn_log(rt: Runtime, job: Job, lease: Lease, brain: Brain, learner: Learner, buffer: ReplayBuffer,
+               pending: int) -> dict:
+    """One worker's wake: observe the log after ``brain``'s learned position (at most
+    ``wake_max_samples``), offering each batch to ``buffer``, and publish a version."""
+    start = cursor = brain.learned_position
+    limit = rt.settings.wake_max_samples
+    known: dict[int, Task] = {}
+    learned, tasks_seen = 0, 0
+    losses: list[float] = []
+    dim = input_dim(brain.input_shape, brain.encoder)  # the encoder's output, as the log stores it
+    for rows in samplelog.chunks(rt.db, brain.id, cursor, limit):
+        for task_id, x, y in samplelog.batches(rows, dim):
+            task = samplelog.task_of(rt.db, brain.id, known, task_id)
+            stats = learn_batch(learner, buffer, x, y, task.name, rt.device)
+            if stats.loss is not None:
+                losses.append(stats.loss)
+            tasks_seen = max(tasks_seen, task.ordinal + 1)
+        cursor = rows[-1].id
+        learned += len(rows)
+        rt.jobs.progress(job.id, learned / max(min(pending, limit), learned), f"learning {learned}/{pending}")
+    if learned == 0:
+        rt.training.checkin(brain, brain.current_version, learner)
+        return {"learned": 0, "version": brain.current_version}
+    stats = {"learned": learned, "log_from": start, "loss": float(np.mean(losses)) if losses else None}
+    result = _publish_wake(rt, lease, brain, learner, buffer, cursor=cursor, learned=learned,
+                           tasks_seen=tasks_seen, stats=stats)
+    return {**result, "pending": pending}
+
+
+def _publish_wake(rt: Runtime, lease: Lease, brain: Brain, learner: Learner, buffer: ReplayBuffer, *, cursor: int,
+                  learned: int, tasks_seen: int, stats: dict) -> dict:
+    """Publish ``learner``, which learned the log up to ``cursor`` (``learned`` samples more than
+    ``brain``'s version), with the brain's new position, in one transaction; the job's result."""
+    with rt.db.session() as s:
+        row = locked_brain(s, lease)
+        if row is None:
+            return {"skipped": "brain deleted"}
+        previous = s.scalar(
+            select(Version.tasks_seen).where(Version.brain_id == brain.id, Version.number == row.current_version)
+        )
+        row.learned_position = cursor
+        row.samples_learned += learned
+        row.samples_since_sleep += learned
+        version = rt.versions.publish(
+            s, row, learner, kind="wake", lease=lease, base=brain.current_version, log_position=cursor,
+            samples_learned=row.samples_learned, tasks_seen=max(previous or 0, tasks_seen), stats=stats,
+            replay=buffer.snapshot() if rt.embedded_replay else None,
+        )
+        number = version.number
+    rt.training.checkin(brain, number, learner)
+    return {"learned": learned, "version": number}
+
+
+def _woken(rt: Runtime, brain_id: int, result: dict) -> dict:
+    """After a wake published (its writer released): a follow-up job for what is left of the
+    ``pending`` samples it saw (later ones have jobs of their own), and a sleep if the policy makes
+    one due; the job's result with ``left``."""
+    if result.get("skipped") or not result.get("learned"):
+        return {k: v for k, v in result.items() if k != "pending"}
+    left = max(0, result.pop("pending") - result["learned"])
     if left:  # the rest of the backlog (and whatever arrived meanwhile) in a job of its own
-        rt.jobs.submit("wake", brain.id, {"reason": "continuation", "samples": left}, join_queued=True)
-    maybe_sleep(rt, brain.id)
-    return {"learned": learned, "version": number, "left": left}
+        rt.jobs.submit("wake", brain_id, {"reason": "continuation", "samples": left}, join_queued=True)
+    maybe_sleep(rt, brain_id)
+    return {**result, "left": left}
+
+
+def merge_shards(rt: Runtime, job_id: str, plan: dict, results: list[dict], *,
+                 retry_transient: bool = False) -> dict | None:
+    """The end of a sharded wake (``service.sharding``), the chord's callback: under a fresh fenced
+    writer, merge the shards' sums in shard order, offer the samples to the replay buffer in log
+    order, publish one version and record the wake job's end. When the brain moved on from the
+    plan or a shard refused, the sums are thrown away and the log is learned as one worker does.
+    ``retry_transient``: as :func:`run_job`'s (the job stays running for the retry)."""
+    with rt.db.session(read_only=True) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state in ("succeeded", "failed"):
+            return None  # a redelivered callback
+        s.expunge(job)
+    try:
+        with writer(rt, job.brain_id, job_id=job.id) as lease:
+            result = _merge(rt, job, lease, plan, results)
+        result = _woken(rt, job.brain_id, result)
+    except Exception as exc:
+        if retry_transient and transient(exc):
+            log.warning("merge of job %s interrupted, to be retried: %s", job_id, exc)
+            rt.jobs.event(job_id, "retrying", error=f"{type(exc).__name__}: {exc}"[:500])
+        else:
+            log.exception("merge of job %s failed", job_id)
+            rt.jobs.finish(job_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+    rt.jobs.finish(job_id, result=result)
+    return result
+
+
+def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict]) -> dict:
+    brain = samplelog.brain_row(rt.db, job.brain_id)
+    if brain is None:
+        sharding.drop(rt, results)
+        return {"skipped": "brain deleted"}
+    refused = sharding.refusal(brain, plan, results)
+    merge_at = time.time()
+    learner = rt.training.checkout(rt.versions, brain, rt.device)
+    started = time.perf_counter()
+    statistics = sharding.load(rt, results) if refused is None else None
+    load_seconds = time.perf_counter() - started
+    if refused is None and statistics is None:
+        refused = "a shard's statistics are gone from Redis"
+    buffer = rt.replay(brain)
+    _ensure_replay(rt, brain, buffer)
+    if refused is not None or not learner.mergeable():
+        refused = refused or "the learner cannot merge"
+        sharding.drop(rt, results)
+        log.warning("job %s: shards not merged (%s); learning the log in one place", job.id, refused)
+        with rt.db.session(read_only=True) as s:
+            pending = samplelog.pending(s, brain.id, brain.learned_position)
+        return {**_learn_log(rt, job, lease, brain, learner, buffer, pending), "shards_refused": refused}
+    rt.jobs.progress(job.id, 0.8, f"merging {len(results)} shards")
+    started = time.perf_counter()
+    learner.merge(statistics)
+    learned, tasks_seen = sharding.offer(rt, brain, plan, buffer)
+    merge_seconds = time.perf_counter() - started
+    stats = {"learned": learned, "log_from": plan["start"], "loss": None, "shards": len(results),
+             "shard_seconds": [r["seconds"] for r in results], "shard_bytes": sum(r["bytes"] for r in results),
+             "shard_workers": [r["by"] for r in results], "shard_at": [r["at"] for r in results], "merge_at": round(merge_at, 3),
+             "statistics_load_seconds": round(load_seconds, 4), "merge_seconds": round(merge_seconds, 4)}
+    result = _publish_wake(rt, lease, brain, learner, buffer, cursor=plan["end"], learned=learned,
+                           tasks_seen=tasks_seen, stats=stats)
+    sharding.drop(rt, results)  # kept until now for a retry of a merge that could not publish
+    return {**result, "shards": len(results), "pending": plan["pending"]}
 
 
 def learn_batch(learner: Learner, buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, task: str,
@@ -205,24 +292,9 @@ def consolidate(learner: Learner, buffer: ReplayBuffer, *, policy: dict, samples
     return stats, len(replay)
 
 
-def _batches(rows, brain: Brain):
-    """Split log rows into observe() batches of at most WAKE_BATCH samples of one task each."""
-    dim = input_dim(brain.input_shape, brain.encoder)  # the encoder's output, as the log stores it
-    start = 0
-    while start < len(rows):
-        end = start + 1
-        while end < len(rows) and end - start < WAKE_BATCH and rows[end].task_id == rows[start].task_id:
-            end += 1
-        chunk = rows[start:end]
-        x = np.stack([np.frombuffer(r.x, dtype="<f4", count=dim) for r in chunk]).astype(np.float32)
-        y = torch.tensor([r.label for r in chunk], dtype=torch.long)
-        yield chunk[0].task_id, torch.from_numpy(x), y
-        start = end
-
-
 def sleep(rt: Runtime, job: Job) -> dict:
     with writer(rt, job.brain_id, job_id=job.id) as lease:
-        brain = _brain(rt, job.brain_id)
+        brain = samplelog.brain_row(rt.db, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
         if brain.samples_learned == 0:
@@ -274,7 +346,7 @@ def meta_train(rt: Runtime, job: Job) -> dict:
     key = meta_set_key(job.brain_id, Path(job.payload["file"]).name)
     try:
         with writer(rt, job.brain_id, job_id=job.id) as lease:
-            brain = _brain(rt, job.brain_id)
+            brain = samplelog.brain_row(rt.db, job.brain_id)
             if brain is None:
                 return {"skipped": "brain deleted"}
             rt.jobs.progress(job.id, 0.02, "loading")

@@ -110,25 +110,44 @@ class ReplayBuffer:
         return len(self.store.labels())
 
     def add(self, x: np.ndarray, y: list[int]) -> None:
+        writes, seen = self.choose([y])
+        slots = sorted(writes)
+        rows = [writes[s][1] for s in slots]
+        self.store.write(slots, x[rows] if rows else x[:0], [int(y[r]) for r in rows], seen)
+
+    def add_batches(self, batches: list[list[int]], fetch: Callable[[list[tuple[int, int]]], np.ndarray]) -> None:
+        """What ``add`` called on each batch in turn leaves (``batches``: their labels), reading
+        only the inputs that end up stored: ``fetch(keys)`` returns the rows ``x`` of the samples
+        ``(batch, row)`` in ``keys``. A sharded wake's merge offers its samples so."""
+        writes, seen = self.choose(batches)
+        slots = sorted(writes)
+        keys = [writes[s] for s in slots]
+        x = fetch(keys) if keys else np.zeros((0, self.width), dtype=np.float32)
+        self.store.write(slots, x, [int(batches[b][i]) for b, i in keys], seen)
+
+    def choose(self, batches: list[list[int]]) -> tuple[dict[int, tuple[int, int]], int]:
+        """Where the samples of ``batches`` (the labels of consecutive ``add`` calls) go: ``{slot:
+        (batch, row)}`` of those still stored after the last, and the count offered by then. Each
+        call draws from its own generator, seeded by the count offered before it (deterministic,
+        nothing to persist). Reads the store; writes nothing."""
         seen = self.store.seen()
         slot_labels = self.store.labels()
-        rng = random.Random(f"{self.seed}:{seen}")  # deterministic, nothing to persist
-        writes: dict[int, int] = {}  # slot -> row of x (a later sample may take the same slot)
-        for i, label in enumerate(y):
-            slot = self.policy.slot_for(
-                label=int(label), seen=seen, capacity=self.capacity, slot_labels=slot_labels, rng=rng
-            )
-            seen += 1
-            if slot is None:
-                continue
-            if slot == len(slot_labels):
-                slot_labels.append(int(label))
-            else:
-                slot_labels[slot] = int(label)
-            writes[slot] = i
-        slots = sorted(writes)
-        rows = [writes[s] for s in slots]
-        self.store.write(slots, x[rows] if rows else x[:0], [int(y[r]) for r in rows], seen)
+        writes: dict[int, tuple[int, int]] = {}  # slot -> sample (a later sample may take the same slot)
+        for b, labels in enumerate(batches):
+            rng = random.Random(f"{self.seed}:{seen}")
+            for i, label in enumerate(labels):
+                slot = self.policy.slot_for(
+                    label=int(label), seen=seen, capacity=self.capacity, slot_labels=slot_labels, rng=rng
+                )
+                seen += 1
+                if slot is None:
+                    continue
+                if slot == len(slot_labels):
+                    slot_labels.append(int(label))
+                else:
+                    slot_labels[slot] = int(label)
+                writes[slot] = (b, i)
+        return writes, seen
 
     def sample(self, n: int | None = None, *, seed: int = 0) -> Replay:
         """Up to ``n`` distinct samples (all when ``n`` is None), in a seeded random order."""

@@ -153,7 +153,7 @@ def _executor(rt: Runtime, runner: JobRunner | None, claim: DataDirClaim | None)
     settings = rt.settings
     if settings.job_backend == "celery":
         assert settings.broker_url, "Celery jobs need BRAIN_BROKER_URL or BRAIN_REDIS_URL"
-        return CeleryJobs(settings.broker_url)
+        return CeleryJobs(settings.broker_url, backend_url=settings.redis_url)
     if settings.job_backend == "inprocess":
         return InProcessJobs(lambda job_id: runner.run(rt, job_id), nice=settings.job_nice,
                              retryable=runner.retryable)

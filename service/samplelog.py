@@ -7,12 +7,15 @@ everything after it. Rows hold the encoder's output as little-endian float32 byt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+import torch
 from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
 
-from service.tables import Brain, Sample
+from service.db import Database
+from service.tables import Brain, Sample, Task
 
 
 def append(s: Session, rows: Sequence[dict]) -> None:
@@ -29,13 +32,28 @@ def known_keys(s: Session, brain_id: int, keys: Iterable[str]) -> set[str]:
     return set(s.scalars(select(Sample.sample_key).where(Sample.brain_id == brain_id, Sample.sample_key.in_(keys))))
 
 
-def read_after(s: Session, brain_id: int, position: int, limit: int) -> Sequence[Row]:
-    """Up to ``limit`` rows (id, task_id, label, x) after log position ``position``, in log order."""
-    return s.execute(
-        select(Sample.id, Sample.task_id, Sample.label, Sample.x)
-        .where(Sample.brain_id == brain_id, Sample.id > position)
-        .order_by(Sample.id).limit(limit)
-    ).all()
+def read_after(s: Session, brain_id: int, position: int, limit: int, *, through: int | None = None,
+               inputs: bool = True) -> Sequence[Row]:
+    """Up to ``limit`` rows (id, task_id, label, x; without x unless ``inputs``) after log position
+    ``position`` (and none after ``through``), in log order."""
+    columns = (Sample.id, Sample.task_id, Sample.label, *((Sample.x,) if inputs else ()))
+    query = select(*columns).where(Sample.brain_id == brain_id, Sample.id > position)
+    if through is not None:
+        query = query.where(Sample.id <= through)
+    return s.execute(query.order_by(Sample.id).limit(limit)).all()
+
+
+def inputs(s: Session, brain_id: int, ids: Sequence[int]) -> dict[int, bytes]:
+    """The inputs (x, as stored) of the rows ``ids``, by id."""
+    if not ids:
+        return {}
+    return dict(s.execute(select(Sample.id, Sample.x).where(Sample.brain_id == brain_id, Sample.id.in_(list(ids)))).tuples().all())
+
+
+def ids_after(s: Session, brain_id: int, position: int, limit: int) -> list[int]:
+    """The ids of up to ``limit`` rows after ``position``, in log order (a sharded wake's plan)."""
+    return list(s.scalars(select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position)
+                          .order_by(Sample.id).limit(limit)))
 
 
 def pending(s: Session, brain_id: int, position: int | None = None, *, limit: int | None = None) -> int:
@@ -63,3 +81,71 @@ def backlog(s: Session) -> dict[int, int]:
         select(Sample.brain_id, func.count()).join(Brain, Brain.id == Sample.brain_id)
         .where(Sample.id > Brain.learned_position).group_by(Sample.brain_id)
     ).tuples().all())
+
+
+# -- reading the log as a wake learns it ---------------------------------------------------------
+# One worker's wake (service.orchestration), the shards of a sharded wake and their merge
+# (service.sharding) all read through these, so that a merge offers the replay buffer the very
+# batches one worker would have (the reservoir's draws follow the batches).
+WAKE_CHUNK = 4096  # log rows read per query
+WAKE_BATCH = 128  # samples per observe() call
+
+
+def chunks(db: Database, brain_id: int, cursor: int, limit: int, *, through: int | None = None,
+           inputs: bool = True) -> Iterator[Sequence[Row]]:
+    """The log's rows after ``cursor`` (at most ``limit``, none after row id ``through``), in log
+    order, ``WAKE_CHUNK`` rows a query: the chunks one worker's wake reads (without their inputs
+    unless ``inputs``)."""
+    learned = 0
+    while learned < limit:
+        with db.session(read_only=True) as s:
+            rows = read_after(s, brain_id, cursor, min(WAKE_CHUNK, limit - learned), through=through, inputs=inputs)
+        if not rows:
+            return
+        yield rows
+        cursor = rows[-1].id
+        learned += len(rows)
+
+
+def batches(rows: Sequence[Row], dim: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Split log rows into observe() batches ``(task id, x [n, dim], y)`` (:func:`spans`)."""
+    for start, end in spans(rows):
+        chunk = rows[start:end]
+        yield chunk[0].task_id, decode([r.x for r in chunk], dim), torch.tensor([r.label for r in chunk], dtype=torch.long)
+
+
+def spans(rows: Sequence[Row]) -> Iterator[tuple[int, int]]:
+    """The ``[start, end)`` of each observe() batch of ``rows``: at most WAKE_BATCH samples of one
+    task each (what a batch is depends on the rows' tasks alone, not on their inputs)."""
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and end - start < WAKE_BATCH and rows[end].task_id == rows[start].task_id:
+            end += 1
+        yield start, end
+        start = end
+
+
+def decode(xs: Sequence[bytes], dim: int) -> torch.Tensor:
+    """Inputs as the log stores them (little-endian float32 bytes) as a float32 tensor ``[n, dim]``."""
+    return torch.from_numpy(np.stack([np.frombuffer(x, dtype="<f4", count=dim) for x in xs]).astype(np.float32))
+
+
+def brain_row(db: Database, brain_id: int) -> Brain | None:
+    """The brain's row as a wake starts, detached from the session; None when it was deleted."""
+    with db.session(read_only=True) as s:
+        brain = s.get(Brain, brain_id)
+        if brain is not None:
+            s.expunge(brain)
+        return brain
+
+
+def task_of(db: Database, brain_id: int, known: dict[int, Task], task_id: int) -> Task:
+    """Task ``task_id`` of the brain from ``known``, which is read (again) when it lacks it (a task
+    registered since)."""
+    if task_id not in known:
+        with db.session(read_only=True) as s:
+            rows = s.scalars(select(Task).where(Task.brain_id == brain_id)).all()
+            s.expunge_all()
+        known.update({t.id: t for t in rows})
+    return known[task_id]

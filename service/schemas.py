@@ -55,6 +55,7 @@ class SleepPolicy(_In):
         description="Samples one sleep rehearses. Default: as many as were learned since the last "
         "sleep, at least 1,000 and at most 10,000.",
     )
+    on_drift: bool = Field(False, description="Sleep when a drift event fires (GET .../drift).")
 
 
 class ReplaySpec(_In):
@@ -188,6 +189,7 @@ class PredictIn(_In):
 
 
 class Prediction(BaseModel):
+    id: str = Field(description="This prediction's id: send it with the true label to POST .../feedback.")
     label: str | int
     confidence: float
 
@@ -195,6 +197,58 @@ class Prediction(BaseModel):
 class PredictOut(BaseModel):
     version: int
     predictions: list[Prediction]
+
+
+class FeedbackItem(_In):
+    prediction: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="A prediction's id, from a predict answer.")
+    label: Label = Field(description="The true label of the input that prediction was for.")
+    task: TaskName | None = Field(None, description="The sample's task (default: the batch's).")
+
+
+class FeedbackIn(_In):
+    feedback: Annotated[list[FeedbackItem], _non_empty("no feedback: send at least one item")]
+    task: TaskName | None = Field(
+        None, description="The task of the samples made from this feedback; default: the task the prediction "
+        "was asked for, else \"feedback\".")
+
+
+class FeedbackAccepted(BaseModel):
+    accepted: int = Field(description="Labelled inputs appended to the sample log.")
+    duplicates: int = Field(description="Feedback on predictions that had it already: not learned again.")
+    job: str | None = Field(None, description="The wake job that learns them.")
+
+
+class PrequentialPoint(BaseModel):
+    version: int | None = Field(None, description="The version that answered (per-version points).")
+    at: datetime | None = Field(None, description="Start of the time bucket the predictions were served in.")
+    labelled: int
+    accuracy: float
+
+
+class PrequentialOut(BaseModel):
+    labelled: int = Field(description="Served predictions later labelled by feedback.")
+    accuracy: float | None = Field(description="The share of them that were right.")
+    per_version: list[PrequentialPoint]
+    bucket_seconds: int
+    over_time: list[PrequentialPoint] = Field(description="Per bucket of serving time, the newest 100.")
+
+
+class DriftEventOut(BaseModel):
+    signal: Literal["error", "confidence", "input"] = Field(
+        description="error: served predictions later labelled wrong; confidence: their top probability; "
+        "input: an image's mean pixel.")
+    detector: str
+    version: int = Field(description="The version serving when it fired.")
+    statistic: dict[str, Any] = Field(description="index: the signal's sample it fired on; change_at, before, "
+                                      "after: where the change began and the mean on each side (estimates).")
+    sleep_job: str | None = Field(None, description="The sleep it started (sleep_policy.on_drift).")
+    created_at: datetime
+
+
+class DriftOut(BaseModel):
+    events: list[DriftEventOut] = Field(description="Newest first.")
+    watched: dict[str, int] = Field(description="Samples of each signal this API process has fed its monitors.")
 
 
 class EvaluateIn(_In):
@@ -218,6 +272,9 @@ class StrategyOut(BaseModel):
     default: bool
     settings: list[Literal["class", "task", "domain"]]  # the continual-learning settings it handles
     meta_trainable: bool
+    # whether its wake can be sharded over several workers (issue 17), and under which params
+    mergeable: bool = False
+    mergeable_when: str | None = None
     params: dict[str, Any]  # JSON schema of its params
 
 
@@ -300,6 +357,8 @@ class MetricsOut(BaseModel):
     forward_transfer: float | None
     forgetting: float | None
     history: list[HistoryRow]
+    prequential: PrequentialOut | None = Field(
+        None, description="Accuracy of served predictions later labelled (POST .../feedback).")
 
 
 class JobList(BaseModel):

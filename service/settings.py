@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         20_000, ge=1, description="Samples one wake job learns at most; it publishes, and a follow-up "
         "job learns the rest, so no job's work grows with the backlog.",
     )
+    # a sharded wake (issue 17)
+    wake_shards: int = Field(
+        1, ge=1, le=64, description="Shards a wake job's backlog is split into, learned at once by as many "
+        "Celery worker processes and merged into one version: for brains whose strategy's wake is a sum of "
+        "per-sample statistics (GET /v1/strategies: mergeable_when); set it to the workers' processes. 1: "
+        "off. Full stack only: the embedded default has one job process and never shards.",
+    )
+    wake_shard_min_samples: int = Field(
+        2_000, ge=1, description="Samples a shard learns at least: a wake shards only with twice as many "
+        "to learn, into fewer shards than wake_shards when it has less than that many times this.",
+    )
     max_tasks: int = Field(1_000, ge=1, description="Tasks one brain holds at most.")
     job_nice: int = Field(
         10, ge=0, le=19, description="How much lower the CPU priority of training is than serving's (a "
@@ -104,6 +115,17 @@ class Settings(BaseSettings):
     )
 
     # serving
+    feedback_window_seconds: float = Field(
+        3600.0, gt=0, description="How long the inputs of served predictions are kept for feedback "
+        "(POST .../feedback); later feedback is answered 410.",
+    )
+    drift_check_seconds: float = Field(
+        0.5, gt=0, description="How often the drift monitors are fed what was served and labelled since.",
+    )
+    feedback_max_kept: int = Field(
+        20_000, ge=0, description="Most served predictions kept for feedback per API process (the "
+        "oldest go first: 410); 0 keeps none.",
+    )
     serving_ttl_seconds: float = Field(
         30.0, gt=0, description="Longest a prediction trusts its in-memory copy of a brain without "
         "re-reading it; changes are announced at once, this only bounds a lost announcement.",

@@ -167,6 +167,39 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Feedback(Base):
+    """A served prediction later labelled (``POST .../feedback``): was the version that answered
+    right? The rows behind the prequential accuracy; the labelled input itself went to the log."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("brain_id", "prediction"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    prediction: Mapped[str] = mapped_column(String(64))  # the prediction's id
+    version: Mapped[int] = mapped_column(Integer)  # the version that answered
+    correct: Mapped[bool] = mapped_column()
+    confidence: Mapped[float] = mapped_column(Float)
+    served_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DriftRecord(Base):
+    """A drift event of one brain's served predictions (``service.drift_watch``): when, on which
+    signal, by which detector, and the estimates of the change."""
+
+    __tablename__ = "drift_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    brain_id: Mapped[int] = mapped_column(ForeignKey("brains.id", ondelete="CASCADE"), index=True)
+    signal: Mapped[str] = mapped_column(String(16))  # error | confidence | input
+    detector: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)  # the version serving when it fired
+    statistic: Mapped[dict] = mapped_column(JSON)  # index, change_at, before, after
+    slept: Mapped[str | None] = mapped_column(String(36))  # the sleep job it started (sleep_policy.on_drift)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ApiKey(Base):
     """An API key; the key itself is shown once at creation and never stored (``key_hash``: sha256)."""
 

@@ -21,7 +21,8 @@ from sqlalchemy import create_engine, inspect, text
 from service.db import downgrade, make_engine, upgrade
 from service.tables import Base
 
-APP_TABLES = {"brains", "tasks", "samples", "versions", "jobs", "evaluations", "api_keys", "api_key_grants", "blobs"}
+APP_TABLES = {"brains", "tasks", "samples", "versions", "jobs", "evaluations", "api_keys", "api_key_grants", "blobs",
+              "feedback", "drift_events"}
 
 
 def test_orm_tables_are_the_expected_ones() -> None:
@@ -236,7 +237,7 @@ def test_0007_adds_the_blobs_table_and_takes_it_away(store: str, request) -> Non
     url = request.getfixturevalue(f"{store}_url")
     upgrade(url, "0006")
     assert "blobs" not in _tables(url)
-    upgrade(url)
+    upgrade(url, "0007")
     assert _revision(url) == "0007"
     engine = make_engine(url)
     try:
@@ -251,3 +252,14 @@ def test_0007_adds_the_blobs_table_and_takes_it_away(store: str, request) -> Non
         engine.dispose()
     downgrade(url, "0006")
     assert "blobs" not in _tables(url) and "brains" in _tables(url)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_0008_and_0009_add_feedback_and_drift_events_and_take_them_away(store: str, request) -> None:
+    url = request.getfixturevalue(f"{store}_url")
+    upgrade(url, "0007")
+    assert not {"feedback", "drift_events"} & _tables(url)
+    upgrade(url)
+    assert _revision(url) == "0009" and {"feedback", "drift_events"} <= _tables(url)
+    downgrade(url, "0007")
+    assert not {"feedback", "drift_events"} & _tables(url) and "blobs" in _tables(url)

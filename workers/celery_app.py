@@ -3,6 +3,7 @@
 Built by :func:`create_celery` from settings (no import-time globals); ``brain worker`` and
 ``brain beat`` start it. Jobs are long and must survive a worker's death, so messages are acked
 after the job (``acks_late``), re-queued when the worker is lost, and prefetched one at a time.
+Redis is also the result backend, for the chord of a sharded wake alone (JSON answers).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from service.jobs import CHECK_SLEEP_TASK, QUEUES
+from service.jobs import CHECK_SLEEP_TASK, QUEUES, result_backend_config
 from service.settings import Settings
 from workers import tasks
 
@@ -36,6 +37,8 @@ def create_celery(settings: Settings) -> Celery:
             "check-sleep-policies": {"task": CHECK_SLEEP_TASK, "schedule": settings.sleep_check_seconds},
         },
         timezone="UTC",
+        # counts a sharded wake's chord (service.sharding); only its shards keep results, as JSON
+        **result_backend_config(settings.redis_url),
     )
     tasks.register(app, settings)
     return app

@@ -13,16 +13,19 @@ from service.jobs import (
     CHECK_SLEEP_TASK,
     RETRIES,
     RUN_JOB_TASK,
+    WAKE_MERGE_TASK,
+    WAKE_SHARD_TASK,
     BrainBusy,
     JobBusy,
     lower_priority,
     queue_of,
     retry_delay,
 )
-from service.orchestration import run_job, transient
+from service.orchestration import merge_shards, run_job, transient
 from service.runtime import Runtime, build_runtime
 from service.scheduling import check_sleep_due, recover
 from service.settings import Settings
+from service.sharding import shard
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,24 @@ def register(app: Celery, settings: Settings) -> None:
                              countdown=max(1.0, rt.settings.lock_timeout_seconds / 2))
         except JobBusy as exc:  # a redelivered message of a job whose runner is alive: look again later
             raise self.retry(exc=exc, countdown=max(1.0, rt.settings.lock_timeout_seconds / 2)) from exc
+        except Exception as exc:
+            if last or not transient(exc):
+                raise
+            raise self.retry(exc=exc, countdown=retry_delay(self.request.retries)) from exc
+
+    @app.task(name=WAKE_SHARD_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+    def wake_shard_task(job_id: str, plan: dict, index: int) -> dict:
+        """One shard of a sharded wake (``service.sharding``): its answer (JSON, kept by the result
+        backend for the chord) says where its statistics are, or why there are none; never raises,
+        so that the merge always runs."""
+        return shard(runtime.get(), job_id, plan, index)
+
+    @app.task(name=WAKE_MERGE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRIES)
+    def wake_merge_task(self, results: list[dict], job_id: str, plan: dict) -> None:
+        """The chord's callback: merge and publish, retried as ``run_job_task`` is on transient errors."""
+        last = self.request.retries >= RETRIES
+        try:
+            merge_shards(runtime.get(), job_id, plan, results, retry_transient=not last)
         except Exception as exc:
             if last or not transient(exc):
                 raise

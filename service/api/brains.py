@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from sqlalchemy import select
 
 from service import brains, configure, schemas
@@ -57,11 +57,13 @@ def update_brain(name: str, body: schemas.BrainUpdate, rt: RuntimeDep, _: CanWri
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_brain(name: str, rt: RuntimeDep, learners: LearnersDep, authenticator: AuthDep, _: AdminOnly) -> Response:
+def delete_brain(name: str, request: Request, rt: RuntimeDep, learners: LearnersDep, authenticator: AuthDep,
+                 _: AdminOnly) -> Response:
     with rt.db.session(read_only=True) as s:
         brain_id = brains.get_brain(s, name).id
     brains.delete_brain(rt, name=name)
     learners.forget(brain_id)
+    request.app.state.drift.forget(brain_id)  # its id may be given to a new brain (SQLite)
     authenticator.forget()  # keys' grants on it went with it
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

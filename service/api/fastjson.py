@@ -88,16 +88,23 @@ async def parse_off_loop(model: type[M], raw: bytes) -> M:
     return await run_in_threadpool(parse, model, raw)
 
 
+#: the models declared by :func:`body_schema`, for :func:`add_schemas` to put into the document
+BODIES: list[type[BaseModel]] = []
+
+
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` declaring ``model`` as the route's required JSON body."""
+    if model not in BODIES:
+        BODIES.append(model)
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": REF.format(model=model.__name__)}}}}}
 
 
-def add_schemas(openapi: dict[str, Any], *models: type[BaseModel]) -> dict[str, Any]:
-    """Put ``models`` (and the models they use) into the document's components."""
+def add_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Put the models of the routes' bodies (:data:`BODIES`, and the models they use) into the
+    document's components."""
     components = openapi.setdefault("components", {}).setdefault("schemas", {})
-    for model in models:
+    for model in BODIES:
         schema = model.model_json_schema(ref_template=REF)
         for name, definition in schema.pop("$defs", {}).items():
             components.setdefault(name, definition)

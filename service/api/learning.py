@@ -1,7 +1,8 @@
-"""Learning and inference: samples, predict, evaluate, sleep, meta-train."""
+"""Learning and inference: samples, predict, feedback, evaluate, sleep, meta-train."""
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager, nullcontext
 
 import orjson
@@ -9,9 +10,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from service import auth, brains, meta_sets, samplelog, schemas
+from service import auth, brains, feedback, meta_sets, samplelog, schemas
 from service.api import fastjson
 from service.api.deps import CanWrite, RuntimeDep, caller_of, can_read
+from service.drift_watch import DriftWatch
 from service.errors import Conflict
 from service.inputs import check_limits, decode
 from service.runtime import Runtime
@@ -93,10 +95,16 @@ async def serve_predict(request: Request) -> Response:
                                     encoder=entry.encoder, max_pixels=limits.max_decoded_pixels)
     entry.check_width(x)
     idx, conf = await batcher.predict(entry, body.task, x)
-    labels = entry.labels
+    labels, predicted, confidence = entry.labels, idx.tolist(), conf.tolist()
+    now = time.time()
+    rid = feedback.request_id(now)
+    request.app.state.served.keep(rid, feedback.Served(
+        brain_id=entry.brain_id, version=entry.version, task=body.task, at=now, x=x, predicted=predicted,
+        confidence=confidence, pixels=entry.kind == "image" and entry.raw_inputs))
     return Response(orjson.dumps({
         "version": entry.version,
-        "predictions": [{"label": labels[i], "confidence": c} for i, c in zip(idx.tolist(), conf.tolist())],
+        "predictions": [{"id": pid, "label": labels[i], "confidence": c}
+                        for pid, i, c in zip(feedback.prediction_ids(rid, len(predicted)), predicted, confidence)],
     }), media_type="application/json")
 
 
@@ -108,6 +116,30 @@ PREDICT_PATH = f"{router.prefix}/{{name}}/predict"
 PREDICT_DOC = APIRoute(PREDICT_PATH, serve_predict, methods=["POST"], tags=["learning"], name="predict",
                        dependencies=[Depends(can_read)], response_model=schemas.PredictOut,
                        openapi_extra=fastjson.body_schema(schemas.PredictIn))
+
+
+@router.post("/{name}/feedback", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.FeedbackAccepted,
+             openapi_extra=fastjson.body_schema(schemas.FeedbackIn),
+             responses={410: {"description": "The prediction is no longer kept for feedback."}})
+async def post_feedback(name: str, request: Request, rt: RuntimeDep, _: CanWrite) -> schemas.FeedbackAccepted:
+    """True labels for served predictions: each prediction's input becomes a sample (its id is the
+    sample id: feedback sent twice is learned once), learned by a wake job like any other, and the
+    prediction counts towards the brain's prequential accuracy (``GET .../metrics``). Inputs are
+    kept ``BRAIN_FEEDBACK_WINDOW_SECONDS`` by the API process that served them: later, 410."""
+    body = await fastjson.parse_off_loop(schemas.FeedbackIn, await request.body())
+    check_limits(body.feedback, field="feedback", max_items=rt.settings.max_batch, setting="BRAIN_MAX_BATCH",
+                 max_text_chars=rt.settings.max_text_chars)
+    return await run_in_threadpool(_feedback, rt, request.app.state.served, request.app.state.drift, name, body)
+
+
+def _feedback(rt: Runtime, served: feedback.ServedPredictions, watch: DriftWatch, name: str,
+              body: schemas.FeedbackIn) -> schemas.FeedbackAccepted:
+    with rt.db.session() as s:
+        done = feedback.record(s, rt.settings, served, name=name, body=body)
+    for version in {v for v, _ in done.outcomes}:
+        watch.labelled(done.brain_id, [ok for v, ok in done.outcomes if v == version], version)
+    job = rt.jobs.submit("wake", done.brain_id, {"samples": done.accepted}, join_queued=True) if done.accepted else None
+    return schemas.FeedbackAccepted(accepted=done.accepted, duplicates=done.duplicates, job=job)
 
 
 @router.post("/{name}/evaluate", response_model=schemas.EvaluateOut,

@@ -83,8 +83,8 @@ function heatmap(svg, rows, cols, values) {
   });
 }
 
-function lineChart(svg, xLabels, series) {
-  if (!xLabels.length || !series.length) return empty(svg, "No evaluations yet.");
+function lineChart(svg, xLabels, series, note = "No evaluations yet.") {
+  if (!xLabels.length || !series.length) return empty(svg, note);
   const W = 520, H = 240, left = 40, right = 110, top = 12, bottom = 28;
   reset(svg, W, H);
   const plotW = W - left - right, plotH = H - top - bottom;
@@ -174,6 +174,7 @@ function summary(brain, metrics, replay) {
     ["learned", brain.samples_learned], ["pending", brain.samples_pending],
     ["average accuracy", pct(metrics.average_accuracy)], ["forgetting", pct(metrics.forgetting)],
     ["replay", `${replay.size} / ${replay.capacity}`],
+    ["prequential accuracy", metrics.prequential?.labelled ? `${pct(metrics.prequential.accuracy)} of ${metrics.prequential.labelled}` : "–"],
   ];
   const dl = document.getElementById("summary");
   dl.replaceChildren();
@@ -242,6 +243,11 @@ async function showBrain(name) {
   heatmap(document.getElementById("matrix"), rows, metrics.tasks, metrics.accuracy_matrix);
   lineChart(document.getElementById("curves"), rows,
     metrics.tasks.map((t, j) => ({ name: t, values: metrics.accuracy_matrix.map((r) => r[j]) })));
+  const preq = metrics.prequential ?? { over_time: [] };
+  lineChart(document.getElementById("prequential"),
+    preq.over_time.map((p) => new Date(p.at).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" })),
+    preq.over_time.length ? [{ name: "prequential", values: preq.over_time.map((p) => p.accuracy) }] : [],
+    "No feedback yet: POST .../feedback labels served predictions.");
   barChart(document.getElementById("replay"), Object.keys(replay.per_label), Object.values(replay.per_label),
     { note: replay.size ? `${replay.size} of ${replay.capacity} (${replay.policy})` : "The replay buffer is empty." });
   const done = sleeps.jobs.filter((j) => j.state === "succeeded").reverse();

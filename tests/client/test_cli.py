@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from brain_client.fashion import FASHION_DIR
+from brain_cli.main import app as brain
 from brain_client import Client
 from brain_client.demo import load_tasks, run_demo
-from brain_cli.main import app as brain
+from brain_client.fashion import FASHION_DIR
 from tests.service.test_api import DIM, SMALL, clusters
 
 runner = CliRunner()

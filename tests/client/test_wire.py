@@ -154,7 +154,7 @@ def test_a_wire_model_reads_only_what_the_service_sends(openapi: Schema, model: 
 
 def test_every_route_the_client_reads_has_a_wire_model(openapi: Schema) -> None:
     read = {"BrainList", "BrainOut", "TaskList", "VersionList", "VersionOut", "MetricsOut", "SamplesAccepted",
-            "PredictOut", "EvaluateOut", "JobAccepted", "JobOut", "KeyCreated", "KeyList"}
+            "PredictOut", "FeedbackAccepted", "EvaluateOut", "JobAccepted", "JobOut", "KeyCreated", "KeyList"}
     assert read <= {m.__name__ for m in WIRE_MODELS} and read <= _response_schemas(openapi)
 
 
@@ -180,6 +180,7 @@ SENDING: dict[str, Callable[[], calls.Steps[Any]]] = {
     "learn rows": lambda: calls.learn("b", [[1, 2], "text", b"\x89PNG"], ["x", "y", "z"], task="t1"),
     "predict": lambda: calls.predict("b", X, task="t1"),
     "evaluate": lambda: calls.evaluate("b", X, ["a", "b", "a"], task="t1", mode="task"),
+    "feedback": lambda: calls.feedback("b", ["1a2b3c4d5e6f0011223344-0"], [np.int64(3)], task="t1"),
     "create_key": lambda: calls.create_key("ci", brains={"b": "write"}, admin=False),
 }
 

@@ -37,6 +37,11 @@ def post(client: TestClient, name: str, task: str, xs, ys, ids=None, wait=True):
     return client.post(f"/v1/brains/{name}/samples", params={"wait": wait}, json={"task": task, "samples": samples})
 
 
+def answers(predicted: dict) -> dict:
+    """A predict answer without its prediction ids (new for every request)."""
+    return {**predicted, "predictions": [{k: v for k, v in p.items() if k != "id"} for p in predicted["predictions"]]}
+
+
 def predict(client: TestClient, name: str, xs, task=None) -> dict:
     body = {"inputs": [{"x": x.tolist()} for x in xs]}
     if task:
@@ -176,7 +181,7 @@ def test_x_b64_is_the_same_input_as_x(client: TestClient) -> None:
     tx, _ = clusters(10, ["a", "b"], seed=2)
     as_list = predict(client, "b", tx)
     as_b64 = client.post("/v1/brains/b/predict", json={"inputs": [{"x_b64": b64(x)} for x in tx]}).json()
-    assert as_b64 == as_list
+    assert answers(as_b64) == answers(as_list)
 
 
 @pytest.mark.parametrize(
@@ -287,7 +292,7 @@ def test_jobs_sleep_versions_promote(client: TestClient) -> None:
     promoted = client.post("/v1/brains/b/versions/3/promote").json()
     assert promoted["current"] and promoted["promoted"] and promoted["number"] == 3
     rolled_back = predict(client, "b", xs)
-    assert rolled_back == before  # same version, same answers
+    assert answers(rolled_back) == answers(before)  # same version, same answers
     assert client.post("/v1/brains/b/versions/99/promote").status_code == 404
     # rolling back does not make the brain learn task 2's samples again
     assert client.get("/v1/brains/b").json()["samples_pending"] == 0

@@ -83,3 +83,29 @@ def test_snapshot_restore_round_trip(store) -> None:
     again = buf.snapshot()
     assert torch.equal(snap["x"], again["x"]) and torch.equal(snap["y"], again["y"])
     assert int(again["seen"]) == 30
+
+
+@pytest.mark.parametrize("policy", ["reservoir", "class_balanced"])
+def test_offering_batches_at_once_leaves_what_adding_them_in_turn_leaves(policy) -> None:
+    """A sharded wake's merge offers its samples with ``add_batches`` (issue 17), reading only the
+    inputs that end up stored: the buffer must be the one that ``add`` per batch leaves."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 4)).astype(np.float32)
+    y = [int(v) for v in rng.integers(0, 5, 700)]
+    cuts = [0, 40, 168, 170, 298, 426, 554, 700]  # batches of uneven sizes, as a log's tasks make them
+    one, many = (ReplayBuffer(MemoryStore(), capacity=50, policy=policy, seed=3, width=4) for _ in range(2))
+    for buffer in (one, many):  # something there already
+        buffer.add(x[:30] + 1, y[:30])
+    for a, b in zip(cuts, cuts[1:]):
+        one.add(x[a:b], y[a:b])
+    fetched: list[int] = []
+
+    def fetch(keys: list[tuple[int, int]]) -> np.ndarray:
+        rows = [cuts[b] + i for b, i in keys]
+        fetched.extend(rows)
+        return x[rows]
+
+    many.add_batches([y[a:b] for a, b in zip(cuts, cuts[1:])], fetch)
+    a, b = one.snapshot(), many.snapshot()
+    assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"]) and int(a["seen"]) == int(b["seen"]) == 730
+    assert len(fetched) <= 50  # only what is stored was read

@@ -51,6 +51,10 @@ def test_the_strategies_a_client_can_ask_for_are_listed_with_their_params(settin
         by_name = {s["name"]: s for s in listed}
         assert [s["name"] for s in listed if s["default"]] == ["plastic"]
         assert [s["name"] for s in listed if s["meta_trainable"]] == ["anml"]
+        # a sharded wake (issue 17): plastic alone, and it says under which params
+        assert [s["name"] for s in listed if s["mergeable"]] == ["plastic"]
+        assert "closed_form" in by_name["plastic"]["mergeable_when"]
+        assert all(s["mergeable_when"] is None for s in listed if s["name"] != "plastic")
         assert all(s["settings"] == list(STRATEGIES[s["name"]].settings) for s in listed)
         # the schema is the one params are validated against: its default is what a brain gets
         lr = by_name["finetune"]["params"]["properties"]["lr"]

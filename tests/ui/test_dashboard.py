@@ -56,6 +56,8 @@ def teach(url: str, api_key: str | None = None) -> dict:
         brain.sleep(wait=True)
         brain.evaluate(*h1, task="t1")
         brain.evaluate(*h2, task="t2")
+        served = brain.predict(h2[0][:10])
+        client.wait(brain.feedback([p.id for p in served.predictions], h2[1][:10]).job)
         return {"metrics": brain.metrics(), "versions": brain.versions(), "replay": client.http.get("/v1/brains/b/replay").json()}
 
 
@@ -83,6 +85,12 @@ def test_dashboard_plots_a_brains_real_data_and_rolls_back(browser, live_server:
     bars = page.eval_on_selector_all("#replay rect.bar", "bs => bs.map(b => Number(b.dataset.value))")
     assert len(bars) == 4 and sum(bars) == replay["size"] == sum(replay["per_label"].values())
     assert page.locator("#sleeps rect.bar").count() == 1
+    # the prequential accuracy of the ten labelled predictions: one bucket, in the plot and the summary
+    preq = Client(live_server).brain("b").metrics().prequential
+    assert page.eval_on_selector_all("#prequential polyline.series", "ls => ls.map(l => l.dataset.name)") == ["prequential"]
+    assert page.locator("#prequential circle").count() == len(preq.over_time) == 1
+    assert page.locator("#summary dd[data-field='prequential accuracy']").inner_text() == (
+        f"{100 * preq.accuracy:.1f}% of 10")
     assert page.locator("#jobs tbody tr", has_text="succeeded").count() >= 3  # two wakes and a sleep
     assert page.locator("#summary dd[data-field='average accuracy']").inner_text() == f"{100 * metrics.average_accuracy:.1f}%"
 

@@ -1,0 +1,173 @@
+"""A sharded wake (issue 17): one brain's backlog learned by several workers at once.
+
+For a learner whose wake is a sum of per-sample statistics (``Learner.mergeable``), a wake job with
+at least ``2 * wake_shard_min_samples`` samples to learn, on an executor that can fan out (Celery),
+is split in three steps:
+
+1. *Plan* (:func:`plan`, in the wake job, under the brain's writer): the rows it would learn (at most
+   ``wake_max_samples`` after ``learned_position``) are cut into ``wake_shards`` consecutive row-id
+   ranges; the plan (JSON) names the brain, the version it starts from (``base``) and the ranges.
+   The job hands the plan to the executor (a Celery chord) and ends without recording its end.
+2. *Shards* (:func:`shard`, one Celery task each, in parallel, no writer lock: they write nothing
+   of the brain): each loads version ``base`` itself, sums ``wake_statistics`` over its range and
+   stores the sums in Redis as safetensors bytes (``pb:shard:<plan>:<i>``, expiring after
+   :data:`TTL_SECONDS`; nothing is pickled), answering JSON. A shard that finds ``base`` no longer
+   current, or fails, answers why instead.
+3. *Merge* (``service.orchestration.merge_shards``, the chord's callback, under a fresh fenced
+   writer): unless a shard refused or the brain moved on from the plan (its current version is not
+   ``base`` or its learned position not the plan's start: :func:`refusal`), it merges the sums in
+   shard order, offers the samples to the replay buffer in log order and batches as one worker
+   would, and publishes one version at the plan's end. Otherwise it throws the sums away and learns
+   the log as one worker does: nothing computed against another version is ever published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from models.learner import Learner, add_statistics
+from service import samplelog
+from service.jobs import whoami
+from service.replay import ReplayBuffer
+from service.runtime import Runtime
+from service.tables import Brain, Task
+from service.versions import input_dim
+
+log = logging.getLogger(__name__)
+
+TTL_SECONDS = 3600  # a shard's sums wait this long for their merge in Redis
+
+
+def plan(rt: Runtime, brain: Brain, learner: Learner, pending: int) -> dict | None:
+    """The shards of a wake of ``brain`` at its current version (``learner``) with ``pending``
+    samples in its log, or None when it is learned by one worker: sharding off (``wake_shards``
+    1), an executor that runs jobs in one place, a learner that cannot merge, or too few samples
+    for two shards of ``wake_shard_min_samples``."""
+    settings = rt.settings
+    samples = min(pending, settings.wake_max_samples)
+    shards = min(settings.wake_shards, samples // settings.wake_shard_min_samples)
+    if shards < 2 or not rt.jobs.can_fan_out or rt.redis is None or not learner.mergeable():
+        return None
+    with rt.db.session(read_only=True) as s:
+        ids = samplelog.ids_after(s, brain.id, brain.learned_position, samples)
+    if len(ids) < 2 * settings.wake_shard_min_samples:
+        return None
+    cuts = [round(i * len(ids) / shards) for i in range(shards + 1)]
+    after = [brain.learned_position, *(ids[c - 1] for c in cuts[1:-1])]
+    ranges = [[after[i], ids[cuts[i + 1] - 1], cuts[i + 1] - cuts[i]] for i in range(shards)]
+    return {"id": uuid.uuid4().hex, "brain": brain.id, "base": brain.current_version,
+            "start": brain.learned_position, "end": ids[-1], "samples": len(ids), "pending": pending,
+            "ranges": ranges}
+
+
+def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
+    """Sum the wake statistics of shard ``index`` of ``plan`` and store them; what a merge needs
+    to know, as JSON: the key, or why there is none (``refused``). Never raises."""
+    started, at = time.perf_counter(), time.time()
+    out: dict = {"shard": index, "plan": plan["id"]}
+    try:
+        brain = samplelog.brain_row(rt.db, plan["brain"])
+        if brain is None or brain.current_version != plan["base"]:
+            return {**out, "refused": f"version {plan['base']} is no longer current"}
+        rt.jobs.heartbeat(job_id)
+        learner = rt.training.checkout(rt.versions, brain, rt.device)
+        try:
+            total = _statistics(rt, job_id, brain, learner, plan["ranges"][index])
+        finally:  # wake_statistics changes nothing: the learner is still the base version
+            rt.training.checkin(brain, plan["base"], learner)
+        if isinstance(total, str):
+            return {**out, "refused": total}
+        data = save_tensors({name: value.cpu().contiguous() for name, value in total.items()})
+        key = f"pb:shard:{plan['id']}:{index}"
+        rt.redis.set(key, data, ex=TTL_SECONDS)
+        return {**out, "key": key, "base": plan["base"], "samples": plan["ranges"][index][2], "bytes": len(data),
+                "seconds": round(time.perf_counter() - started, 4), "by": whoami("worker"),
+                "at": round(at, 3)}  # when it started (epoch seconds): a timeline of the wake
+    except Exception as exc:  # the merge learns the log itself instead
+        log.exception("shard %d of plan %s (job %s) failed", index, plan["id"], job_id)
+        return {**out, "refused": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def _statistics(rt: Runtime, job_id: str, brain: Brain, learner: Learner, span: list[int]
+                ) -> dict[str, torch.Tensor] | str:
+    """The summed statistics of the log rows in ``span`` ``[after, through, count]``, or why not."""
+    if not learner.mergeable():
+        return "the learner cannot merge"
+    after, through, count = span
+    known: dict[int, Task] = {}
+    dim = input_dim(brain.input_shape, brain.encoder)
+    total: dict[str, torch.Tensor] = {}
+    read = 0
+    for rows in samplelog.chunks(rt.db, brain.id, after, count, through=through):
+        for task_id, x, y in samplelog.batches(rows, dim):
+            task = samplelog.task_of(rt.db, brain.id, known, task_id)
+            add_statistics(total, learner.wake_statistics(x.to(rt.device), y.to(rt.device), task.name))
+        read += len(rows)
+        rt.jobs.heartbeat(job_id)
+    return total if read == count else f"the log holds {read} of the shard's {count} rows"
+
+
+def refusal(brain: Brain, plan: dict, results: list[dict]) -> str | None:
+    """Why the shards' sums must not be merged into ``brain`` as it is now, or None."""
+    if brain.current_version != plan["base"] or brain.learned_position != plan["start"]:
+        return (f"the brain moved on from the plan (version {plan['base']} at log position {plan['start']}) "
+                f"to version {brain.current_version} at {brain.learned_position}")
+    if [r.get("shard") for r in results] != list(range(len(plan["ranges"]))) or any(
+            r.get("plan") != plan["id"] for r in results):
+        return "the shards' answers do not match the plan"
+    refused = [f"shard {r['shard']}: {r['refused']}" for r in results if "refused" in r]
+    return "; ".join(refused) or None
+
+
+def load(rt: Runtime, results: list[dict]) -> dict[str, torch.Tensor] | None:
+    """The shards' sums added in shard order, or None when one is gone (expired, Redis lost)."""
+    total: dict[str, torch.Tensor] = {}
+    for result in results:
+        data = rt.redis.get(result["key"])
+        if data is None:
+            return None
+        add_statistics(total, load_tensors(data))
+    return total
+
+
+def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer) -> tuple[int, int]:
+    """Offer ``plan``'s samples to the replay buffer as one worker's wake does (in log order and
+    in its batches: the reservoir's draws follow them), reading from the log only the inputs that
+    end up stored; the samples offered and the tasks seen (the highest ordinal + 1). Raises when the
+    log no longer holds the plan's rows (the buffer is then as it was)."""
+    known: dict[int, Task] = {}
+    tasks_seen = 0
+    ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    for rows in samplelog.chunks(rt.db, brain.id, plan["start"], plan["samples"], through=plan["end"], inputs=False):
+        for start, end in samplelog.spans(rows):
+            ids.append([r.id for r in rows[start:end]])
+            labels.append([r.label for r in rows[start:end]])
+            tasks_seen = max(tasks_seen, samplelog.task_of(rt.db, brain.id, known, rows[start].task_id).ordinal + 1)
+    offered = sum(len(batch) for batch in ids)
+    if offered != plan["samples"]:
+        raise RuntimeError(f"the log holds {offered} of the plan's {plan['samples']} rows")
+    dim = input_dim(brain.input_shape, brain.encoder)
+
+    def fetch(keys: list[tuple[int, int]]) -> np.ndarray:
+        wanted = [ids[b][i] for b, i in keys]
+        with rt.db.session(read_only=True) as s:
+            found = samplelog.inputs(s, brain.id, wanted)
+        return samplelog.decode([found[i] for i in wanted], dim).numpy()
+
+    buffer.add_batches(labels, fetch)
+    return offered, tasks_seen
+
+
+def drop(rt: Runtime, results: list[dict]) -> None:
+    keys = [r["key"] for r in results if "key" in r]
+    if keys and rt.redis is not None:
+        rt.redis.delete(*keys)
+
