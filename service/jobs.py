@@ -8,6 +8,14 @@ Routes and orchestration call :meth:`Jobs.submit`; they never know which backend
   to ``sleep``), run by ``brain worker``.
 A job message carries only the job id; the job reads everything else from the database.
 
+Fairness between brains (issue 17): the jobs of one brain run one at a time (they write it), so a
+job whose brain is running another one does not start: it stays queued, marked "deferred", and its
+executor's slot (a Celery worker, a job thread) goes to the next job in the queue, another brain's;
+when the brain's running job ends, its deferred jobs are dispatched again, behind what was queued
+meanwhile (:meth:`Jobs.start`, :meth:`Jobs.finish`). A brain thus holds at most one executor, and a
+wake's continuation queues behind the other brains' jobs: a backlog never holds another brain back
+by more than one of its jobs.
+
 What runs a job (``service.orchestration``) is handed to the executor as a :class:`JobRunner` by
 the code that builds a process (its composition root: ``service.app``, ``workers``), so that the
 runtime and the executors depend on no orchestration.
@@ -23,13 +31,14 @@ import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.tables import Job, utcnow
+from service.tables import Brain, Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +62,22 @@ def retry_delay(attempt: int) -> float:
     return min(30.0, 2.0 ** attempt)
 
 
+def queue_of(kind: str) -> str:
+    """The Celery queue of a job kind."""
+    return kind if kind in QUEUES else QUEUE_OF.get(kind, "wake")
+
+
 class JobBusy(RuntimeError):
     """The job is running elsewhere and its runner is alive: this delivery must not start it."""
+
+
+class BrainBusy(RuntimeError):
+    """Another job of the job's brain is running: this one stays queued (deferred), and is
+    dispatched again when that one ends. Its executor takes the next job meanwhile."""
+
+    def __init__(self, job_id: str, kind: str, behind: str) -> None:
+        super().__init__(f"job {job_id} waits for job {behind} of its brain")
+        self.job_id, self.kind, self.behind = job_id, kind, behind
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,8 @@ class InProcessJobs:
     def _run(self, job_id: str, attempt: int) -> None:
         try:
             self.run(job_id)
+        except BrainBusy as exc:  # dispatched again when its brain's running job ends
+            log.debug("%s", exc)
         except Exception as exc:
             if attempt < self.retries and self.retryable(exc):
                 self._later(job_id, attempt + 1, delay=retry_delay(attempt))
@@ -166,8 +191,7 @@ class CeleryJobs:
         self.fans_out = backend_url is not None
 
     def dispatch(self, job_id: str, kind: str) -> None:
-        queue = kind if kind in QUEUES else QUEUE_OF.get(kind, "wake")
-        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_of(kind))
 
     def fan_out(self, job_id: str, plan: dict) -> None:
         """The shards of ``plan`` (``service.sharding``) on the ``wake`` queue, any worker each, and
@@ -266,9 +290,11 @@ class Jobs:
 
     def start(self, job_id: str) -> Job | None:
         """Mark a job running; None when it is unknown or already finished (redelivered). Raises
-        :class:`JobBusy` when it is running with a live runner (a redelivered message)."""
+        :class:`JobBusy` when it is running with a live runner (a redelivered message), and
+        :class:`BrainBusy` when another job of its brain is (the job is deferred: it stays queued
+        until that one ends, :meth:`finish`)."""
         with self.db.session() as s:
-            job = s.get(Job, job_id, with_for_update=True)
+            job = self._locked(s, job_id)
             if job is None or job.state in ("succeeded", "failed"):
                 return None
             if job.state == "running":
@@ -276,23 +302,63 @@ class Jobs:
                 if beat is not None and (utcnow() - beat).total_seconds() < self.stale_after:
                     self._append(job, "busy", note="running elsewhere with a live heartbeat; not started twice")
                     raise JobBusy(f"job {job_id} is running elsewhere")
-            job.state = "running"
-            job.started_at = job.heartbeat_at = utcnow()
-            job.attempts += 1
-            self._append(job, "started", attempt=job.attempts)
-            return job
+            behind = self._running_beside(s, job)
+            if behind is None:
+                job.state = "running"
+                job.started_at = job.heartbeat_at = utcnow()
+                job.attempts += 1
+                job.phase = None
+                self._append(job, "started", attempt=job.attempts)
+                return job
+            job.state, job.heartbeat_at = "queued", None  # running before: its runner died
+            job.phase = "waiting for its brain's running job"
+            self._append(job, "deferred", behind=behind)
+        raise BrainBusy(job_id, job.kind, behind)  # once the deferral is committed
+
+    def _running_beside(self, s: Session, job: Job) -> str | None:
+        """Another job of ``job``'s brain that is running with a live runner, if any."""
+        cutoff = utcnow() - timedelta(seconds=self.stale_after)
+        return s.scalar(select(Job.id).where(
+            Job.brain_id == job.brain_id, Job.state == "running", Job.id != job.id,
+            func.coalesce(Job.heartbeat_at, Job.started_at) > cutoff).limit(1))
+
+    def _resume_deferred(self, s: Session, brain_id: int, after: str) -> list[tuple[str, str]]:
+        """The brain's deferred jobs (queued, and not dispatched again since), marked resumed, to be
+        dispatched once ``s`` commits: the job ``after`` no longer runs. Under the brain's row lock."""
+        waiting = s.scalars(select(Job).where(Job.brain_id == brain_id, Job.state == "queued", Job.id != after)
+                            .order_by(Job.created_at)).all()
+        resumed = []
+        for job in waiting:
+            marks = [e.get("event") for e in job.events or [] if e.get("event") in ("deferred", "resumed")]
+            if marks and marks[-1] == "deferred":
+                self._append(job, "resumed", after=after)
+                resumed.append((job.id, job.kind))
+        return resumed
+
+    def _dispatch_resumed(self, resumed: list[tuple[str, str]]) -> None:
+        if self.executor is None:  # a process without an executor runs no jobs
+            return
+        for job_id, kind in resumed:
+            try:
+                self.executor.dispatch(job_id, kind)
+            except Exception as exc:  # noqa: BLE001 - the job stays queued: the next submit for its brain, or
+                # on Celery the deferral's own late message, sends it again
+                log.warning("could not dispatch deferred job %s: %s", job_id, exc)
 
     def requeue(self, job_id: str, reason: BaseException) -> None:
         """A running job interrupted by a transient fault is queued again, not failed; its message
         is retried by the caller. Best effort: the database may be what went away."""
+        resumed: list[tuple[str, str]] = []
         try:
             with self.db.session() as s:
-                job = s.get(Job, job_id)
+                job = self._locked(s, job_id)
                 if job is not None and job.state == "running":
                     job.state, job.phase, job.heartbeat_at = "queued", f"retrying after {type(reason).__name__}", None
                     self._append(job, "retrying", error=f"{type(reason).__name__}: {reason}"[:500])
+                    resumed = self._resume_deferred(s, job.brain_id, after=job_id)
         except Exception as again:  # noqa: BLE001 - the row stays "running"; the retry runs it all the same
             log.warning("job %s: could not mark it queued for its retry: %s", job_id, again)
+        self._dispatch_resumed(resumed)
 
     def orphans(self, reason: str, *, keep: Collection[str] = ()) -> list[tuple[str, str]]:
         """The jobs of an executor that died with its process, but those in ``keep`` (already with
@@ -312,8 +378,9 @@ class Jobs:
             return queued
 
     def finish(self, job_id: str, *, result: dict | None = None, error: str | None = None) -> None:
+        """Record the job's end, and dispatch its brain's deferred jobs again."""
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = self._locked(s, job_id)
             if job is None:
                 return
             job.state = "failed" if error else "succeeded"
@@ -322,6 +389,18 @@ class Jobs:
             job.progress = 1.0 if error is None else job.progress
             job.finished_at = utcnow()
             self._append(job, job.state, **({"error": error[:500]} if error else {}))
+            resumed = self._resume_deferred(s, job.brain_id, after=job_id)
+        self._dispatch_resumed(resumed)
+
+    @staticmethod
+    def _locked(s: Session, job_id: str) -> Job | None:
+        """The job's row, locked after its brain's row: the starts and ends of one brain's jobs are
+        serialised, so that a job deferred behind another is seen by that one's end."""
+        brain_id = s.scalar(select(Job.brain_id).where(Job.id == job_id))
+        if brain_id is None:
+            return None
+        s.get(Brain, brain_id, with_for_update=True)
+        return s.get(Job, job_id, with_for_update=True)
 
     @property
     def can_fan_out(self) -> bool:

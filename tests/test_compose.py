@@ -397,6 +397,53 @@ def test_dockerfile_exposes_the_api_port_and_checks_healthz(services, image):
     assert f":{port}/" in image.healthcheck, f"HEALTHCHECK must probe port {port}"
 
 
+SCALED = ("api", "worker")  # docker compose up --scale worker=4 --scale api=2 (issue 17)
+
+
+def published_host_ports(mapping: object) -> range | None:
+    """The host ports a `ports:` entry publishes (None: Docker picks an ephemeral one per container)."""
+    if isinstance(mapping, dict):
+        published = mapping.get("published")
+        host = None if published in (None, "") else str(interpolate(published))
+    else:
+        parts = str(interpolate(mapping)).split("/")[0].split(":")  # [ip:][host:]container
+        host = parts[-2] if len(parts) >= 2 else None
+    if not host:
+        return None
+    low, _, high = host.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_scaled_services_can_run_several_containers(services, name):
+    """Several containers of a scaled service: no fixed container name, and no single host port
+    (the second container would find it taken): a range of ports, or none published."""
+    service = services[name]
+    assert "container_name" not in service, f"{name}: a container_name allows one container only"
+    for mapping in service.get("ports") or []:
+        ports = published_host_ports(mapping)
+        assert ports is None or len(ports) >= 2, (
+            f"{name} publishes the single host port {ports.start}: `--scale {name}=2` clashes on it; "
+            "publish a range (\"8000-8009:8000\") or let Docker pick")
+
+
+def test_published_host_port_ranges_do_not_overlap(services):
+    taken: dict[int, str] = {}
+    for name, service in services.items():
+        for mapping in service.get("ports") or []:
+            for port in published_host_ports(mapping) or ():
+                assert port not in taken, f"{name} and {taken[port]} both publish host port {port}"
+                taken[port] = name
+
+
+def test_published_host_ports_parse() -> None:
+    assert published_host_ports("8000") is None
+    assert published_host_ports("8000:8000") == range(8000, 8001)
+    assert published_host_ports("127.0.0.1:8000-8003:8000/tcp") == range(8000, 8004)
+    assert published_host_ports({"target": 8000, "published": "8000-8001"}) == range(8000, 8002)
+    assert published_host_ports({"target": 8000}) is None
+
+
 def test_image_runs_as_non_root_and_uses_python_3_11(image):
     from_ = next(rest for keyword, rest in image.instructions if keyword == "FROM")
     assert from_.split()[0].startswith("python:3.11"), from_

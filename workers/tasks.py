@@ -15,8 +15,10 @@ from service.jobs import (
     RUN_JOB_TASK,
     WAKE_MERGE_TASK,
     WAKE_SHARD_TASK,
+    BrainBusy,
     JobBusy,
     lower_priority,
+    queue_of,
     retry_delay,
 )
 from service.orchestration import merge_shards, run_job, transient
@@ -72,11 +74,17 @@ def register(app: Celery, settings: Settings) -> None:
         times; the last try records the failure. A message delivered again while its job still
         runs elsewhere (the broker's visibility timeout passed) is looked at again after half the
         lock timeout (``RETRIES`` times at most: 100 minutes at the default timeout; the runner
-        ends the job either way), and never runs the job a second time."""
+        ends the job either way), and never runs the job a second time. A job whose brain runs
+        another job is deferred (``BrainBusy``): the worker takes the next message at once, and the
+        brain's running job sends this one again when it ends; a late message (after half the lock
+        timeout) covers a sender that died first."""
         last = self.request.retries >= RETRIES
         rt = runtime.get()
         try:
             run_job(rt, job_id, retry_transient=not last)
+        except BrainBusy as exc:  # a new message, not a retry: deferrals do not count as tries
+            self.apply_async(args=[job_id], queue=queue_of(exc.kind),
+                             countdown=max(1.0, rt.settings.lock_timeout_seconds / 2))
         except JobBusy as exc:  # a redelivered message of a job whose runner is alive: look again later
             raise self.retry(exc=exc, countdown=max(1.0, rt.settings.lock_timeout_seconds / 2)) from exc
         except Exception as exc:

@@ -223,6 +223,19 @@ function versionsTable(name, versions) {
   }
 }
 
+function driftTable(drift) {
+  const body = document.querySelector("#drift tbody");
+  body.replaceChildren();
+  for (const e of drift.events.slice(0, 15)) {
+    const st = e.statistic;
+    const change = st.before === undefined ? "" : `${st.before.toFixed(3)} → ${st.after.toFixed(3)}`;
+    body.appendChild(row([when(e.created_at), e.signal, e.detector, `v${e.version}`, change, e.sleep_job ? "sleep started" : ""]));
+  }
+  document.getElementById("no-drift").hidden = drift.events.length > 0;
+  document.getElementById("no-drift").textContent =
+    `No drift seen (watched: ${Object.entries(drift.watched).map(([k, v]) => `${k} ${v}`).join(", ")}).`;
+}
+
 function tasksTable(tasks) {
   const body = document.querySelector("#tasks tbody");
   body.replaceChildren();
@@ -231,9 +244,10 @@ function tasksTable(tasks) {
 
 async function showBrain(name) {
   const base = `/v1/brains/${encodeURIComponent(name)}`;
-  const [brain, metrics, versions, tasks, jobs, sleeps, replay] = await Promise.all([
+  const [brain, metrics, versions, tasks, jobs, sleeps, replay, drift] = await Promise.all([
     api(base), api(`${base}/metrics`), api(`${base}/versions`), api(`${base}/tasks`),
     api(`${base}/jobs?limit=30`), api(`${base}/jobs?kind=sleep&limit=100`), api(`${base}/replay`),
+    api(`${base}/drift?limit=15`),
   ]);
   document.getElementById("pick").hidden = true;
   document.getElementById("brain").hidden = false;
@@ -257,6 +271,7 @@ async function showBrain(name) {
   jobsTable(jobs.jobs);
   versionsTable(name, versions);
   tasksTable(tasks.tasks);
+  driftTable(drift);
   return jobs.jobs.some((j) => j.state === "queued" || j.state === "running");
 }
 

@@ -291,20 +291,6 @@ def test_a_new_brain_never_gets_the_trained_learner_of_a_deleted_one(settings) -
         rt.close()
 
 
-class _Holding:
-    """An executor that runs nothing: the jobs dispatched to it stay queued, as in a process that
-    died before it started them."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def dispatch(self, job_id: str, kind: str) -> None:
-        self.ids.append(job_id)
-
-    def shutdown(self) -> None:
-        pass
-
-
 def test_after_an_executor_died_its_queued_jobs_run_and_its_running_ones_fail(client: TestClient) -> None:
     """Recovery (embedded: a restart, or a job process that died) hands a job that was queued but
     never started to the executor that replaces the dead one: a job accepted is not failed for
@@ -312,7 +298,7 @@ def test_after_an_executor_died_its_queued_jobs_run_and_its_running_ones_fail(cl
     make_brain(client)
     post(client, "b", "t", *clusters(20, ["a", "b"], seed=1))
     rt = client.app.state.runtime
-    live, rt.jobs.executor = rt.jobs.executor, _Holding()
+    live, rt.jobs.executor = rt.jobs.executor, _Held()  # the executor that dies with its jobs
     try:
         queued = client.post("/v1/brains/b/sleep").json()["job"]
         running = rt.jobs.submit("sleep", rt_brain_id(rt, "b"), {"reason": "test"})

@@ -14,22 +14,24 @@ would (tests/integration/test_shards.py runs them on real worker processes).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.app import create_app
 from service.brains import ingest
 from service.db import upgrade
+from service.jobs import BrainBusy
 from service.orchestration import merge_shards, run_job
 from service.runtime import Runtime, build_runtime
 from service.schemas import SamplesIn
 from service.settings import Settings
 from service.sharding import shard
-from service.tables import Brain, Job, Version
+from service.tables import Brain, Job, Version, utcnow
 from tests.conftest import make_settings
 from tests.integration.synthetic import Clusters
 
@@ -174,6 +176,11 @@ def test_shards_of_a_version_that_is_no_longer_current_are_not_published(api, rt
     assert plan["base"] == 2 and all("key" in a for a in answers)
 
     slept = rt.jobs.submit("sleep", brain_id)  # another writer publishes between the shards and the merge
+    with pytest.raises(BrainBusy):  # not while the wake's shards beat its heartbeat (issue 17: one job a brain)
+        run_job(rt, slept)
+    with rt.db.session() as s:  # but once its heartbeat is older than the lock timeout (the wake looks dead)
+        s.execute(update(Job).where(Job.id == job_id).values(
+            heartbeat_at=utcnow() - timedelta(seconds=rt.settings.lock_timeout_seconds + 1)))
     assert run_job(rt, slept)["version"] == 3
     # a shard that starts now refuses at once
     late = shard(rt, job_id, plan, 0)

@@ -18,7 +18,7 @@ from service.app import create_app
 from service.db import upgrade
 from service.versions import META_FILE, MODEL_FILE, VersionStore
 from tests.conftest import make_settings
-from tests.service.test_api import clusters, make_brain, post, predict
+from tests.service.test_api import answers, clusters, make_brain, post, predict
 
 
 @pytest.fixture(params=["files", "database"])
@@ -87,7 +87,7 @@ def test_a_crash_between_the_blobs_and_the_commit_leaves_the_previous_version_cu
     transactional = client.app.state.runtime.blobs.transactional
     assert _stored(client) == (["v000001", "v000002"] if transactional else ["v000001", "v000002", "v000003"])
     assert _state(client) == (2, [1, 2], 40)
-    assert predict(client, "b", xs[:10]) == before  # the previous version, as before
+    assert answers(predict(client, "b", xs[:10])) == answers(before)  # the previous version, as before
     _every_listed_version_loads(client)
 
     monkeypatch.undo()  # the next job (here: the client's resend) publishes version 3 over the leftovers
@@ -115,7 +115,7 @@ def test_a_crash_while_writing_the_blobs_leaves_no_version(taught, monkeypatch: 
     if not client.app.state.runtime.blobs.transactional:
         assert sorted(p.name for p in _brain_dir(client).iterdir()) == ["v000001", "v000002"]  # no tmp file either
     assert _state(client) == (2, [1, 2], 40)
-    assert predict(client, "b", xs[:10]) == before
+    assert answers(predict(client, "b", xs[:10])) == answers(before)
     _every_listed_version_loads(client)
 
     monkeypatch.setattr(store, "put", real)

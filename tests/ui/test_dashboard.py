@@ -140,3 +140,27 @@ def test_dashboard_asks_for_the_key_when_the_service_has_keys(browser, tmp_path:
         page.wait_for_selector("#brains a:has-text('b')")
         page.wait_for_selector("#brain:not([hidden])")
         assert page.inner_text("#brain-name") == "b"
+
+
+def test_dashboard_lists_drift_events(browser, live_server: str, settings) -> None:
+    """A recorded drift event (as the drift watch writes it) shows in the brain's table."""
+    from service.db import Database
+    from service.tables import Brain, DriftRecord
+
+    with Client(live_server) as client:
+        client.create_brain("b", kind="vector", shape=[DIM], params=SMALL)
+        client.brain("b").learn(*clusters(20, ["a", "b"], seed=0), task="t1", wait=True)
+    db = Database(settings)
+    try:
+        with db.session() as s:
+            brain = s.query(Brain).filter_by(name="b").one()
+            s.add(DriftRecord(brain_id=brain.id, signal="error", detector="adwin", version=2, slept="job-1",
+                              statistic={"index": 340, "change_at": 301, "before": 0.02, "after": 0.97}))
+    finally:
+        db.dispose()
+    page, errors = open_dashboard(browser, live_server)
+    page.wait_for_selector("#drift tbody tr", timeout=15_000)
+    cells = page.eval_on_selector_all("#drift tbody tr td", "tds => tds.map(t => t.textContent)")
+    assert cells[1:] == ["error", "adwin", "v2", "0.020 → 0.970", "sleep started"]
+    assert page.locator("#no-drift").is_hidden()
+    assert errors == []
