@@ -36,7 +36,7 @@ def test_loadgen_against_the_bare_app(tmp_path: Path) -> None:
 def test_a_quick_run_reports_every_figure(tmp_path: Path) -> None:
     argv = ["--quick", "--stack", "embedded", "--out", str(tmp_path), "--concurrency", "1", "--duration", "0.5",
             "--warmup", "0.2", "--teach", "500", "--rounds", "3", "--memory-brains", "1", "--forward-seconds", "0.2",
-            "--sleep-budget", "1000", "--job-budget", "2000", "--ingest-duration", "0.5", "--wake-backlog-posts", "2"]
+            "--sleep-budget", "1000", "--job-budget", "2000", "--ingest-duration", "1.5", "--wake-backlog-posts", "2"]
     assert serve.main(argv) == 0
     report = json.loads((tmp_path / "serve.json").read_text())
     assert "full" not in report and (tmp_path / "serve.md").read_text().startswith("Command: `python -m bench.serve")
