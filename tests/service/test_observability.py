@@ -252,6 +252,7 @@ def test_job_counts_are_kept_in_redis_for_every_process(redis_url: str, tmp_path
         # a fresh SQLite file numbers its brain 1, as other tests' did: start from no counts in Redis
         worker.job_counts.add([], {brain_id})
         assert api.job_counts.read([brain_id]) == {brain_id: {}}
+        with worker.db.session() as s:
             s.add(Job(id="j1", brain_id=brain_id, kind="sleep", payload={}, events=[]))
         worker.jobs.start("j1")
         worker.jobs.progress("j1", 0.5)  # not a state change
