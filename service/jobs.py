@@ -191,7 +191,9 @@ class CeleryJobs:
         self.fans_out = backend_url is not None
 
     def dispatch(self, job_id: str, kind: str) -> None:
-        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_of(kind))
+        # a job's outcome is its row; the result backend (Redis) is for a chord's shards alone, so a
+        # dispatch does not subscribe to one (it would retry, then raise, while Redis is away)
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_of(kind), ignore_result=True)
 
     def fan_out(self, job_id: str, plan: dict) -> None:
         """The shards of ``plan`` (``service.sharding``) on the ``wake`` queue, any worker each, and

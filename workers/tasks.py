@@ -67,7 +67,8 @@ def register(app: Celery, settings: Settings) -> None:
         except Exception as exc:  # noqa: BLE001 - a record, never a reason to drop the message
             log.warning("could not record the receipt of job %s: %s", request.args[0], exc)
 
-    @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRIES)
+    @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRIES,
+              ignore_result=True)
     def run_job_task(self, job_id: str) -> None:
         """A job interrupted by a backend that went away (Postgres or Redis restarting) or by the loss
         of its writer lock is retried with a growing delay (1 s, 2 s, .. at most 30 s), ``RETRIES``
