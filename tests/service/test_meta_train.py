@@ -152,7 +152,8 @@ def test_celery_sends_meta_training_to_the_sleep_queue() -> None:
     sent = []
 
     class App:
-        def send_task(self, name: str, args: list, queue: str) -> None:
+        def send_task(self, name: str, args: list, queue: str, ignore_result: bool) -> None:
+            assert ignore_result  # a job's outcome is its row, not a Celery result
             sent.append(queue)
 
     jobs = CeleryJobs.__new__(CeleryJobs)
