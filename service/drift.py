@@ -8,7 +8,7 @@ Three kinds of stream, one monitor each, all river's ADWIN with measured deltas 
   once feedback brings its label.
 - ``kind="confidence"``: the top probability of each served prediction, for when labels do not come.
   It sees new classes and dimmed inputs, but not inputs the model is confidently wrong on (inverted
-  images: wrong 97% of the time at the confidence of right answers).
+  images: wrong nearly always, at the confidence of right answers; docs/bench/drift.md).
 - ``kind="input"``: a statistic of each input scaled into [0, 1] (the bench: an image's mean pixel),
   which sees what the confidence misses (brightened, inverted) and new classes only slowly. Without
   labels, run both.
@@ -128,7 +128,7 @@ class DriftMonitor:
     that detector's river arguments; what is left out comes from ``DEFAULTS[kind]`` (for another
     detector than the kind's default, from river's defaults). ``keep``: how many samples since the last
     event the monitor holds (for ``state()`` and an event's estimates). Not thread-safe: one thread
-    feeds a monitor; about 2 us a sample with ADWIN (KSWIN: 1 ms)."""
+    feeds a monitor (its cost per sample: docs/bench/drift.md)."""
 
     def __init__(self, kind: Kind = "error", *, keep: int = DEFAULT_KEEP, **params: Any) -> None:
         if kind not in DEFAULTS:

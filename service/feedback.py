@@ -268,12 +268,10 @@ def record(s: Session, settings: Settings, served: ServedPredictions, *, name: s
 def prequential(s: Session, brain: Brain, *, bucket_seconds: int) -> schemas.PrequentialOut:
     """Accuracy of the served predictions later labelled: overall, per version that answered, and
     per ``bucket_seconds`` of serving time (the newest 100 buckets)."""
-    def rows(group):
-        return s.execute(select(group, func.count(), func.sum(Feedback.correct.cast(Integer)))
-                         .where(Feedback.brain_id == brain.id).group_by(group).order_by(group)).all()
-
-    per_version = [schemas.PrequentialPoint(version=v, labelled=n, accuracy=int(c or 0) / n)
-                   for v, n, c in rows(Feedback.version)]
+    counts = s.execute(select(Feedback.version, func.count(), func.sum(Feedback.correct.cast(Integer)))
+                       .where(Feedback.brain_id == brain.id).group_by(Feedback.version)
+                       .order_by(Feedback.version)).all()
+    per_version = [schemas.PrequentialPoint(version=v, labelled=n, accuracy=int(c or 0) / n) for v, n, c in counts]
     served = s.execute(select(Feedback.served_at, Feedback.correct).where(Feedback.brain_id == brain.id)
                        .order_by(Feedback.served_at.desc()).limit(100_000)).all()
     buckets: dict[int, list[int]] = {}
@@ -285,8 +283,8 @@ def prequential(s: Session, brain: Brain, *, bucket_seconds: int) -> schemas.Pre
     over_time = [schemas.PrequentialPoint(at=datetime.fromtimestamp(start, timezone.utc), labelled=n,
                                           accuracy=c / n)
                  for start, (n, c) in sorted(buckets.items())[-100:]]
-    labelled = sum(p.labelled for p in per_version)
-    correct = sum(round(p.accuracy * p.labelled) for p in per_version)
+    labelled = sum(n for _, n, _ in counts)
+    correct = sum(int(c or 0) for _, _, c in counts)
     return schemas.PrequentialOut(labelled=labelled, accuracy=correct / labelled if labelled else None,
                                   per_version=per_version, bucket_seconds=bucket_seconds, over_time=over_time)
 
