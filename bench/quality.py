@@ -128,7 +128,7 @@ class Stream:
 # -- the two ways of driving a brain --------------------------------------------------------------
 class LocalBrain:
     """A learner driven exactly as the service drives it, without HTTP, the database or versions:
-    its wake steps and sleeps are the service's own (``service.orchestration.learn_batch`` and
+    its wake steps and sleeps are the service's own (``service.orchestration.learn_batches`` and
     ``consolidate``), its labels are mapped and its predictions masked by the service's functions
     (``service.brains.label_indices``, ``service.serving.class_mask`` and ``best``)."""
 
@@ -157,14 +157,14 @@ class LocalBrain:
         return np.array(idx, dtype=np.int64)
 
     def learn(self, task: str, x: np.ndarray, y: np.ndarray) -> None:
-        from service.orchestration import learn_batch
+        from service.orchestration import learn_batches
 
         idx = self._indices(y)
         known = self.task_labels.setdefault(task, [])
         known.extend(i for i in dict.fromkeys(idx.tolist()) if i not in known)
-        for lo in range(0, len(idx), self.wake_batch):
-            learn_batch(self.learner, self.buffer, torch.from_numpy(x[lo: lo + self.wake_batch]),
-                        torch.from_numpy(idx[lo: lo + self.wake_batch]), task, "cpu")
+        learn_batches(self.learner, self.buffer, [
+            (torch.from_numpy(x[lo: lo + self.wake_batch]), torch.from_numpy(idx[lo: lo + self.wake_batch]), task)
+            for lo in range(0, len(idx), self.wake_batch)], "cpu")
         self.learned += len(idx)
         self.since_sleep += len(idx)
         self.version += 1

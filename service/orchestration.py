@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,12 +156,12 @@ def _learn_log(rt: Runtime, job: Job, lease: Lease, brain: Brain, learner: Learn
     losses: list[float] = []
     dim = input_dim(brain.input_shape, brain.encoder)  # the encoder's output, as the log stores it
     for rows in samplelog.chunks(rt.db, brain.id, cursor, limit):
-        for task_id, x, y in samplelog.batches(rows, dim):
-            task = samplelog.task_of(rt.db, brain.id, known, task_id)
-            stats = learn_batch(learner, buffer, x, y, task.name, rt.device)
+        steps = [(x, y, samplelog.task_of(rt.db, brain.id, known, task_id))
+                 for task_id, x, y in samplelog.batches(rows, dim)]
+        tasks_seen = max(tasks_seen, *(task.ordinal + 1 for _, _, task in steps))
+        for stats in learn_batches(learner, buffer, [(x, y, task.name) for x, y, task in steps], rt.device):
             if stats.loss is not None:
                 losses.append(stats.loss)
-            tasks_seen = max(tasks_seen, task.ordinal + 1)
         cursor = rows[-1].id
         learned += len(rows)
         rt.jobs.progress(job.id, learned / max(min(pending, limit), learned), f"learning {learned}/{pending}")
@@ -276,12 +276,14 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     return {**result, "shards": len(results), "pending": plan["pending"]}
 
 
-def learn_batch(learner: Learner, buffer: ReplayBuffer, x: torch.Tensor, y: torch.Tensor, task: str,
-                device: str) -> Stats:
-    """One step of a wake: the learner observes a batch of one task, and the replay buffer is
-    offered it (``bench.quality`` drives its brains through this too)."""
-    stats = learner.observe(x.to(device), y.to(device), task)
-    buffer.add(x.numpy(), y.tolist())
+def learn_batches(learner: Learner, buffer: ReplayBuffer, batches: Sequence[tuple[torch.Tensor, torch.Tensor, str]],
+                  device: str) -> list[Stats]:
+    """Steps of a wake: the learner observes each batch ``(x, y, task)`` (of one task) in turn, and
+    the replay buffer is offered them all, in order, at the end, in one round trip to its store:
+    observing never reads the buffer, so it ends as offering each batch after its step leaves it
+    (``bench.quality`` drives its brains through this too). Each step's stats."""
+    stats = [learner.observe(x.to(device), y.to(device), task) for x, y, task in batches]
+    buffer.add_many([x.numpy() for x, _, _ in batches], [y.tolist() for _, y, _ in batches])
     return stats
 
 

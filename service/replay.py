@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -110,10 +110,12 @@ class ReplayBuffer:
         return len(self.store.labels())
 
     def add(self, x: np.ndarray, y: list[int]) -> None:
-        writes, seen = self.choose([y])
-        slots = sorted(writes)
-        rows = [writes[s][1] for s in slots]
-        self.store.write(slots, x[rows] if rows else x[:0], [int(y[r]) for r in rows], seen)
+        self.add_many([x], [y])
+
+    def add_many(self, xs: Sequence[np.ndarray], ys: Sequence[Sequence[int]]) -> None:
+        """What ``add`` called on each ``(xs[i], ys[i])`` in turn leaves, in one read and one write
+        of the store (one worker's wake offers a chunk of the log so)."""
+        self.add_batches([[int(v) for v in y] for y in ys], lambda keys: np.stack([xs[b][i] for b, i in keys]))
 
     def add_batches(self, batches: list[list[int]], fetch: Callable[[list[tuple[int, int]]], np.ndarray]) -> None:
         """What ``add`` called on each batch in turn leaves (``batches``: their labels), reading
