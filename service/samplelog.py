@@ -50,10 +50,15 @@ def inputs(s: Session, brain_id: int, ids: Sequence[int]) -> dict[int, bytes]:
     return dict(s.execute(select(Sample.id, Sample.x).where(Sample.brain_id == brain_id, Sample.id.in_(list(ids)))).tuples().all())
 
 
-def ids_after(s: Session, brain_id: int, position: int, limit: int) -> list[int]:
-    """The ids of up to ``limit`` rows after ``position``, in log order (a sharded wake's plan)."""
-    return list(s.scalars(select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position)
-                          .order_by(Sample.id).limit(limit)))
+def ids_at(s: Session, brain_id: int, position: int, ranks: Sequence[int]) -> list[int]:
+    """The ids of the rows at ``ranks`` (1 for the first) after ``position`` in log order, in one
+    query that numbers at most ``max(ranks)`` index entries and sends back only those (a sharded
+    wake's cuts). KeyError when the log holds fewer rows."""
+    first = (select(Sample.id).where(Sample.brain_id == brain_id, Sample.id > position)
+             .order_by(Sample.id).limit(max(ranks)).subquery())
+    ranked = select(first.c.id, func.row_number().over(order_by=first.c.id).label("rank")).subquery()
+    found = dict(s.execute(select(ranked.c.rank, ranked.c.id).where(ranked.c.rank.in_(list(ranks)))).tuples().all())
+    return [found[rank] for rank in ranks]
 
 
 def pending(s: Session, brain_id: int, position: int | None = None, *, limit: int | None = None) -> int:

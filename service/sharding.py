@@ -11,7 +11,8 @@ is split in three steps:
 2. *Shards* (:func:`shard`, one Celery task each, in parallel, no writer lock: they write nothing
    of the brain): each loads version ``base`` itself, sums ``wake_statistics`` over its range and
    stores the sums in Redis as safetensors bytes (``pb:shard:<plan>:<i>``, expiring after
-   :data:`TTL_SECONDS`; nothing is pickled), answering JSON. A shard that finds ``base`` no longer
+   :data:`TTL_SECONDS`; nothing is pickled; the process keeps its last shard's sums too, for a
+   merge that runs there), answering JSON. A shard that finds ``base`` no longer
    current, or fails, answers why instead.
 3. *Merge* (``service.orchestration.merge_shards``, the chord's callback, under a fresh fenced
    writer): unless a shard refused or the brain moved on from the plan (its current version is not
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 TTL_SECONDS = 3600  # a shard's sums wait this long for their merge in Redis
 
+# The sums of the last shard this process computed, by key: a merge that runs where one of its
+# shards ran reads that shard's sums from here instead of Redis (the same bytes, loaded once).
+_held: dict[str, dict[str, torch.Tensor]] = {}
+
 
 def plan(rt: Runtime, brain: Brain, learner: Learner, pending: int) -> dict | None:
     """The shards of a wake of ``brain`` at its current version (``learner``) with ``pending``
@@ -56,14 +61,15 @@ def plan(rt: Runtime, brain: Brain, learner: Learner, pending: int) -> dict | No
     if shards < 2 or not rt.jobs.can_fan_out or rt.redis is None or not learner.mergeable():
         return None
     with rt.db.session(read_only=True) as s:
-        ids = samplelog.ids_after(s, brain.id, brain.learned_position, samples)
-    if len(ids) < 2 * settings.wake_shard_min_samples:
-        return None
-    cuts = [round(i * len(ids) / shards) for i in range(shards + 1)]
-    after = [brain.learned_position, *(ids[c - 1] for c in cuts[1:-1])]
-    ranges = [[after[i], ids[cuts[i + 1] - 1], cuts[i + 1] - cuts[i]] for i in range(shards)]
+        count = samplelog.pending(s, brain.id, brain.learned_position, limit=samples)
+        if count < 2 * settings.wake_shard_min_samples:
+            return None
+        cuts = [round(i * count / shards) for i in range(shards + 1)]
+        ends = samplelog.ids_at(s, brain.id, brain.learned_position, cuts[1:])  # each shard's last row
+    after = [brain.learned_position, *ends[:-1]]
+    ranges = [[after[i], ends[i], cuts[i + 1] - cuts[i]] for i in range(shards)]
     return {"id": uuid.uuid4().hex, "brain": brain.id, "base": brain.current_version,
-            "start": brain.learned_position, "end": ids[-1], "samples": len(ids), "pending": pending,
+            "start": brain.learned_position, "end": ends[-1], "samples": count, "pending": pending,
             "ranges": ranges}
 
 
@@ -84,9 +90,12 @@ def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
             rt.training.checkin(brain, plan["base"], learner)
         if isinstance(total, str):
             return {**out, "refused": total}
-        data = save_tensors({name: value.cpu().contiguous() for name, value in total.items()})
+        total = {name: value.cpu().contiguous() for name, value in total.items()}
+        data = save_tensors(total)
         key = f"pb:shard:{plan['id']}:{index}"
         rt.redis.set(key, data, ex=TTL_SECONDS)
+        _held.clear()
+        _held[key] = total
         return {**out, "key": key, "base": plan["base"], "samples": plan["ranges"][index][2], "bytes": len(data),
                 "seconds": round(time.perf_counter() - started, 4), "by": whoami("worker"),
                 "at": round(at, 3)}  # when it started (epoch seconds): a timeline of the wake
@@ -127,10 +136,18 @@ def refusal(brain: Brain, plan: dict, results: list[dict]) -> str | None:
 
 
 def load(rt: Runtime, results: list[dict]) -> dict[str, torch.Tensor] | None:
-    """The shards' sums added in shard order, or None when one is gone (expired, Redis lost)."""
+    """The shards' sums added in shard order, or None when one is gone from Redis (expired, Redis
+    lost), even where this process still holds it: whether a merge can use a shard's sums does not
+    depend on where it runs."""
     total: dict[str, torch.Tensor] = {}
     for result in results:
-        data = rt.redis.get(result["key"])
+        key = result["key"]
+        if key in _held:
+            if not rt.redis.exists(key):
+                return None
+            add_statistics(total, _held[key])
+            continue
+        data = rt.redis.get(key)
         if data is None:
             return None
         add_statistics(total, load_tensors(data))
@@ -168,6 +185,8 @@ def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer) -> tuple[
 
 def drop(rt: Runtime, results: list[dict]) -> None:
     keys = [r["key"] for r in results if "key" in r]
+    for key in keys:
+        _held.pop(key, None)
     if keys and rt.redis is not None:
         rt.redis.delete(*keys)
 

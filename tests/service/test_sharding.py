@@ -22,6 +22,7 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from service import sharding
 from service.app import create_app
 from service.brains import ingest
 from service.db import upgrade
@@ -31,7 +32,7 @@ from service.runtime import Runtime, build_runtime
 from service.schemas import SamplesIn
 from service.settings import Settings
 from service.sharding import shard
-from service.tables import Brain, Job, Version, utcnow
+from service.tables import Brain, Job, Sample, Version, utcnow
 from tests.conftest import make_settings
 from tests.integration.synthetic import Clusters
 
@@ -162,6 +163,22 @@ def test_a_sharded_wake_publishes_what_one_worker_publishes(api, rt, settings):
     p2 = api.post("/v1/brains/shards-many/predict", json={"inputs": probe}).json()["predictions"]
     assert [p["label"] for p in p1] == [p["label"] for p in p2]
     assert all(p["confidence"] == pytest.approx(q["confidence"], abs=1e-3) for p, q in zip(p1, p2))
+
+
+def test_a_plans_ranges_cut_the_backlog_into_consecutive_shards(api, rt, settings):
+    brain_id = _brain(api, rt, "shards-cuts")
+    rt.settings = settings.model_copy(update={"wake_shards": 3})
+    with rt.db.session(read_only=True) as s:
+        ids = list(s.scalars(select(Sample.id).where(Sample.brain_id == brain_id).order_by(Sample.id)))
+        brain = s.get(Brain, brain_id)
+        s.expunge(brain)
+    plan = sharding.plan(rt, brain, rt.training.checkout(rt.versions, brain, "cpu"), len(ids))
+    assert (plan["start"], plan["end"], plan["samples"]) == (0, ids[-1], 320)
+    assert plan["ranges"] == [[0, ids[106], 107], [ids[106], ids[212], 106], [ids[212], ids[319], 107]]
+    rt.settings = settings.model_copy(update={"wake_shards": 3, "wake_max_samples": 200})  # the job's cap
+    plan = sharding.plan(rt, brain, rt.training.checkout(rt.versions, brain, "cpu"), len(ids))
+    assert plan["ranges"] == [[0, ids[66], 67], [ids[66], ids[132], 66], [ids[132], ids[199], 67]]
+    assert (plan["end"], plan["samples"], plan["pending"]) == (ids[199], 200, 320)
 
 
 def test_shards_of_a_version_that_is_no_longer_current_are_not_published(api, rt):
