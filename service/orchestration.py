@@ -248,9 +248,9 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     merge_at = time.time()
     learner = rt.training.checkout(rt.versions, brain, rt.device)
     started = time.perf_counter()
-    statistics = sharding.load(rt, results) if refused is None else None
+    loaded = sharding.load(rt, results) if refused is None else None
     load_seconds = time.perf_counter() - started
-    if refused is None and statistics is None:
+    if refused is None and loaded is None:
         refused = "a shard's statistics are gone from Redis"
     buffer = rt.replay(brain)
     _ensure_replay(rt, brain, buffer)
@@ -263,8 +263,9 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
         return {**_learn_log(rt, job, lease, brain, learner, buffer, pending), "shards_refused": refused}
     rt.jobs.progress(job.id, 0.8, f"merging {len(results)} shards")
     started = time.perf_counter()
+    statistics, rows = loaded
     learner.merge(statistics)
-    learned, tasks_seen = sharding.offer(rt, brain, plan, buffer)
+    learned, tasks_seen = sharding.offer(rt, brain, plan, buffer, rows)
     merge_seconds = time.perf_counter() - started
     stats = {"learned": learned, "log_from": plan["start"], "loss": None, "shards": len(results),
              "shard_seconds": [r["seconds"] for r in results], "shard_bytes": sum(r["bytes"] for r in results),

@@ -114,18 +114,19 @@ def chunks(db: Database, brain_id: int, cursor: int, limit: int, *, through: int
 
 def batches(rows: Sequence[Row], dim: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Split log rows into observe() batches ``(task id, x [n, dim], y)`` (:func:`spans`)."""
-    for start, end in spans(rows):
+    for start, end in spans([r.task_id for r in rows]):
         chunk = rows[start:end]
         yield chunk[0].task_id, decode([r.x for r in chunk], dim), torch.tensor([r.label for r in chunk], dtype=torch.long)
 
 
-def spans(rows: Sequence[Row]) -> Iterator[tuple[int, int]]:
-    """The ``[start, end)`` of each observe() batch of ``rows``: at most WAKE_BATCH samples of one
-    task each (what a batch is depends on the rows' tasks alone, not on their inputs)."""
+def spans(tasks: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """The ``[start, end)`` of each observe() batch of a chunk of rows whose task ids are
+    ``tasks``: at most WAKE_BATCH samples of one task each (what a batch is depends on the rows'
+    tasks alone, not on their inputs)."""
     start = 0
-    while start < len(rows):
+    while start < len(tasks):
         end = start + 1
-        while end < len(rows) and end - start < WAKE_BATCH and rows[end].task_id == rows[start].task_id:
+        while end < len(tasks) and end - start < WAKE_BATCH and tasks[end] == tasks[start]:
             end += 1
         yield start, end
         start = end

@@ -10,16 +10,17 @@ is split in three steps:
    The job hands the plan to the executor (a Celery chord) and ends without recording its end.
 2. *Shards* (:func:`shard`, one Celery task each, in parallel, no writer lock: they write nothing
    of the brain): each loads version ``base`` itself, sums ``wake_statistics`` over its range and
-   stores the sums in Redis as safetensors bytes (``pb:shard:<plan>:<i>``, expiring after
-   :data:`TTL_SECONDS`; nothing is pickled; the process keeps its last shard's sums too, for a
-   merge that runs there), answering JSON. A shard that finds ``base`` no longer
-   current, or fails, answers why instead.
+   stores the sums, with the id, label and task of each row it read, in Redis as safetensors bytes
+   (``pb:shard:<plan>:<i>``, expiring after :data:`TTL_SECONDS`; nothing is pickled; the process
+   keeps its last shard's too, for a merge that runs there), answering JSON. A shard that finds
+   ``base`` no longer current, or fails, answers why instead.
 3. *Merge* (``service.orchestration.merge_shards``, the chord's callback, under a fresh fenced
    writer): unless a shard refused or the brain moved on from the plan (its current version is not
    ``base`` or its learned position not the plan's start: :func:`refusal`), it merges the sums in
-   shard order, offers the samples to the replay buffer in log order and batches as one worker
-   would, and publishes one version at the plan's end. Otherwise it throws the sums away and learns
-   the log as one worker does: nothing computed against another version is ever published.
+   shard order, offers the rows the shards read to the replay buffer in log order and batches as
+   one worker would (reading only the inputs that end up stored), and publishes one version at the
+   plan's end. Otherwise it throws the sums away and learns the log as one worker does: nothing
+   computed against another version is ever published.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ from service.versions import input_dim
 log = logging.getLogger(__name__)
 
 TTL_SECONDS = 3600  # a shard's sums wait this long for their merge in Redis
+
+# A shard stores, beside its sums, the rows it read (id, label and task of each, in log order),
+# so that the merge offers them to the replay buffer without reading the log again.
+ROW_IDS = "log.id"
+ROWS = {ROW_IDS: "id", "log.label": "label", "log.task": "task_id"}
 
 # The sums of the last shard this process computed, by key: a merge that runs where one of its
 # shards ran reads that shard's sums from here instead of Redis (the same bytes, loaded once).
@@ -113,14 +119,19 @@ def _statistics(rt: Runtime, job_id: str, brain: Brain, learner: Learner, span: 
     known: dict[int, Task] = {}
     dim = input_dim(brain.input_shape, brain.encoder)
     total: dict[str, torch.Tensor] = {}
-    read = 0
+    read: dict[str, list[int]] = {name: [] for name in ROWS}
     for rows in samplelog.chunks(rt.db, brain.id, after, count, through=through):
         for task_id, x, y in samplelog.batches(rows, dim):
             task = samplelog.task_of(rt.db, brain.id, known, task_id)
             add_statistics(total, learner.wake_statistics(x.to(rt.device), y.to(rt.device), task.name))
-        read += len(rows)
+        for name, column in ROWS.items():
+            read[name].extend(getattr(r, column) for r in rows)
         rt.jobs.heartbeat(job_id)
-    return total if read == count else f"the log holds {read} of the shard's {count} rows"
+    if len(read[ROW_IDS]) != count:
+        return f"the log holds {len(read[ROW_IDS])} of the shard's {count} rows"
+    if ROWS.keys() & total.keys():
+        return f"the learner's statistics use a reserved name ({sorted(ROWS.keys() & total.keys())})"
+    return {**total, **{name: torch.tensor(values, dtype=torch.int64) for name, values in read.items()}}
 
 
 def refusal(brain: Brain, plan: dict, results: list[dict]) -> str | None:
@@ -135,42 +146,47 @@ def refusal(brain: Brain, plan: dict, results: list[dict]) -> str | None:
     return "; ".join(refused) or None
 
 
-def load(rt: Runtime, results: list[dict]) -> dict[str, torch.Tensor] | None:
-    """The shards' sums added in shard order, or None when one is gone from Redis (expired, Redis
-    lost), even where this process still holds it: whether a merge can use a shard's sums does not
-    depend on where it runs."""
+def load(rt: Runtime, results: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]] | None:
+    """The shards' sums added in shard order, and the rows they read (:data:`ROWS`, in log order);
+    None when a shard's are gone from Redis (expired, Redis lost), even where this process still
+    holds them: whether a merge can use a shard's sums does not depend on where it runs."""
     total: dict[str, torch.Tensor] = {}
+    rows: dict[str, list[int]] = {name: [] for name in ROWS}
     for result in results:
         key = result["key"]
         if key in _held:
             if not rt.redis.exists(key):
                 return None
-            add_statistics(total, _held[key])
-            continue
-        data = rt.redis.get(key)
-        if data is None:
-            return None
-        add_statistics(total, load_tensors(data))
-    return total
+            part = _held[key]
+        else:
+            data = rt.redis.get(key)
+            if data is None:
+                return None
+            part = load_tensors(data)
+        for name in ROWS:
+            rows[name].extend(part[name].tolist())
+        add_statistics(total, {name: value for name, value in part.items() if name not in ROWS})
+    return total, rows
 
 
-def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer) -> tuple[int, int]:
-    """Offer ``plan``'s samples to the replay buffer as one worker's wake does (in log order and
-    in its batches: the reservoir's draws follow them), reading from the log only the inputs that
-    end up stored; the samples offered and the tasks seen (the highest ordinal + 1). Raises when the
-    log no longer holds the plan's rows (the buffer is then as it was)."""
-    known: dict[int, Task] = {}
-    tasks_seen = 0
+def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer, rows: dict[str, list[int]]) -> tuple[int, int]:
+    """Offer ``plan``'s samples, the ``rows`` its shards read (:func:`load`), to the replay buffer
+    as one worker's wake does (in log order, in its chunks and batches: the reservoir's draws
+    follow them), reading from the log only the inputs that end up stored; the samples offered and
+    the tasks seen (the highest ordinal + 1). Raises when the rows are not the plan's (the buffer
+    is then as it was)."""
+    all_ids, all_labels, all_tasks = rows[ROW_IDS], rows["log.label"], rows["log.task"]
+    if len(all_ids) != plan["samples"] or (all_ids and (all_ids[0] <= plan["start"] or all_ids[-1] != plan["end"])):
+        raise RuntimeError(f"the shards read {len(all_ids)} rows, not the plan's {plan['samples']}")
     ids: list[list[int]] = []
     labels: list[list[int]] = []
-    for rows in samplelog.chunks(rt.db, brain.id, plan["start"], plan["samples"], through=plan["end"], inputs=False):
-        for start, end in samplelog.spans(rows):
-            ids.append([r.id for r in rows[start:end]])
-            labels.append([r.label for r in rows[start:end]])
-            tasks_seen = max(tasks_seen, samplelog.task_of(rt.db, brain.id, known, rows[start].task_id).ordinal + 1)
-    offered = sum(len(batch) for batch in ids)
-    if offered != plan["samples"]:
-        raise RuntimeError(f"the log holds {offered} of the plan's {plan['samples']} rows")
+    for chunk in range(0, len(all_ids), samplelog.WAKE_CHUNK):  # as samplelog.chunks cuts the log
+        for start, end in samplelog.spans(all_tasks[chunk:chunk + samplelog.WAKE_CHUNK]):
+            ids.append(all_ids[chunk + start:chunk + end])
+            labels.append(all_labels[chunk + start:chunk + end])
+    known: dict[int, Task] = {}
+    tasks_seen = max((samplelog.task_of(rt.db, brain.id, known, task).ordinal + 1 for task in set(all_tasks)), default=0)
+    offered = len(all_ids)
     dim = input_dim(brain.input_shape, brain.encoder)
 
     def fetch(keys: list[tuple[int, int]]) -> np.ndarray:
