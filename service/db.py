@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import Settings
@@ -101,6 +102,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def fetch_binary(conn: Connection, query: Select) -> Sequence[Any]:
+    """``query``'s rows (attributes named as its columns). On psycopg, with binary results: bytea
+    arrives as bytes instead of hex text that the server encodes and the client decodes (blobs and
+    the log's inputs: about 1.5-3x faster to read, and less work for the server)."""
+    if conn.dialect.driver != "psycopg":
+        return conn.execute(query).all()
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    with conn.connection.driver_connection.cursor(binary=True, row_factory=namedtuple_row) as cur:
+        cur.execute(str(compiled), compiled.params)
+        return cur.fetchall()
 
 
 def alembic_config(url: str):

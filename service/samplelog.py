@@ -14,7 +14,7 @@ import torch
 from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
 
-from service.db import Database
+from service.db import Database, fetch_binary
 from service.tables import Brain, Sample, Task
 
 
@@ -40,14 +40,15 @@ def read_after(s: Session, brain_id: int, position: int, limit: int, *, through:
     query = select(*columns).where(Sample.brain_id == brain_id, Sample.id > position)
     if through is not None:
         query = query.where(Sample.id <= through)
-    return s.execute(query.order_by(Sample.id).limit(limit)).all()
+    return fetch_binary(s.connection(), query.order_by(Sample.id).limit(limit))
 
 
 def inputs(s: Session, brain_id: int, ids: Sequence[int]) -> dict[int, bytes]:
     """The inputs (x, as stored) of the rows ``ids``, by id."""
     if not ids:
         return {}
-    return dict(s.execute(select(Sample.id, Sample.x).where(Sample.brain_id == brain_id, Sample.id.in_(list(ids)))).tuples().all())
+    return {row.id: row.x for row in fetch_binary(
+        s.connection(), select(Sample.id, Sample.x).where(Sample.brain_id == brain_id, Sample.id.in_(list(ids))))}
 
 
 def ids_at(s: Session, brain_id: int, position: int, ranks: Sequence[int]) -> list[int]:
