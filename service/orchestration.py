@@ -129,18 +129,17 @@ def wake(rt: Runtime, job: Job) -> dict | Handed:
         brain = samplelog.brain_row(rt.db, job.brain_id)
         if brain is None:
             return {"skipped": "brain deleted"}
-        learner = rt.training.checkout(rt.versions, brain, rt.device)
-        buffer = rt.replay(brain)
-        _ensure_replay(rt, brain, buffer)
         with rt.db.session(read_only=True) as s:
             pending = samplelog.pending(s, brain.id, brain.learned_position)
         sharded = rt.settings.wake_shards > 1 and rt.jobs.can_fan_out  # else one worker, as always
-        shards = sharding.plan(rt, brain, learner, pending) if sharded else None
+        shards = sharding.plan(rt, brain, pending) if sharded else None
         if shards is not None:
-            rt.training.checkin(brain, brain.current_version, learner)  # unchanged
             rt.jobs.progress(job.id, 0.02, f"learning {shards['samples']} samples in {len(shards['ranges'])} shards")
             rt.jobs.fan_out(job.id, shards)
             return Handed({"plan": shards["id"], "shards": len(shards["ranges"]), "samples": shards["samples"]})
+        learner = rt.training.checkout(rt.versions, brain, rt.device)
+        buffer = rt.replay(brain)
+        _ensure_replay(rt, brain, buffer)
         result = _learn_log(rt, job, lease, brain, learner, buffer, pending)
     return _woken(rt, brain.id, result)
 

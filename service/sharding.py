@@ -56,17 +56,19 @@ ROWS = {ROW_IDS: "id", "log.label": "label", "log.task": "task_id"}
 _held: dict[str, dict[str, torch.Tensor]] = {}
 
 
-def plan(rt: Runtime, brain: Brain, learner: Learner, pending: int) -> dict | None:
-    """The shards of a wake of ``brain`` at its current version (``learner``) with ``pending``
-    samples in its log, or None when it is learned by one worker: sharding off (``wake_shards``
-    1), an executor that runs jobs in one place, a learner that cannot merge, or too few samples
-    for two shards of ``wake_shard_min_samples``."""
+def plan(rt: Runtime, brain: Brain, pending: int) -> dict | None:
+    """The shards of a wake of ``brain`` at its current version with ``pending`` samples in its
+    log, or None when it is learned by one worker: sharding off (``wake_shards`` 1), an executor
+    that runs jobs in one place, a learner that cannot merge (as its version's publish recorded:
+    the plan loads no learner), or too few samples for two shards of ``wake_shard_min_samples``."""
     settings = rt.settings
     samples = min(pending, settings.wake_max_samples)
     shards = min(settings.wake_shards, samples // settings.wake_shard_min_samples)
-    if shards < 2 or not rt.jobs.can_fan_out or rt.redis is None or not learner.mergeable():
+    if shards < 2 or not rt.jobs.can_fan_out or rt.redis is None:
         return None
     with rt.db.session(read_only=True) as s:
+        if not rt.versions.mergeable(s, brain):
+            return None
         count = samplelog.pending(s, brain.id, brain.learned_position, limit=samples)
         if count < 2 * settings.wake_shard_min_samples:
             return None

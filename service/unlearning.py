@@ -102,12 +102,8 @@ def submit(rt: Runtime, *, name: str, body: ForgetIn, caller: Principal) -> str:
 
 
 def _can_downdate(rt: Runtime, brain: Brain) -> bool:
-    if brain.current_version is None:
-        return False
-    try:
-        return rt.versions.load(brain, brain.current_version).mergeable()
-    except FileNotFoundError:
-        return False
+    with rt.db.session(read_only=True) as s:
+        return rt.versions.mergeable(s, brain)
 
 
 def matching(s: Session, brain: Brain, selector: dict) -> list:

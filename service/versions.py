@@ -38,6 +38,7 @@ MODEL_FILE = "model.safetensors"
 REPLAY_FILE = "replay.safetensors"
 META_FILE = "meta.json"
 FILES = (MODEL_FILE, REPLAY_FILE, META_FILE)
+MERGEABLE = "mergeable"  # a version's stats record whether its learner can merge wake statistics
 
 
 class VersionStore:
@@ -128,7 +129,8 @@ class VersionStore:
         )
         number = (last or 0) + 1
         stats = {**stats, "replay_snapshot": replay is not None, "base": base,
-                 "fence": lease.fence if lease else None, "job": lease.job_id if lease else None}
+                 "fence": lease.fence if lease else None, "job": lease.job_id if lease else None,
+                 MERGEABLE: learner.mergeable()}
         meta = {"brain": brain.name, "number": number, "kind": kind, "strategy": brain.strategy,
                 "params": brain.params, "log_position": log_position}
         self.write(brain.id, number, learner, replay, meta, session=session)
@@ -141,6 +143,21 @@ class VersionStore:
         session.flush()
         self._retain(session, brain)
         return version
+
+    def mergeable(self, session: Session, brain: Brain) -> bool:
+        """Whether the learner of ``brain``'s current version can merge wake statistics
+        (``Learner.mergeable``), as its publish recorded, without loading it; a version published
+        before that record is loaded to ask. False when there is none or it has no blobs."""
+        if brain.current_version is None:
+            return False
+        stats = session.scalar(select(Version.stats).where(Version.brain_id == brain.id,
+                                                          Version.number == brain.current_version))
+        if stats is not None and MERGEABLE in stats:
+            return bool(stats[MERGEABLE])
+        try:
+            return self.load(brain, brain.current_version).mergeable()
+        except FileNotFoundError:
+            return False
 
     def publish_over_current(
         self,

@@ -172,13 +172,34 @@ def test_a_plans_ranges_cut_the_backlog_into_consecutive_shards(api, rt, setting
         ids = list(s.scalars(select(Sample.id).where(Sample.brain_id == brain_id).order_by(Sample.id)))
         brain = s.get(Brain, brain_id)
         s.expunge(brain)
-    plan = sharding.plan(rt, brain, rt.training.checkout(rt.versions, brain, "cpu"), len(ids))
+    plan = sharding.plan(rt, brain, len(ids))
     assert (plan["start"], plan["end"], plan["samples"]) == (0, ids[-1], 320)
     assert plan["ranges"] == [[0, ids[106], 107], [ids[106], ids[212], 106], [ids[212], ids[319], 107]]
     rt.settings = settings.model_copy(update={"wake_shards": 3, "wake_max_samples": 200})  # the job's cap
-    plan = sharding.plan(rt, brain, rt.training.checkout(rt.versions, brain, "cpu"), len(ids))
+    plan = sharding.plan(rt, brain, len(ids))
     assert plan["ranges"] == [[0, ids[66], 67], [ids[66], ids[132], 66], [ids[132], ids[199], 67]]
     assert (plan["end"], plan["samples"], plan["pending"]) == (ids[199], 200, 320)
+
+
+def test_a_plan_reads_whether_the_learner_merges_from_its_versions_record(api, rt):
+    """The plan loads no learner: a version's publish records ``mergeable``; a version published
+    before that record is loaded to ask."""
+    brain_id = _brain(api, rt, "shards-record")
+    with rt.db.session() as s:
+        brain = s.get(Brain, brain_id)
+        version = s.scalar(select(Version).where(Version.brain_id == brain_id, Version.number == 1))
+        assert version.stats["mergeable"] is True
+        s.expunge(brain)
+    assert sharding.plan(rt, brain, 320) is not None
+
+    def record(stats: dict) -> None:
+        with rt.db.session() as s:
+            s.execute(update(Version).where(Version.brain_id == brain_id, Version.number == 1).values(stats=stats))
+
+    record({**version.stats, "mergeable": False})  # what the record says goes
+    assert sharding.plan(rt, brain, 320) is None
+    record({k: v for k, v in version.stats.items() if k != "mergeable"})  # an older version: asked
+    assert sharding.plan(rt, brain, 320) is not None
 
 
 def test_shards_of_a_version_that_is_no_longer_current_are_not_published(api, rt):
