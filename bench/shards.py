@@ -14,8 +14,8 @@ number that is flushed before and after):
    brain; the first round also warms the workers up. Worker processes get one torch thread
    (``OMP_NUM_THREADS=1``) unless told otherwise: a worker stands for a machine's core.
 2. *Parts, in this process* (one torch thread): the shards' statistics rate (samples/s, the part
-   that divides by the workers), and for a sharded wake's serial part: reading the backlog's rows
-   again and offering them to a Redis replay buffer in log order, and per hidden size ``--hidden``:
+   that divides by the workers), and for a sharded wake's serial part: offering the rows the shards
+   read to a Redis replay buffer in log order, and per hidden size ``--hidden``:
    a shard's statistics in bytes, their safetensors round trip through Redis, adding them, the
    closed-form solve and the checkpoint that the publish writes.
 
@@ -220,17 +220,18 @@ def statistics_rate(samples: int) -> dict[str, Any]:
 
 
 def serial_offer(args: argparse.Namespace, bodies: list, work: Path) -> dict[str, Any]:
-    """The merge's pass over the log: the backlog's rows read again from Postgres and offered to the
-    Redis replay buffer in log order (``service.samplelog``), as the one-worker wake does."""
+    """The merge's serial pass over the backlog: the rows the shards hand over (ids, labels and
+    tasks) offered to the Redis replay buffer in log order and batches (``service.sharding.offer``,
+    which reads only the inputs that end up stored); and, beside it, the backlog's rows read with
+    their inputs as one worker's wake reads them (``service.samplelog.chunks``)."""
     import redis
 
-    from service import samplelog
+    from service import samplelog, sharding
     from service.brains import create_brain, ingest
     from service.db import upgrade
     from service.runtime import build_runtime
     from service.schemas import BrainCreate
     from service.settings import Settings
-    from service.versions import input_dim
 
     client = redis.Redis.from_url(args.redis_url)
     client.flushdb()
@@ -246,21 +247,21 @@ def serial_offer(args: argparse.Namespace, bodies: list, work: Path) -> dict[str
                     ingest(rt, name="offer", body=b)
                 before = load()
                 started = time.perf_counter()
-                rows = sum(len(chunk) for chunk in samplelog.chunks(rt.db, brain.id, 0, args.samples))
+                chunks = list(samplelog.chunks(rt.db, brain.id, 0, args.samples))
                 read = time.perf_counter() - started
-                buffer = rt.replay(brain)
-                dim = input_dim(brain.input_shape, brain.encoder)
+                rows = {name: [getattr(r, column) for chunk in chunks for r in chunk]
+                        for name, column in sharding.ROWS.items()}
+                ids = rows[sharding.ROW_IDS]
+                plan = {"samples": len(ids), "start": 0, "end": ids[-1]}
                 started = time.perf_counter()
-                for chunk in samplelog.chunks(rt.db, brain.id, 0, args.samples):
-                    for _, x, y in samplelog.batches(chunk, dim):
-                        buffer.add(x.numpy(), y.tolist())
-                both = time.perf_counter() - started
+                sharding.offer(rt, brain, plan, rt.replay(brain), rows)
+                offer = time.perf_counter() - started
             finally:
                 rt.close()
     finally:
         client.flushdb()
         client.close()
-    return {"samples": rows, "read_seconds": round(read, 3), "read_and_offer_seconds": round(both, 3),
+    return {"samples": len(ids), "read_seconds": round(read, 3), "offer_seconds": round(offer, 3),
             "load_before": before, "load_after": load()}
 
 
@@ -357,9 +358,9 @@ def markdown(report: dict) -> str:
     lines.append(f"- shards' statistics, image default ({rate['hidden']} features): {rate['samples_per_second']} "
                  f"samples/s ({rate['samples']} in {rate['seconds']} s), load {rate['load_before']} -> {rate['load_after']}")
     offer = report["serial_offer"]
-    lines.append(f"- merge's pass over the log, {offer['samples']} rows: read {offer['read_seconds']} s, read and offered "
-                 f"to the Redis replay buffer {offer['read_and_offer_seconds']} s, load {offer['load_before']} -> "
-                 f"{offer['load_after']}")
+    lines.append(f"- the merge's offer of {offer['samples']} rows to the Redis replay buffer: {offer['offer_seconds']} s "
+                 f"(one worker's read of them with their inputs: {offer['read_seconds']} s), load {offer['load_before']} "
+                 f"-> {offer['load_after']}")
     lines += ["", "| hidden | statistics bytes | Redis round trip s | add s | solve s | checkpoint bytes | checkpoint s | load |",
               "|---|---|---|---|---|---|---|---|"]
     for m in report["merge_costs"]:
@@ -415,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         report["serial_offer"] = serial_offer(args, bodies, work)
         print("offer:", report["serial_offer"], flush=True)
         report["merge_costs"] = []
-        for hidden in (int(h) for h in args.hidden.split(",")):
+        for hidden in (int(h) for h in args.hidden.split(",") if h):  # "" for none
             report["merge_costs"].append(merge_costs(hidden, args.redis_url, work))
             print("merge:", report["merge_costs"][-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
