@@ -61,6 +61,7 @@ from tests.integration.test_full_stack import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
 LABELS = ["cat", "dog", "owl"]
 PROBE = """
 import socket, sys
@@ -97,12 +98,20 @@ def stack(hosts: Hosts, pg_url: str, redis_url: str, tmp_path: Path, request: py
         s.close()
 
 
+def _env(stack: Stack, host: Host) -> dict[str, str]:
+    """The stack's environment for a process on ``host``; it imports this checkout's code (not
+    that of another checkout the interpreter's ``brain`` may be installed from, editable)."""
+    env = host.env(stack.env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def _serve(stack: Stack, host: Host) -> tuple:
-    return stack.serve(host=host.addr, prefix=host.prefix, env=host.env(stack.env))
+    return stack.serve(host=host.addr, prefix=host.prefix, env=_env(stack, host))
 
 
 def _worker(stack: Stack, host: Host):
-    return stack.start_worker(prefix=host.prefix, env=host.env(stack.env), node=f"brain@{host.ns}")
+    return stack.start_worker(prefix=host.prefix, env=_env(stack, host), node=f"brain@{host.ns}")
 
 
 def _probe(host: Host, *targets: str) -> dict[str, str]:
