@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -106,21 +106,27 @@ class Stack:
         return [p for d in self.data_dirs for p in d.rglob("*") if p.is_file() and "brains" in p.parts]
 
     # processes
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, prefix: Sequence[str] = (), env: dict[str, str] | None = None,
+               ) -> subprocess.Popen:
+        """``brain <args>``, under ``prefix`` (a command that runs it, e.g. ``ip netns exec <ns>``),
+        with ``env`` (default: the stack's environment) and an empty data dir of its own."""
         log = self.root / f"{name}-{len(self.procs)}.log"
-        env = {**self.env, "BRAIN_DATA_DIR": str(self.fresh_data_dir(name))}
+        env = {**(self.env if env is None else env), "BRAIN_DATA_DIR": str(self.fresh_data_dir(name))}
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [*BRAIN, *args], env=env, cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
+                [*prefix, *BRAIN, *args], env=env, cwd=self.root, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killing it kills its pool children too
             )
         self.procs.append((name, proc, log))
         return proc
 
-    def start_worker(self) -> subprocess.Popen:
-        proc = self._spawn("worker", "worker", "--concurrency", "1")
+    def start_worker(self, *, prefix: Sequence[str] = (), env: dict[str, str] | None = None,
+                     node: str = "brain@") -> subprocess.Popen:
+        """A worker (``prefix``, ``env``: see :meth:`_spawn`), ready once a worker whose node name
+        starts with ``node`` answers a ping."""
+        proc = self._spawn("worker", "worker", "--concurrency", "1", prefix=prefix, env=env)
         deadline = time.monotonic() + READY_TIMEOUT
-        while not self._pong():
+        while not self._pong(node):
             if self._exited(proc):
                 pytest.fail("the worker exited before it was ready")
             if time.monotonic() > deadline:
@@ -130,13 +136,15 @@ class Stack:
     def start_beat(self) -> subprocess.Popen:
         return self._spawn("beat", "beat")
 
-    def serve(self, *more: str, ready_timeout: float = READY_TIMEOUT) -> tuple[subprocess.Popen, str]:
-        """A ``brain serve`` process (with ``more`` arguments) on a free port, ready; it and its URL."""
+    def serve(self, *more: str, ready_timeout: float = READY_TIMEOUT, host: str = "127.0.0.1",
+              prefix: Sequence[str] = (), env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+        """A ``brain serve`` process (with ``more`` arguments) on a free port of ``host``, ready; it
+        and its URL (``prefix``, ``env``: see :meth:`_spawn`)."""
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        proc = self._spawn("api", "serve", "--host", "127.0.0.1", "--port", str(port), *more)
-        url = f"http://127.0.0.1:{port}"
+        proc = self._spawn("api", "serve", "--host", host, "--port", str(port), *more, prefix=prefix, env=env)
+        url = f"http://{host}:{port}"
         deadline = time.monotonic() + ready_timeout
         while True:
             if self._exited(proc):
@@ -158,13 +166,13 @@ class Stack:
         self._signal_group(proc, signal.SIGKILL)
         proc.wait(timeout=30)
 
-    def _pong(self) -> bool:
+    def _pong(self, node: str = "brain@") -> bool:
         if self._celery is None:
             from celery import Celery
 
             self._celery = Celery("pb-test-control", broker=self.settings.broker_url)
         replies = self._celery.control.ping(timeout=0.5)
-        return any(name.startswith("brain@") for reply in replies for name in reply)
+        return any(name.startswith(node) for reply in replies for name in reply)
 
     @staticmethod
     def _exited(proc: subprocess.Popen, timeout: float = 0.0) -> bool:
