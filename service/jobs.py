@@ -279,11 +279,11 @@ class Jobs:
                 self._append(job, event, **detail)
 
     def progress(self, job_id: str, fraction: float, phase: str | None = None) -> None:
+        """How far the job's runner is; only while the job runs (a runner cut off from its brain
+        that comes back after the job ended elsewhere changes nothing)."""
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is not None:
-                job.progress = max(0.0, min(1.0, fraction))
-                job.phase = phase
+            s.execute(update(Job).where(Job.id == job_id, Job.state == "running")
+                      .values(progress=max(0.0, min(1.0, fraction)), phase=phase))
 
     def heartbeat(self, job_id: str) -> None:
         """The job's runner is alive (called with the writer lock's renewal)."""

@@ -39,14 +39,22 @@ class LockLost(RuntimeError):
 
 class Lease:
     """What the holder of a brain's writer lock has: the fencing token (set by
-    ``service.writer``) and a heartbeat that renews the lock and runs ``beats`` while it lives."""
+    ``service.writer``) and a heartbeat that renews the lock and runs ``beats`` while it lives.
 
-    def __init__(self, brain_id: int, renew: Callable[[], bool], interval: float) -> None:
+    ``expiry``: how long the lock outlives its last renewal; a lease that could not renew it for
+    that long (Redis out of reach: a partition) is lost, whatever becomes of the lock meanwhile.
+    ``guard``: the lock's key and this holder's token where the lock lives in Redis, so that a
+    write to Redis can be made conditional on still holding it (``service.replay.RedisStore``)."""
+
+    def __init__(self, brain_id: int, renew: Callable[[], bool], interval: float, *,
+                 expiry: float | None = None, guard: tuple[str, bytes] | None = None) -> None:
         self.brain_id = brain_id
         self.fence: int | None = None
         self.job_id: str | None = None
+        self.guard = guard
         self.beats: list[Callable[[], None]] = []  # e.g. the job's own heartbeat (service.jobs)
         self._renew = renew
+        self._expiry = expiry
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True,
@@ -65,14 +73,21 @@ class Lease:
             raise LockLost(f"brain {self.brain_id}: another writer (fence {fence}) took over from fence {self.fence}")
 
     def _beat(self, interval: float) -> None:
+        renewed = time.monotonic()
         while not self._stop.wait(interval):
             try:
                 if not self._renew():
                     log.warning("brain %s: the writer lock was lost; this writer's work will be refused", self.brain_id)
                     self._lost.set()
                     return
+                renewed = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - Redis away: the lock may still be ours; retry next beat
                 log.warning("brain %s: could not renew the writer lock: %s", self.brain_id, exc)
+                if self._expiry is not None and time.monotonic() - renewed >= self._expiry:
+                    log.warning("brain %s: the writer lock was not renewed for %.0f s: lost; this writer's work "
+                                "will be refused", self.brain_id, self._expiry)
+                    self._lost.set()
+                    return
             for beat in list(self.beats):
                 try:
                     beat()
@@ -213,7 +228,8 @@ class RedisLocks:
         lock = self.r.lock(f"pb:lock:{brain_id}", timeout=self.timeout, blocking_timeout=wait, thread_local=False)
         if not lock.acquire():
             raise BrainLockTimeout(brain_id, retry_after=max(1.0, min(wait, self.timeout)))
-        lease = Lease(brain_id, renew=lambda: _reacquire(lock), interval=self.timeout / 3)
+        lease = Lease(brain_id, renew=lambda: _reacquire(lock), interval=self.timeout / 3, expiry=self.timeout,
+                      guard=(lock.name, lock.local.token))
         lease.start()
         try:
             yield lease

@@ -138,7 +138,7 @@ def wake(rt: Runtime, job: Job) -> dict | Handed:
             rt.jobs.fan_out(job.id, shards)
             return Handed({"plan": shards["id"], "shards": len(shards["ranges"]), "samples": shards["samples"]})
         learner = rt.training.checkout(rt.versions, brain, rt.device)
-        buffer = rt.replay(brain)
+        buffer = rt.replay(brain, lease)
         _ensure_replay(rt, brain, buffer)
         result = _learn_log(rt, job, lease, brain, learner, buffer, pending)
     return _woken(rt, brain.id, result)
@@ -251,7 +251,7 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     load_seconds = time.perf_counter() - started
     if refused is None and loaded is None:
         refused = "a shard's statistics are gone from Redis"
-    buffer = rt.replay(brain)
+    buffer = rt.replay(brain, lease)
     _ensure_replay(rt, brain, buffer)
     if refused is not None or not learner.mergeable():
         refused = refused or "the learner cannot merge"
@@ -309,7 +309,7 @@ def sleep(rt: Runtime, job: Job) -> dict:
             return {"skipped": "nothing learned yet", "version": brain.current_version}
         rt.jobs.progress(job.id, 0.05, "loading")
         learner = rt.training.checkout(rt.versions, brain, rt.device)
-        buffer = rt.replay(brain)
+        buffer = rt.replay(brain, lease)
         _ensure_replay(rt, brain, buffer)
         rt.jobs.progress(job.id, 0.2, f"consolidating over {len(buffer)} replayed samples")
         started = time.perf_counter()
@@ -341,7 +341,7 @@ def _retrain(rt: Runtime, job: Job, lease: Lease, brain: Brain) -> dict:
     rt.jobs.progress(job.id, 0.05, "retraining from the log")
     started = time.perf_counter()
     learner, learned, tasks_seen = unlearning.retrain(rt, job, brain)
-    buffer = rt.replay(brain)
+    buffer = rt.replay(brain, lease)
     _ensure_replay(rt, brain, buffer)
     rt.jobs.progress(job.id, 0.6, f"consolidating over {len(buffer)} replayed samples")
     stats, replayed = consolidate(learner, buffer, policy=brain.sleep_policy, samples_since_sleep=learned,
@@ -399,7 +399,7 @@ def meta_train(rt: Runtime, job: Job) -> dict:
             except BlobMissing:
                 raise FileNotFoundError(f"the background set {Path(key).name} is gone") from None
             learner = rt.training.checkout(rt.versions, brain, rt.device)
-            buffer = rt.replay(brain)
+            buffer = rt.replay(brain, lease)
             _ensure_replay(rt, brain, buffer)
             steps, inner = int(job.payload["steps"]), int(job.payload["inner_steps"])
             options = {} if job.payload.get("first_order") is None else {"first_order": job.payload["first_order"]}

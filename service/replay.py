@@ -21,12 +21,15 @@ import torch
 
 from models.learner import Replay
 from models.replay import POLICIES
+from service.locks import LockLost
 
 
 class ReplayStore(Protocol):
     def seen(self) -> int: ...
     def labels(self) -> list[int]: ...
-    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int) -> None: ...
+    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int, *, clear: bool = False) -> None:
+        """Slots, their inputs and labels, and the count offered, at once (after emptying the store
+        when ``clear``)."""
     def read(self, slots: list[int]) -> tuple[np.ndarray, list[int]]: ...
     def clear(self) -> None: ...
 
@@ -45,7 +48,9 @@ class MemoryStore:
     def labels(self) -> list[int]:
         return [self._y[i] for i in range(len(self._y))]
 
-    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int) -> None:
+    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int, *, clear: bool = False) -> None:
+        if clear:
+            self.clear()
         for slot, row, label in zip(slots, x, labels):
             self._x[slot] = np.array(row, dtype=np.float32)
             self._y[slot] = int(label)
@@ -60,12 +65,34 @@ class MemoryStore:
         self._seen = 0
 
 
-class RedisStore:
-    """Slots in two Redis hashes (``x``: slot -> float32 bytes, ``y``: slot -> label) and a counter."""
+# One write of a Redis store, atomic: refused (0) unless the writer's lock still holds this
+# writer's token (KEYS[4], ARGV[1]; no check when ARGV[1] is empty); emptied first when ARGV[2]
+# is "1"; then the count offered (ARGV[3]) and (slot, input, label) triples.
+_WRITE = """
+if ARGV[1] ~= '' and redis.call('get', KEYS[4]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' then redis.call('del', KEYS[1], KEYS[2]) end
+for i = 4, #ARGV, 3 do
+  redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('hset', KEYS[2], ARGV[i], ARGV[i + 2])
+end
+redis.call('set', KEYS[3], ARGV[3])
+return 1
+"""
 
-    def __init__(self, client, brain_id: int, dim: int) -> None:
+
+class RedisStore:
+    """Slots in two Redis hashes (``x``: slot -> float32 bytes, ``y``: slot -> label) and a counter.
+
+    ``guard``: the writer lock's key and the writer's token (``Lease.guard``). Each write is then
+    refused with :class:`~service.locks.LockLost`, changing nothing, once the lock is no longer the
+    writer's: a writer cut off by a partition, whose brain another took over, writes nothing when
+    it comes back (its version's publish is fenced the same way in Postgres)."""
+
+    def __init__(self, client, brain_id: int, dim: int, *, guard: tuple[str, bytes] | None = None) -> None:
         self.r = client
         self.dim = dim
+        self.brain_id = brain_id
+        self.guard = guard
         prefix = f"pb:replay:{brain_id}"
         self.kx, self.ky, self.kseen = f"{prefix}:x", f"{prefix}:y", f"{prefix}:seen"
 
@@ -76,14 +103,15 @@ class RedisStore:
         raw = self.r.hgetall(self.ky)
         return [int(raw[str(i).encode()]) for i in range(len(raw))]
 
-    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        if slots:
-            x = np.asarray(x, dtype="<f4")
-            pipe.hset(self.kx, mapping={str(s): x[i].tobytes() for i, s in enumerate(slots)})
-            pipe.hset(self.ky, mapping={str(s): int(label) for s, label in zip(slots, labels)})
-        pipe.set(self.kseen, seen)
-        pipe.execute()
+    def write(self, slots: list[int], x: np.ndarray, labels: list[int], seen: int, *, clear: bool = False) -> None:
+        x = np.asarray(x, dtype="<f4")
+        key, token = self.guard or ("", b"")
+        args: list = [token, "1" if clear else "0", seen]
+        for i, (slot, label) in enumerate(zip(slots, labels)):
+            args += [slot, x[i].tobytes(), int(label)]
+        if not self.r.eval(_WRITE, 4, self.kx, self.ky, self.kseen, key or self.kseen, *args):
+            raise LockLost(f"brain {self.brain_id}: the writer lock is no longer this writer's: "
+                           "its replay buffer write is refused")
 
     def read(self, slots: list[int]) -> tuple[np.ndarray, list[int]]:
         keys = [str(s) for s in slots]
@@ -204,10 +232,9 @@ def holds_any(snap: dict[str, torch.Tensor], forgotten: set[tuple[bytes, int]]) 
 
 
 def restore(store: ReplayStore, snap: dict[str, torch.Tensor]) -> None:
-    """Make ``store`` hold exactly the snapshot ``snap`` (``ReplayBuffer.snapshot``)."""
-    store.clear()
+    """Make ``store`` hold exactly the snapshot ``snap`` (``ReplayBuffer.snapshot``), at once."""
     y = [int(v) for v in snap["y"].tolist()]
-    store.write(list(range(len(y))), snap["x"].numpy(), y, int(snap["seen"]))
+    store.write(list(range(len(y))), snap["x"].numpy(), y, int(snap["seen"]), clear=True)
 
 
 class MemoryStores:

@@ -37,7 +37,7 @@ from service.db import Database
 from service.job_child import ChildJobs
 from service.job_counts import JobCounts
 from service.jobs import CeleryJobs, Executor, InProcessJobs, JobRunner, Jobs
-from service.locks import FileLocks, Locks, RedisLocks
+from service.locks import FileLocks, Lease, Locks, RedisLocks
 from service.replay import MemoryStores, RedisStore, ReplayBuffer, SnapshotStores
 from service.settings import Settings
 from service.tables import Brain
@@ -79,10 +79,12 @@ class Runtime:
         """In-process replay stores travel with every version; Redis ones with every sleep."""
         return self.redis is None
 
-    def replay(self, brain: Brain) -> ReplayBuffer:
+    def replay(self, brain: Brain, lease: Lease | None = None) -> ReplayBuffer:
+        """The brain's replay buffer; a writer passes its ``lease``, so that what it writes to a
+        Redis buffer is refused once the brain's writer lock is no longer its own."""
         width = input_dim(brain.input_shape, brain.encoder)
         if self.redis is not None:
-            store = RedisStore(self.redis, brain.id, width)
+            store = RedisStore(self.redis, brain.id, width, guard=lease.guard if lease is not None else None)
         elif self.replay_view is not None:
             store = self.replay_view.get(brain)
         else:

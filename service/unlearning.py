@@ -145,7 +145,7 @@ def forget(rt: Runtime, job: Job, *, ensure_replay: Callable[[Runtime, Brain, Re
                     "version": brain.current_version, "versions_deleted": []}
         rt.jobs.progress(job.id, 0.1, f"forgetting {len(rows)} samples")
         learner = rt.training.checkout(rt.versions, brain, rt.device)
-        buffer = rt.replay(brain)
+        buffer = rt.replay(brain, lease)
         ensure_replay(rt, brain, buffer)
         learned = [r for r in rows if r.id <= position]  # what the current version holds
         offered = sum(1 for r in rows if r.id <= brain.learned_position)

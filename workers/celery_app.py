@@ -31,7 +31,11 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": int(settings.lock_timeout_seconds) + 60},
+        # A message taken by a worker that vanished (killed, cut off) is delivered again once the
+        # visibility timeout passed: kombu's Redis transport looks every 10 s, and scans on every
+        # look (its default, every 10th, made that up to 100 s later).
+        broker_transport_options={"visibility_timeout": int(settings.lock_timeout_seconds) + 60,
+                                  "unacked_restore_throttle": 1},
         worker_hijack_root_logger=False,
         beat_schedule={
             "check-sleep-policies": {"task": CHECK_SLEEP_TASK, "schedule": settings.sleep_check_seconds},

@@ -8,14 +8,16 @@ import threading
 import time
 from datetime import timedelta
 
+import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from service import brains, schemas
 from service.app import create_app
 from service.jobs import JobBusy
-from service.locks import BrainLockTimeout, LockLost, RedisLocks
+from service.locks import BrainLockTimeout, Lease, LockLost, RedisLocks
 from service.runtime import build_runtime
 from service.tables import Brain, Job, Version, utcnow
 from service.writer import locked_brain, writer
@@ -86,6 +88,79 @@ def test_a_lease_whose_lock_was_taken_is_lost_and_cannot_publish(settings, redis
         assert _current(rt, brain_id) == 1
     finally:
         rt.close()
+
+
+def test_a_lease_that_cannot_renew_for_the_locks_expiry_is_lost() -> None:
+    """Redis out of reach (a partition): a renewal that fails is no proof the lock is gone, but once
+    none succeeded for the lock's expiry, it is, whatever the holder can see."""
+    fails = threading.Event()
+
+    def renew() -> bool:
+        if fails.is_set():
+            raise ConnectionError("no route to host")
+        return True
+
+    lease = Lease(7, renew=renew, interval=0.1, expiry=0.5)
+    lease.start()
+    try:
+        time.sleep(0.35)
+        fails.set()
+        time.sleep(0.3)
+        assert not lease.lost  # one or two failed renewals: the lock may still be ours
+        deadline = time.monotonic() + 2
+        while not lease.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lease.lost
+    finally:
+        lease.stop()
+
+
+@pytest.mark.integration
+def test_a_writer_whose_lock_was_taken_over_cannot_write_the_replay_buffer(settings, redis_url, redis_client) -> None:
+    """The Redis replay buffer is written under the writer's lock: once another holds it (this
+    writer was cut off past the expiry), an offer or a restore is refused and changes nothing."""
+    rt = build_runtime(make_settings(settings.data_dir, redis_url=redis_url, lock_timeout_seconds=5),
+                       executor=False)
+    try:
+        brain_id = _brain(rt, "replay-guard")
+        with rt.db.session(read_only=True) as s:
+            brain = s.get(Brain, brain_id)
+            s.expunge(brain)
+        x = np.arange(12, dtype=np.float32).reshape(3, 4)
+        with writer(rt, brain_id) as lease:
+            buffer = rt.replay(brain, lease)
+            buffer.add(x, [0, 1, 0])
+            before = buffer.snapshot()
+            redis_client.set(f"pb:lock:{brain_id}", b"another writer's token")  # taken over
+            with pytest.raises(LockLost):
+                buffer.add(x + 1, [1, 1, 1])
+            with pytest.raises(LockLost):
+                buffer.restore({"x": torch.zeros(0, 4), "y": torch.zeros(0, dtype=torch.long),
+                                "seen": torch.tensor(0)})
+            after = rt.replay(brain).snapshot()
+            assert all(torch.equal(before[k], after[k]) for k in ("x", "y", "seen")) and int(after["seen"]) == 3
+            redis_client.delete(f"pb:lock:{brain_id}")
+    finally:
+        rt.close()
+
+
+def test_a_runner_that_comes_back_after_its_job_ended_changes_no_progress(rt) -> None:
+    brain_id = _brain(rt, "progress")
+    with rt.db.session() as s:
+        s.add(Job(id="j-progress", brain_id=brain_id, kind="sleep", payload={}, events=[]))
+    rt.jobs.start("j-progress")
+    rt.jobs.progress("j-progress", 0.5, "half way")
+    rt.jobs.finish("j-progress", result={"done": True})
+
+    def seen() -> tuple:
+        with rt.db.session(read_only=True) as s:
+            job = s.get(Job, "j-progress")
+            return job.state, job.progress, job.phase
+
+    ended = seen()
+    assert ended[:2] == ("succeeded", 1.0)
+    rt.jobs.progress("j-progress", 0.2, "learning 1/5")  # a runner cut off from the brain, back late
+    assert seen() == ended
 
 
 def test_a_writer_overtaken_by_a_newer_fence_cannot_publish(rt) -> None:
