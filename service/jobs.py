@@ -201,7 +201,7 @@ class CeleryJobs:
         from celery import chord
 
         shards = [self.app.signature(WAKE_SHARD_TASK, args=[job_id, plan, i], queue="wake")
-                  for i in range(len(plan["ranges"]))]
+                  for i in range(plan["shards"])]
         merge = self.app.signature(WAKE_MERGE_TASK, args=[job_id, plan], queue="wake")
         chord(shards, app=self.app)(merge)
 

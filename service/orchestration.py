@@ -134,9 +134,9 @@ def wake(rt: Runtime, job: Job) -> dict | Handed:
         sharded = rt.settings.wake_shards > 1 and rt.jobs.can_fan_out  # else one worker, as always
         shards = sharding.plan(rt, brain, pending) if sharded else None
         if shards is not None:
-            rt.jobs.progress(job.id, 0.02, f"learning {shards['samples']} samples in {len(shards['ranges'])} shards")
+            rt.jobs.progress(job.id, 0.02, f"learning {shards['samples']} samples in {shards['shards']} shards")
             rt.jobs.fan_out(job.id, shards)
-            return Handed({"plan": shards["id"], "shards": len(shards["ranges"]), "samples": shards["samples"]})
+            return Handed({"plan": shards["id"], "shards": shards["shards"], "samples": shards["samples"]})
         learner = rt.training.checkout(rt.versions, brain, rt.device)
         buffer = rt.replay(brain, lease)
         _ensure_replay(rt, brain, buffer)
@@ -268,6 +268,7 @@ def _merge(rt: Runtime, job: Job, lease: Lease, plan: dict, results: list[dict])
     merge_seconds = time.perf_counter() - started
     stats = {"learned": learned, "log_from": plan["start"], "loss": None, "shards": len(results),
              "shard_seconds": [r["seconds"] for r in results], "shard_bytes": sum(r["bytes"] for r in results),
+             "shard_pieces": [len(r["pieces"]) for r in results],
              "shard_workers": [r["by"] for r in results], "shard_at": [r["at"] for r in results], "merge_at": round(merge_at, 3),
              "statistics_load_seconds": round(load_seconds, 4), "merge_seconds": round(merge_seconds, 4)}
     result = _publish_wake(rt, lease, brain, learner, buffer, cursor=plan["end"], learned=learned,

@@ -5,21 +5,26 @@ at least ``2 * wake_shard_min_samples`` samples to learn, on an executor that ca
 is split in three steps:
 
 1. *Plan* (:func:`plan`, in the wake job, under the brain's writer): the rows it would learn (at most
-   ``wake_max_samples`` after ``learned_position``) are cut into ``wake_shards`` consecutive row-id
-   ranges; the plan (JSON) names the brain, the version it starts from (``base``) and the ranges.
-   The job hands the plan to the executor (a Celery chord) and ends without recording its end.
+   ``wake_max_samples`` after ``learned_position``) are cut into pieces of about
+   :data:`PIECE_ROWS` consecutive rows (row-id ranges); the plan (JSON) names the brain, the
+   version it starts from (``base``), the number of shards (``wake_shards``) and the pieces. The
+   job hands the plan to the executor (a Celery chord) and ends without recording its end.
 2. *Shards* (:func:`shard`, one Celery task each, in parallel, no writer lock: they write nothing
-   of the brain): each loads version ``base`` itself, sums ``wake_statistics`` over its range and
-   stores the sums, with the id, label and task of each row it read, in Redis as safetensors bytes
+   of the brain): each loads version ``base`` itself, then claims pieces one at a time (a counter
+   in Redis) until none is left, so that a shard on a slower or busier worker claims fewer and
+   the shards end together; it sums ``wake_statistics`` over its pieces and stores the sums, with
+   the id, label and task of each row it read, in Redis as safetensors bytes
    (``pb:shard:<plan>:<i>``, expiring after :data:`TTL_SECONDS`; nothing is pickled; the process
-   keeps its last shard's too, for a merge that runs there), answering JSON. A shard that finds
-   ``base`` no longer current, or fails, answers why instead.
+   keeps its last shard's too, for a merge that runs there), answering JSON: the pieces it summed.
+   A shard that finds ``base`` no longer current, or fails, answers why instead.
 3. *Merge* (``service.orchestration.merge_shards``, the chord's callback, under a fresh fenced
    writer): unless a shard refused or the brain moved on from the plan (its current version is not
-   ``base`` or its learned position not the plan's start: :func:`refusal`), it merges the sums in
-   shard order, offers the rows the shards read to the replay buffer in log order and batches as
-   one worker would (reading only the inputs that end up stored), and publishes one version at the
-   plan's end. Otherwise it throws the sums away and learns the log as one worker does: nothing
+   ``base`` or its learned position not the plan's start; a piece that no answer summed, claimed
+   by a shard whose worker was lost: :func:`refusal`), it merges the sums in shard order (which
+   pieces each holds depends on timing: the readout is one worker's to floating-point tolerance),
+   offers the rows the shards read to the replay buffer in log order and batches as one worker
+   would (reading only the inputs that end up stored), and publishes one version at the plan's
+   end. Otherwise it throws the sums away and learns the log as one worker does: nothing
    computed against another version is ever published.
 """
 
@@ -46,8 +51,10 @@ log = logging.getLogger(__name__)
 
 TTL_SECONDS = 3600  # a shard's sums wait this long for their merge in Redis
 
-# A shard stores, beside its sums, the rows it read (id, label and task of each, in log order),
-# so that the merge offers them to the replay buffer without reading the log again.
+PIECE_ROWS = 1024  # rows of a piece of a sharded backlog: what a shard claims at a time
+
+# A shard stores, beside its sums, the rows it read (id, label and task of each), so that the
+# merge offers them to the replay buffer, in log order, without reading the log again.
 ROW_IDS = "log.id"
 ROWS = {ROW_IDS: "id", "log.label": "label", "log.task": "task_id"}
 
@@ -60,7 +67,9 @@ def plan(rt: Runtime, brain: Brain, pending: int) -> dict | None:
     """The shards of a wake of ``brain`` at its current version with ``pending`` samples in its
     log, or None when it is learned by one worker: sharding off (``wake_shards`` 1), an executor
     that runs jobs in one place, a learner that cannot merge (as its version's publish recorded:
-    the plan loads no learner), or too few samples for two shards of ``wake_shard_min_samples``."""
+    the plan loads no learner), or too few samples for two shards of ``wake_shard_min_samples``.
+    The backlog is cut into pieces of about :data:`PIECE_ROWS` consecutive rows, which the shards
+    claim one at a time (:func:`shard`)."""
     settings = rt.settings
     samples = min(pending, settings.wake_max_samples)
     shards = min(settings.wake_shards, samples // settings.wake_shard_min_samples)
@@ -72,18 +81,20 @@ def plan(rt: Runtime, brain: Brain, pending: int) -> dict | None:
         count = samplelog.pending(s, brain.id, brain.learned_position, limit=samples)
         if count < 2 * settings.wake_shard_min_samples:
             return None
-        cuts = [round(i * count / shards) for i in range(shards + 1)]
-        ends = samplelog.ids_at(s, brain.id, brain.learned_position, cuts[1:])  # each shard's last row
+        pieces = max(shards, -(-count // PIECE_ROWS))
+        cuts = [round(i * count / pieces) for i in range(pieces + 1)]
+        ends = samplelog.ids_at(s, brain.id, brain.learned_position, cuts[1:])  # each piece's last row
     after = [brain.learned_position, *ends[:-1]]
-    ranges = [[after[i], ends[i], cuts[i + 1] - cuts[i]] for i in range(shards)]
     return {"id": uuid.uuid4().hex, "brain": brain.id, "base": brain.current_version,
             "start": brain.learned_position, "end": ends[-1], "samples": count, "pending": pending,
-            "ranges": ranges}
+            "shards": shards, "pieces": [[after[i], ends[i], cuts[i + 1] - cuts[i]] for i in range(pieces)]}
 
 
 def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
-    """Sum the wake statistics of shard ``index`` of ``plan`` and store them; what a merge needs
-    to know, as JSON: the key, or why there is none (``refused``). Never raises."""
+    """Shard ``index`` of ``plan``: claim pieces of the backlog one at a time until none is left
+    (a shard whose worker is slower claims fewer: the shards end together), sum their wake
+    statistics and store the sums; what a merge needs to know, as JSON: the pieces summed and the
+    key (none when it claimed nothing), or why there is none (``refused``). Never raises."""
     started, at = time.perf_counter(), time.time()
     out: dict = {"shard": index, "plan": plan["id"]}
     try:
@@ -93,47 +104,65 @@ def shard(rt: Runtime, job_id: str, plan: dict, index: int) -> dict:
         rt.jobs.heartbeat(job_id)
         learner = rt.training.checkout(rt.versions, brain, rt.device)
         try:
-            total = _statistics(rt, job_id, brain, learner, plan["ranges"][index])
+            summed = _statistics(rt, job_id, brain, learner, plan)
         finally:  # wake_statistics changes nothing: the learner is still the base version
             rt.training.checkin(brain, plan["base"], learner)
-        if isinstance(total, str):
-            return {**out, "refused": total}
+        if isinstance(summed, str):
+            return {**out, "refused": summed}
+        total, claimed = summed
+        done = {**out, "pieces": claimed, "base": plan["base"], "samples": sum(plan["pieces"][i][2] for i in claimed),
+                "by": whoami("worker"), "at": round(at, 3)}  # when it started (epoch seconds): a timeline
+        if not claimed:
+            return {**done, "bytes": 0, "seconds": round(time.perf_counter() - started, 4)}
         total = {name: value.cpu().contiguous() for name, value in total.items()}
         data = save_tensors(total)
         key = f"pb:shard:{plan['id']}:{index}"
         rt.redis.set(key, data, ex=TTL_SECONDS)
         _held.clear()
         _held[key] = total
-        return {**out, "key": key, "base": plan["base"], "samples": plan["ranges"][index][2], "bytes": len(data),
-                "seconds": round(time.perf_counter() - started, 4), "by": whoami("worker"),
-                "at": round(at, 3)}  # when it started (epoch seconds): a timeline of the wake
+        return {**done, "key": key, "bytes": len(data), "seconds": round(time.perf_counter() - started, 4)}
     except Exception as exc:  # the merge learns the log itself instead
         log.exception("shard %d of plan %s (job %s) failed", index, plan["id"], job_id)
         return {**out, "refused": f"{type(exc).__name__}: {exc}"[:500]}
 
 
-def _statistics(rt: Runtime, job_id: str, brain: Brain, learner: Learner, span: list[int]
-                ) -> dict[str, torch.Tensor] | str:
-    """The summed statistics of the log rows in ``span`` ``[after, through, count]``, or why not."""
+def _claim(rt: Runtime, plan: dict) -> int | None:
+    """The next piece of ``plan`` nobody claimed yet, or None."""
+    key = f"pb:shard:{plan['id']}:claimed"
+    claimed = int(rt.redis.incr(key)) - 1
+    if claimed == 0:
+        rt.redis.expire(key, TTL_SECONDS)
+    return claimed if claimed < len(plan["pieces"]) else None
+
+
+def _statistics(rt: Runtime, job_id: str, brain: Brain, learner: Learner, plan: dict
+                ) -> tuple[dict[str, torch.Tensor], list[int]] | str:
+    """The summed statistics of the pieces this shard claimed, with the rows they hold (:data:`ROWS`),
+    and the pieces; or why not."""
     if not learner.mergeable():
         return "the learner cannot merge"
-    after, through, count = span
     known: dict[int, Task] = {}
     dim = input_dim(brain.input_shape, brain.encoder)
     total: dict[str, torch.Tensor] = {}
     read: dict[str, list[int]] = {name: [] for name in ROWS}
-    for rows in samplelog.chunks(rt.db, brain.id, after, count, through=through):
+    claimed: list[int] = []
+    while (piece := _claim(rt, plan)) is not None:
+        claimed.append(piece)
+        after, through, count = plan["pieces"][piece]
+        with rt.db.session(read_only=True) as s:
+            rows = samplelog.read_after(s, brain.id, after, count, through=through)
+        if len(rows) != count:
+            return f"the log holds {len(rows)} of piece {piece}'s {count} rows"
         for task_id, x, y in samplelog.batches(rows, dim):
             task = samplelog.task_of(rt.db, brain.id, known, task_id)
             add_statistics(total, learner.wake_statistics(x.to(rt.device), y.to(rt.device), task.name))
         for name, column in ROWS.items():
             read[name].extend(getattr(r, column) for r in rows)
         rt.jobs.heartbeat(job_id)
-    if len(read[ROW_IDS]) != count:
-        return f"the log holds {len(read[ROW_IDS])} of the shard's {count} rows"
     if ROWS.keys() & total.keys():
         return f"the learner's statistics use a reserved name ({sorted(ROWS.keys() & total.keys())})"
-    return {**total, **{name: torch.tensor(values, dtype=torch.int64) for name, values in read.items()}}
+    rows_read = {name: torch.tensor(values, dtype=torch.int64) for name, values in read.items()}
+    return {**total, **rows_read}, claimed
 
 
 def refusal(brain: Brain, plan: dict, results: list[dict]) -> str | None:
@@ -141,11 +170,15 @@ def refusal(brain: Brain, plan: dict, results: list[dict]) -> str | None:
     if brain.current_version != plan["base"] or brain.learned_position != plan["start"]:
         return (f"the brain moved on from the plan (version {plan['base']} at log position {plan['start']}) "
                 f"to version {brain.current_version} at {brain.learned_position}")
-    if [r.get("shard") for r in results] != list(range(len(plan["ranges"]))) or any(
+    if [r.get("shard") for r in results] != list(range(plan["shards"])) or any(
             r.get("plan") != plan["id"] for r in results):
         return "the shards' answers do not match the plan"
     refused = [f"shard {r['shard']}: {r['refused']}" for r in results if "refused" in r]
-    return "; ".join(refused) or None
+    if refused:
+        return "; ".join(refused)
+    if sorted(p for r in results for p in r["pieces"]) != list(range(len(plan["pieces"]))):
+        return "pieces of the backlog are missing (a shard that claimed them was lost)"
+    return None
 
 
 def load(rt: Runtime, results: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]] | None:
@@ -153,9 +186,11 @@ def load(rt: Runtime, results: list[dict]) -> tuple[dict[str, torch.Tensor], dic
     None when a shard's are gone from Redis (expired, Redis lost), even where this process still
     holds them: whether a merge can use a shard's sums does not depend on where it runs."""
     total: dict[str, torch.Tensor] = {}
-    rows: dict[str, list[int]] = {name: [] for name in ROWS}
+    columns: dict[str, list[torch.Tensor]] = {name: [] for name in ROWS}
     for result in results:
-        key = result["key"]
+        key = result.get("key")
+        if key is None:  # it claimed no piece
+            continue
         if key in _held:
             if not rt.redis.exists(key):
                 return None
@@ -166,9 +201,10 @@ def load(rt: Runtime, results: list[dict]) -> tuple[dict[str, torch.Tensor], dic
                 return None
             part = load_tensors(data)
         for name in ROWS:
-            rows[name].extend(part[name].tolist())
+            columns[name].append(part[name])
         add_statistics(total, {name: value for name, value in part.items() if name not in ROWS})
-    return total, rows
+    order = torch.cat(columns[ROW_IDS]).argsort() if columns[ROW_IDS] else torch.zeros(0, dtype=torch.int64)
+    return total, {name: torch.cat(parts)[order].tolist() if parts else [] for name, parts in columns.items()}
 
 
 def offer(rt: Runtime, brain: Brain, plan: dict, buffer: ReplayBuffer, rows: dict[str, list[int]]) -> tuple[int, int]:

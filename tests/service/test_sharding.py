@@ -109,14 +109,27 @@ def _wake(rt: Runtime, brain_id: int) -> str:
     return job_id
 
 
-def _sharded(rt: Runtime, brain_id: int) -> tuple[str, dict, list[dict]]:
-    """A wake job that planned shards, and the shards' answers (run here, one after the other)."""
+def _sharded(rt: Runtime, brain_id: int, *, pieces: int = 0) -> tuple[str, dict, list[dict]]:
+    """A wake job that planned shards, and the shards' answers, run here one after the other: the
+    first claims every piece but the last ``pieces`` (a worker that went on to other work), which
+    the second claims."""
     job_id = _wake(rt, brain_id)
     assert _job(rt, job_id).state == "running"  # handed to its shards; the merge will end it
     planned = [plan for job, plan in rt.jobs.executor.plans if job == job_id]
     assert len(planned) == 1
     plan = planned[0]
-    return job_id, plan, [shard(rt, job_id, plan, i) for i in range(len(plan["ranges"]))]
+    claim = sharding._claim
+    left = len(plan["pieces"]) - pieces
+
+    def first_claims(rt: Runtime, plan: dict) -> int | None:
+        nonlocal left
+        left -= 1
+        return claim(rt, plan) if left >= 0 else None
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sharding, "_claim", first_claims)
+        answers = [shard(rt, job_id, plan, 0)]
+    return job_id, plan, answers + [shard(rt, job_id, plan, i) for i in range(1, plan["shards"])]
 
 
 def _state(rt: Runtime, brain_id: int) -> tuple[Brain, dict[str, torch.Tensor], Version]:
@@ -139,8 +152,9 @@ def test_a_sharded_wake_publishes_what_one_worker_publishes(api, rt, settings):
     assert _job(rt, _wake(rt, one)).result == {"learned": 320, "version": 2, "left": 0}
     rt.settings = settings
 
-    job_id, plan, answers = _sharded(rt, many)
-    assert [r[2] for r in plan["ranges"]] == [160, 160] and plan["samples"] == 320
+    job_id, plan, answers = _sharded(rt, many, pieces=1)
+    assert [r[2] for r in plan["pieces"]] == [160, 160] and (plan["shards"], plan["samples"]) == (2, 320)
+    assert [a["pieces"] for a in answers] == [[0], [1]]
     assert all("key" in a and rt.redis.ttl(a["key"]) > 0 for a in answers)
     result = merge_shards(rt, job_id, plan, answers)
     assert result == {"learned": 320, "version": 2, "left": 0, "shards": 2}
@@ -174,10 +188,10 @@ def test_a_plans_ranges_cut_the_backlog_into_consecutive_shards(api, rt, setting
         s.expunge(brain)
     plan = sharding.plan(rt, brain, len(ids))
     assert (plan["start"], plan["end"], plan["samples"]) == (0, ids[-1], 320)
-    assert plan["ranges"] == [[0, ids[106], 107], [ids[106], ids[212], 106], [ids[212], ids[319], 107]]
+    assert plan["pieces"] == [[0, ids[106], 107], [ids[106], ids[212], 106], [ids[212], ids[319], 107]]
     rt.settings = settings.model_copy(update={"wake_shards": 3, "wake_max_samples": 200})  # the job's cap
     plan = sharding.plan(rt, brain, len(ids))
-    assert plan["ranges"] == [[0, ids[66], 67], [ids[66], ids[132], 66], [ids[132], ids[199], 67]]
+    assert plan["pieces"] == [[0, ids[66], 67], [ids[66], ids[132], 66], [ids[132], ids[199], 67]]
     assert (plan["end"], plan["samples"], plan["pending"]) == (ids[199], 200, 320)
 
 
@@ -211,7 +225,7 @@ def test_shards_of_a_version_that_is_no_longer_current_are_not_published(api, rt
         ingest(rt, name="shards-moved", body=SamplesIn(task="t3", samples=Clusters(LABELS, dim=DIM, seed=3).samples(
             LABELS, 40, seed=seed)))
     job_id, plan, answers = _sharded(rt, brain_id)
-    assert plan["base"] == 2 and all("key" in a for a in answers)
+    assert plan["base"] == 2 and all("key" in a for a in answers[:1])
 
     slept = rt.jobs.submit("sleep", brain_id)  # another writer publishes between the shards and the merge
     with pytest.raises(BrainBusy):  # not while the wake's shards beat its heartbeat (issue 17: one job a brain)
@@ -232,16 +246,46 @@ def test_shards_of_a_version_that_is_no_longer_current_are_not_published(api, rt
     assert version.stats["loss"] is not None
     assert brain.samples_learned == 640 and brain.current_version == 4
     assert int(state["class_counts"].sum()) == 640
-    assert not any(rt.redis.exists(a["key"]) for a in answers)
+    assert not any(rt.redis.exists(a["key"]) for a in answers if "key" in a)
 
 
 def test_a_shard_answer_that_is_missing_makes_the_merge_learn_in_one_place(api, rt):
     brain_id = _brain(api, rt, "shards-lost")
-    job_id, plan, answers = _sharded(rt, brain_id)
+    job_id, plan, answers = _sharded(rt, brain_id, pieces=1)
     rt.redis.delete(answers[1]["key"])  # expired, or Redis lost it
     result = merge_shards(rt, job_id, plan, answers)
     assert "gone" in result["shards_refused"] and result["learned"] == 320
     assert merge_shards(rt, job_id, plan, answers) is None  # a redelivered callback: the job has ended
+
+
+def test_the_shards_claim_pieces_until_none_is_left_and_a_lost_claim_is_not_merged(api, rt, settings, monkeypatch):
+    """Shards claim the backlog's pieces one at a time: one that finds none left stores nothing and
+    the merge publishes what one worker would; pieces claimed by a shard that was lost (its worker
+    died: its redelivered task finds none left) make the merge learn the log in one place."""
+    monkeypatch.setattr(sharding, "PIECE_ROWS", 80)
+    one = _brain(api, rt, "pieces-one")
+    rt.settings = settings.model_copy(update={"wake_shards": 1})
+    _wake(rt, one)
+    rt.settings = settings
+    brain_id = _brain(api, rt, "pieces")
+    job_id, plan, answers = _sharded(rt, brain_id)  # the first shard claims all 4
+    assert len(plan["pieces"]) == 4 and [a["pieces"] for a in answers] == [[0, 1, 2, 3], []]
+    assert "key" not in answers[1] and answers[1]["samples"] == 0
+    result = merge_shards(rt, job_id, plan, answers)
+    assert result == {"learned": 320, "version": 2, "left": 0, "shards": 2}
+    (_, s1, _), (_, s2, version) = _state(rt, one), _state(rt, brain_id)
+    assert torch.allclose(s1["stat_a"], s2["stat_a"], rtol=1e-5, atol=1e-4) and version.stats["shard_pieces"] == [4, 0]
+    assert _replay(rt, one) == _replay(rt, brain_id)
+
+    lost = _brain(api, rt, "pieces-lost")
+    job_id = _wake(rt, lost)
+    plan = rt.jobs.executor.plans[-1][1]
+    assert sharding._claim(rt, plan) == 0  # a shard claimed piece 0, and its worker died
+    answers = [shard(rt, job_id, plan, 0), shard(rt, job_id, plan, 1)]  # the redelivered shard too
+    assert sorted(p for a in answers for p in a["pieces"]) == [1, 2, 3]
+    result = merge_shards(rt, job_id, plan, answers)
+    assert "pieces of the backlog are missing" in result["shards_refused"] and result["learned"] == 320
+    assert not any(rt.redis.exists(a["key"]) for a in answers if "key" in a)
 
 
 @pytest.mark.parametrize(("strategy", "params"), [
