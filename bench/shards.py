@@ -44,6 +44,10 @@ from bench.serve import postgres_database, reachable
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 2048  # samples per ingest call (the API's BRAIN_MAX_BATCH)
+# How often the job's record is read while it runs: the wake's time is taken from the end its
+# worker recorded, so a slow poll costs no accuracy, and a fast one (it was 20 ms) takes CPU
+# (this process's and Postgres's) from the workers it measures, two of them on a 2-core machine.
+POLL = 0.5
 
 
 def load() -> list[float]:
@@ -138,8 +142,10 @@ def run_config(args: argparse.Namespace, bodies: list, *, count: int, shards: in
                             if state in ("succeeded", "failed"):
                                 events = list(job.events)
                                 break
-                            time.sleep(0.02)
-                        seconds = time.perf_counter() - started
+                            time.sleep(POLL)
+                        # to the end its worker recorded: the poll's own lateness is not timed
+                        ended = event_at(events, state)
+                        seconds = ended - started_at if ended is not None else time.perf_counter() - started
                         with rt.db.session(read_only=True) as s:
                             brain = s.get(Brain, brain_id)
                             version = s.scalar(select_version(Version, brain_id, brain.current_version))
@@ -149,7 +155,7 @@ def run_config(args: argparse.Namespace, bodies: list, *, count: int, shards: in
                                        "samples_per_second": round(args.samples / seconds, 1),
                                        "load_before": before, "load_after": load(),
                                        "stats": {k: stats.get(k) for k in (
-                                           "learned", "shards", "shard_seconds", "shard_bytes", "merge_seconds",
+                                           "learned", "shards", "shard_seconds", "shard_pieces", "shard_bytes", "merge_seconds",
                                            "statistics_load_seconds", "shard_workers")},
                                        "timeline": timeline(events, stats, published, submitted=started_at)})
                         print(f"  {count} worker(s), shards {shards}, round {r}: {seconds:.2f} s "
@@ -162,15 +168,21 @@ def run_config(args: argparse.Namespace, bodies: list, *, count: int, shards: in
     return {"workers": count, "wake_shards": shards, "torch_threads": threads or "default", "rounds": rounds}
 
 
+def event_at(events: list[dict], name: str) -> float | None:
+    """When the job's last event ``name`` was recorded (epoch seconds)."""
+    from datetime import datetime
+
+    times = [datetime.fromisoformat(e["at"]).timestamp() for e in events if e["event"] == name]
+    return times[-1] if times else None
+
+
 def timeline(events: list[dict], stats: dict, published: float, *, submitted: float) -> dict[str, float]:
     """Seconds from the submit to each step of the wake: the job started (a worker took it), handed
     (planned and its chord sent), each shard started and ended, the merge started, the version
     was committed (publish) and the job's end recorded."""
-    from datetime import datetime
-
     def at(name: str) -> float | None:
-        times = [datetime.fromisoformat(e["at"]).timestamp() for e in events if e["event"] == name]
-        return round(times[-1] - submitted, 3) if times else None
+        when = event_at(events, name)
+        return round(when - submitted, 3) if when is not None else None
 
     out = {"started": at("started"), "handed": at("handed")}
     if stats.get("shard_at"):
