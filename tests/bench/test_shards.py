@@ -44,7 +44,7 @@ def test_a_rerun_keeps_the_written_analysis(tmp_path: Path, monkeypatch) -> None
     import bench.shards as shards
 
     out = tmp_path / "shards.md"
-    out.write_text("# old figures\n\n## Scale model\n\nwritten by hand\n")
+    out.write_text("# old figures\n\n## What it shows\n\nwritten by hand\n")
     monkeypatch.setattr(shards, "reachable", lambda host, port: True)
     monkeypatch.setattr(shards, "backlog", lambda n, seed: [])
     monkeypatch.setattr(shards, "statistics_rate", lambda n: {"hidden": 8, "samples_per_second": 1.0, "samples": 1,
@@ -53,4 +53,4 @@ def test_a_rerun_keeps_the_written_analysis(tmp_path: Path, monkeypatch) -> None
                                                              "load_before": [], "load_after": []})
     assert shards.main(["--skip-stack", "--hidden", "", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "# old figures" not in text and text.count("## Scale model") == 1 and text.endswith("written by hand\n")
+    assert "# old figures" not in text and text.count("## What it shows") == 1 and text.endswith("written by hand\n")
