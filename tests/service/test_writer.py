@@ -127,6 +127,7 @@ def test_a_writer_whose_lock_was_taken_over_cannot_write_the_replay_buffer(setti
             brain = s.get(Brain, brain_id)
             s.expunge(brain)
         x = np.arange(12, dtype=np.float32).reshape(3, 4)
+        rt.drop_replay(brain_id)  # the Redis db outlives the test's Postgres database and its brain ids
         with writer(rt, brain_id) as lease:
             buffer = rt.replay(brain, lease)
             buffer.add(x, [0, 1, 0])
