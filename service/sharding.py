@@ -176,6 +176,8 @@ def refusal(brain: Brain, plan: dict, results: list[dict]) -> str | None:
     refused = [f"shard {r['shard']}: {r['refused']}" for r in results if "refused" in r]
     if refused:
         return "; ".join(refused)
+    # each piece is claimed once (an atomic counter): a piece no answer holds was claimed by a shard
+    # that was lost, or delivered twice, whose other run's answer the chord did not keep
     if sorted(p for r in results for p in r["pieces"]) != list(range(len(plan["pieces"]))):
         return "pieces of the backlog are missing (a shard that claimed them was lost)"
     return None
