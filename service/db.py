@@ -107,7 +107,7 @@ class Database:
 def fetch_binary(conn: Connection, query: Select) -> Sequence[Any]:
     """``query``'s rows (attributes named as its columns). On psycopg, with binary results: bytea
     arrives as bytes instead of hex text that the server encodes and the client decodes (blobs and
-    the log's inputs: about 1.5-3x faster to read, and less work for the server)."""
+    the log's inputs; what it saves: docs/bench/blobs.md, docs/bench/shards.md)."""
     if conn.dialect.driver != "psycopg":
         return conn.execute(query).all()
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})

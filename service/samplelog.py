@@ -32,12 +32,11 @@ def known_keys(s: Session, brain_id: int, keys: Iterable[str]) -> set[str]:
     return set(s.scalars(select(Sample.sample_key).where(Sample.brain_id == brain_id, Sample.sample_key.in_(keys))))
 
 
-def read_after(s: Session, brain_id: int, position: int, limit: int, *, through: int | None = None,
-               inputs: bool = True) -> Sequence[Row]:
-    """Up to ``limit`` rows (id, task_id, label, x; without x unless ``inputs``) after log position
-    ``position`` (and none after ``through``), in log order."""
-    columns = (Sample.id, Sample.task_id, Sample.label, *((Sample.x,) if inputs else ()))
-    query = select(*columns).where(Sample.brain_id == brain_id, Sample.id > position)
+def read_after(s: Session, brain_id: int, position: int, limit: int, *, through: int | None = None) -> Sequence[Row]:
+    """Up to ``limit`` rows (id, task_id, label, x) after log position ``position`` (and none after
+    ``through``), in log order."""
+    query = select(Sample.id, Sample.task_id, Sample.label, Sample.x).where(Sample.brain_id == brain_id,
+                                                                          Sample.id > position)
     if through is not None:
         query = query.where(Sample.id <= through)
     return fetch_binary(s.connection(), query.order_by(Sample.id).limit(limit))
@@ -97,15 +96,14 @@ WAKE_CHUNK = 4096  # log rows read per query
 WAKE_BATCH = 128  # samples per observe() call
 
 
-def chunks(db: Database, brain_id: int, cursor: int, limit: int, *, through: int | None = None,
-           inputs: bool = True) -> Iterator[Sequence[Row]]:
+def chunks(db: Database, brain_id: int, cursor: int, limit: int, *, through: int | None = None
+           ) -> Iterator[Sequence[Row]]:
     """The log's rows after ``cursor`` (at most ``limit``, none after row id ``through``), in log
-    order, ``WAKE_CHUNK`` rows a query: the chunks one worker's wake reads (without their inputs
-    unless ``inputs``)."""
+    order, ``WAKE_CHUNK`` rows a query: the chunks one worker's wake reads."""
     learned = 0
     while learned < limit:
         with db.session(read_only=True) as s:
-            rows = read_after(s, brain_id, cursor, min(WAKE_CHUNK, limit - learned), through=through, inputs=inputs)
+            rows = read_after(s, brain_id, cursor, min(WAKE_CHUNK, limit - learned), through=through)
         if not rows:
             return
         yield rows
